@@ -1,0 +1,92 @@
+//! `hoard daemon start|stop|status|run`.
+
+use crate::connect;
+use crate::ui;
+use anyhow::{bail, Context};
+use hoard_proto::paths::Paths;
+use hoard_proto::v1::{ShutdownRequest, StatusRequest};
+use std::time::{Duration, Instant};
+
+pub async fn start(paths: &Paths) -> anyhow::Result<()> {
+    if let Some(mut c) = connect::try_connect(paths).await? {
+        let s = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner();
+        println!("hoardd is already running (pid {}, store {})", s.pid, s.store);
+        return Ok(());
+    }
+    let mut c = connect::start(paths).await?;
+    let s = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner();
+    println!("hoardd started (pid {}, store {})", s.pid, s.store);
+    Ok(())
+}
+
+pub async fn stop(paths: &Paths) -> anyhow::Result<()> {
+    let Some(mut c) = connect::try_connect(paths).await? else {
+        println!("hoardd is not running");
+        return Ok(());
+    };
+    let pid = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner().pid;
+    c.shutdown(ShutdownRequest {}).await.map_err(ui::status_error)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while process_alive(pid) {
+        if Instant::now() > deadline {
+            bail!("hoardd (pid {pid}) is still finishing its work after 60s; check `hoard daemon status` later");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("hoardd stopped");
+    Ok(())
+}
+
+fn process_alive(pid: u32) -> bool {
+    // Signal 0 checks existence; a zombie (not yet reaped) counts as gone.
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+    exists
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+}
+
+pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
+    let Some(mut c) = connect::try_connect(paths).await? else {
+        if json {
+            println!("{}", serde_json::json!({"running": false, "socket": paths.socket}));
+        } else {
+            println!("hoardd is not running (socket {})", paths.socket.display());
+        }
+        std::process::exit(3);
+    };
+    let s = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"running": true, "pid": s.pid, "version": s.version, "store": s.store,
+                "uptime_secs": s.uptime_secs, "chunk_min": s.chunk_min, "chunk_avg": s.chunk_avg,
+                "chunk_max": s.chunk_max, "zstd_level": s.zstd_level, "frame_target": s.frame_target})
+        );
+    } else {
+        println!("hoardd {} running (pid {}, up {}s)", s.version, s.pid, s.uptime_secs);
+        println!("store   {}", s.store);
+        println!("socket  {}", paths.socket.display());
+        println!(
+            "chunks  FastCDC min {} / avg {} / max {} bytes; zstd level {}, frames of {}",
+            s.chunk_min,
+            s.chunk_avg,
+            s.chunk_max,
+            s.zstd_level,
+            ui::bytes(s.frame_target as u64)
+        );
+    }
+    Ok(())
+}
+
+/// Replaces this process with the daemon in the foreground (for systemd).
+pub fn run(paths: &Paths) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let bin = connect::daemon_binary();
+    let mut cmd = std::process::Command::new(&bin);
+    if *paths == Paths::under(&paths.store) {
+        cmd.arg("--store").arg(&paths.store);
+    }
+    let err = cmd.arg("run").exec();
+    Err(err).with_context(|| format!("cannot run {}", bin.display()))
+}

@@ -1,0 +1,278 @@
+//! The local API (`hoard.v1.Local`): gRPC handlers that run engine work on
+//! blocking threads and stream its events back.
+
+use crate::check::{self, VerifyEvent};
+use crate::error::Error;
+use crate::id::Id;
+use crate::ingest::{self, AddInput, Event};
+use crate::store::Store;
+use hoard_proto::v1::{self as pb, local_server::Local};
+use hoard_proto::MAX_DATA_MESSAGE;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct LocalApi {
+    store: Arc<Store>,
+    started: Instant,
+    shutdown: Arc<Notify>,
+}
+
+impl LocalApi {
+    pub fn new(store: Arc<Store>, shutdown: Arc<Notify>) -> Self {
+        LocalApi {
+            store,
+            started: Instant::now(),
+            shutdown,
+        }
+    }
+}
+
+/// Maps an engine error to a gRPC status whose message is the engine's.
+pub fn status(e: Error) -> Status {
+    let msg = e.to_string();
+    match e {
+        Error::NotFound(_) => Status::not_found(msg),
+        Error::Corrupt(_) => Status::data_loss(msg),
+        Error::Config(_) => Status::invalid_argument(msg),
+        Error::DiskFull { .. } => Status::resource_exhausted(msg),
+        Error::Cancelled => Status::cancelled(msg),
+        Error::Busy(_) => Status::unavailable(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+fn parse_oid(b: &[u8]) -> Result<Id, Status> {
+    Id::from_slice(b).ok_or_else(|| Status::invalid_argument("object id must be 32 bytes"))
+}
+
+type Events<T> = ReceiverStream<Result<T, Status>>;
+
+fn add_event(e: Event) -> pb::AddEvent {
+    use pb::add_event::Event as E;
+    let event = match e {
+        Event::Plan { files, bytes } => E::Plan(pb::AddPlan { files, bytes }),
+        Event::Progress { files_done, bytes_done } => E::Progress(pb::Progress { files_done, bytes_done }),
+        Event::Done(files) => E::Files(pb::FileResults {
+            files: files
+                .into_iter()
+                .map(|f| pb::FileResult {
+                    oid: f.file.0.to_vec(),
+                    path: f.path,
+                    size: f.size,
+                    unchanged: f.unchanged,
+                })
+                .collect(),
+        }),
+        Event::Error { path, message } => E::Error(pb::FileError { path, message }),
+    };
+    pb::AddEvent { event: Some(event) }
+}
+
+fn problem(p: check::Problem) -> pb::Problem {
+    pb::Problem {
+        kind: p.kind.into(),
+        object: p.object,
+        message: p.message,
+    }
+}
+
+#[tonic::async_trait]
+impl Local for LocalApi {
+    type AddStream = Events<pb::AddEvent>;
+
+    async fn add(&self, req: Request<pb::AddRequest>) -> Result<Response<Self::AddStream>, Status> {
+        let mut inputs = Vec::new();
+        for p in req.into_inner().paths {
+            let path = PathBuf::from(&p.path);
+            if !path.is_absolute() {
+                return Err(Status::invalid_argument(format!("path {:?} must be absolute", p.path)));
+            }
+            inputs.push(AddInput {
+                path,
+                display: p.display,
+            });
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut emit = |e: Event| tx.blocking_send(Ok(add_event(e))).is_ok();
+            let s = ingest::add(&store, inputs, &mut emit);
+            let summary = pb::AddSummary {
+                files: s.files,
+                errors: s.errors,
+                logical_bytes: s.logical_bytes,
+                new_chunk_bytes: s.new_chunk_bytes,
+                new_stored_bytes: s.new_stored_bytes,
+                new_chunks: s.new_chunks,
+                reused_chunks: s.reused_chunks,
+            };
+            let _ = tx.blocking_send(Ok(pb::AddEvent {
+                event: Some(pb::add_event::Event::Summary(summary)),
+            }));
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type ReadStream = Events<pb::ReadReply>;
+
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let req = req.into_inner();
+        let file = parse_oid(&req.oid)?;
+        let store = self.store.clone();
+        let size = tokio::task::block_in_place(|| store.file_size(&file))
+            .map_err(status)?
+            .ok_or_else(|| {
+                status(Error::NotFound(format!(
+                    "{file} is not in this store; `hoard add` it first (or fetch it from a remote)"
+                )))
+            })?;
+        let (tx, rx) = mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(MAX_DATA_MESSAGE);
+            let mut first = Some(size);
+            let mut send = |buf: &mut Vec<u8>, first: &mut Option<u64>| -> crate::Result<()> {
+                let msg = pb::ReadReply {
+                    file_size: first.take(),
+                    data: std::mem::take(buf).into(),
+                };
+                *buf = Vec::with_capacity(MAX_DATA_MESSAGE);
+                tx.blocking_send(Ok(msg)).map_err(|_| Error::Cancelled)
+            };
+            let r = store.read_range(&file, req.offset, req.length, &mut |mut data: &[u8]| {
+                while !data.is_empty() {
+                    let n = data.len().min(MAX_DATA_MESSAGE - buf.len());
+                    buf.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if buf.len() == MAX_DATA_MESSAGE {
+                        send(&mut buf, &mut first)?;
+                    }
+                }
+                Ok(())
+            });
+            let r = r.and_then(|_| {
+                if !buf.is_empty() || first.is_some() {
+                    send(&mut buf, &mut first)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                let _ = tx.blocking_send(Err(status(e)));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<pb::StoreStats>, Status> {
+        let s = self.store.stats();
+        Ok(Response::new(pb::StoreStats {
+            logical_bytes: s.logical_bytes,
+            unique_bytes: s.unique_bytes,
+            stored_bytes: s.stored_bytes,
+            chunks: s.chunks,
+            files: s.files,
+            packs: s.packs,
+        }))
+    }
+
+    type VerifyStream = Events<pb::VerifyEvent>;
+
+    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<Self::VerifyStream>, Status> {
+        let read_data = req.into_inner().read_data;
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            use pb::verify_event::Event as E;
+            let send = |e: E| tx.blocking_send(Ok(pb::VerifyEvent { event: Some(e) })).is_ok();
+            let r = check::verify(&store, read_data, &mut |e| {
+                send(match e {
+                    VerifyEvent::Plan(b) => E::PlanBytes(b),
+                    VerifyEvent::Progress { bytes_read } => E::Progress(pb::Progress {
+                        files_done: 0,
+                        bytes_done: bytes_read,
+                    }),
+                    VerifyEvent::Problem(p) => E::Problem(problem(p)),
+                })
+            });
+            match r {
+                Ok(rep) => {
+                    send(E::Summary(pb::VerifySummary {
+                        packs: rep.packs,
+                        chunks: rep.chunks,
+                        files: rep.files,
+                        bytes_read: rep.bytes_read,
+                        problems: rep.problems,
+                    }));
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(status(e)));
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type ReindexStream = Events<pb::ReindexEvent>;
+
+    async fn reindex(&self, _: Request<pb::ReindexRequest>) -> Result<Response<Self::ReindexStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            use pb::reindex_event::Event as E;
+            let send = |e: E| {
+                let _ = tx.blocking_send(Ok(pb::ReindexEvent { event: Some(e) }));
+            };
+            let mut done = 0u64;
+            let r = store.reindex(|bytes, bad| {
+                done += bytes;
+                if let Some((pack, e)) = bad {
+                    send(E::Problem(pb::Problem {
+                        kind: "pack".into(),
+                        object: pack.hex(),
+                        message: format!("skipped: {e}"),
+                    }));
+                }
+                send(E::Progress(pb::Progress {
+                    files_done: 0,
+                    bytes_done: done,
+                }));
+            });
+            match r {
+                Ok((packs, chunks, files, bad_packs)) => send(E::Summary(pb::ReindexSummary {
+                    packs,
+                    chunks,
+                    files,
+                    bad_packs,
+                })),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(status(e)));
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::DaemonStatus>, Status> {
+        let p = self.store.params();
+        Ok(Response::new(pb::DaemonStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            store: self.store.dir().display().to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            chunk_min: p.chunk.min,
+            chunk_avg: p.chunk.avg,
+            chunk_max: p.chunk.max,
+            zstd_level: p.zstd_level as u32,
+            frame_target: p.frame_target,
+        }))
+    }
+
+    async fn shutdown(&self, _: Request<pb::ShutdownRequest>) -> Result<Response<pb::ShutdownReply>, Status> {
+        tracing::info!("shutdown requested by a client");
+        self.shutdown.notify_one();
+        Ok(Response::new(pb::ShutdownReply {}))
+    }
+}

@@ -1,0 +1,238 @@
+//! `verify` and the problems it reports. (`reindex` lives with the store,
+//! which owns the index layout it rebuilds.)
+
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::ChunkLoc;
+use crate::pack::format::{self, Kind, Scanner};
+use crate::store::Store;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// "pack", "chunk", "file" or "index".
+    pub kind: &'static str,
+    pub object: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub packs: u64,
+    pub chunks: u64,
+    pub files: u64,
+    pub bytes_read: u64,
+    pub problems: u64,
+}
+
+pub enum VerifyEvent {
+    /// Pack bytes that will be read (read-data only).
+    Plan(u64),
+    Progress { bytes_read: u64 },
+    Problem(Problem),
+}
+
+struct Reporter<'a> {
+    rep: Report,
+    emit: &'a mut dyn FnMut(VerifyEvent) -> bool,
+    /// False once the client has gone away.
+    live: bool,
+}
+
+impl Reporter<'_> {
+    fn problem(&mut self, kind: &'static str, object: String, message: String) {
+        self.rep.problems += 1;
+        self.send(VerifyEvent::Problem(Problem { kind, object, message }));
+    }
+    fn send(&mut self, e: VerifyEvent) {
+        if self.live && !(self.emit)(e) {
+            self.live = false;
+        }
+    }
+}
+
+/// Checks that index and packs agree; with `read_data`, reads every pack,
+/// decompresses every frame and re-hashes every chunk and manifest. Adds
+/// wait while it runs, so it sees one consistent state.
+pub fn verify(store: &Store, read_data: bool, emit: &mut dyn FnMut(VerifyEvent) -> bool) -> Result<Report> {
+    let _quiet = store.pause_writes();
+    let index = &store.index;
+    let backend = store.backend();
+    let mut r = Reporter {
+        rep: Report::default(),
+        emit,
+        live: true,
+    };
+
+    // Packs: the index's list against the backend's.
+    let on_disk: HashMap<Id, u64> = backend.list()?.into_iter().collect();
+    let indexed = index.packs()?;
+    let known: HashMap<Id, u64> = indexed.iter().map(|(id, info)| (*id, info.len)).collect();
+    for (id, info) in &indexed {
+        r.rep.packs += 1;
+        match on_disk.get(id) {
+            None => r.problem("pack", id.hex(), format!("listed in the index but missing: {}", backend.describe(id))),
+            Some(&len) if len != info.len => {
+                r.problem("pack", id.hex(), format!("is {len} bytes on disk, the index says {}", info.len))
+            }
+            _ => {}
+        }
+    }
+    for id in on_disk.keys() {
+        if !known.contains_key(id) {
+            r.problem("pack", id.hex(), "is on disk but not in the index; run `hoard reindex`".into());
+        }
+    }
+
+    // Chunks: each entry points inside a known pack.
+    index.for_each_chunk(|id, loc: ChunkLoc| {
+        r.rep.chunks += 1;
+        let inside = known
+            .get(&loc.pack)
+            .is_some_and(|&len| loc.payload_offset + loc.stored_len as u64 <= len);
+        if !inside {
+            r.problem("chunk", id.hex(), format!("index points outside pack {}", loc.pack.hex()));
+        }
+        Ok(())
+    })?;
+
+    // Data: every byte of every pack.
+    let mut bad_chunks: HashSet<Id> = HashSet::new();
+    if read_data {
+        r.send(VerifyEvent::Plan(on_disk.values().sum()));
+        let mut packs: Vec<(&Id, &u64)> = on_disk.iter().collect();
+        packs.sort();
+        for (pack, &len) in packs {
+            for (kind, object, message) in read_pack(store, pack, len, &mut bad_chunks) {
+                r.problem(kind, object, message);
+            }
+            r.rep.bytes_read += len;
+            let bytes_read = r.rep.bytes_read;
+            r.send(VerifyEvent::Progress { bytes_read });
+            if !r.live || store.is_shutting_down() {
+                return Err(crate::error::Error::Cancelled);
+            }
+        }
+    }
+
+    // Files: every manifest's chunks are indexed and add up to its size.
+    for file in index.file_ids()? {
+        r.rep.files += 1;
+        let head = match index.file_head(&file) {
+            Ok(Some(h)) => h,
+            Ok(None) => continue,
+            Err(e) => {
+                r.problem("file", file.to_string(), e.to_string());
+                continue;
+            }
+        };
+        let (mut size, mut count, mut missing, mut damaged) = (0u64, 0u64, 0u64, 0u64);
+        for s in 0..head.segment_starts.len() {
+            let seg = match index.segment(&file, s) {
+                Ok(seg) => seg,
+                Err(e) => {
+                    r.problem("file", file.to_string(), e.to_string());
+                    break;
+                }
+            };
+            let ids: Vec<Id> = seg.iter().map(|c| c.0).collect();
+            for ((id, len), loc) in seg.iter().zip(index.chunk_locs(&ids)?) {
+                size += *len as u64;
+                count += 1;
+                match loc {
+                    Some(l) if l.len == *len => damaged += bad_chunks.contains(id) as u64,
+                    _ => missing += 1,
+                }
+            }
+        }
+        if size != head.size || count != head.chunks {
+            r.problem(
+                "file",
+                file.to_string(),
+                format!("manifest lists {size} bytes in {count} chunks, its head says {} in {}", head.size, head.chunks),
+            );
+        }
+        if missing > 0 {
+            r.problem("file", file.to_string(), format!("{missing} of its chunks are missing from the index"));
+        }
+        if damaged > 0 {
+            r.problem(
+                "file",
+                file.to_string(),
+                format!("{damaged} of its chunks are damaged; it cannot be restored intact"),
+            );
+        }
+    }
+    Ok(r.rep)
+}
+
+/// Reads one pack fully: returns its problems and adds its bad chunks to `bad`.
+fn read_pack(store: &Store, pack: &Id, len: u64, bad: &mut HashSet<Id>) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    let backend = store.backend();
+    let (r, _) = match backend.open(pack) {
+        Ok(x) => x,
+        Err(e) => return vec![("pack", pack.hex(), e.to_string())],
+    };
+    let mut scan = match Scanner::new(r, len, true) {
+        Ok(s) => s,
+        Err(e) => return vec![("pack", pack.hex(), e.to_string())],
+    };
+    loop {
+        match scan.next_record() {
+            Ok(None) => break,
+            Ok(Some(rec)) => {
+                let payload = rec.payload.as_deref().unwrap_or(&[]);
+                match rec.header.kind {
+                    Kind::Frame => {
+                        let chunks = match format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.offset) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                out.push(("pack", pack.hex(), e.to_string()));
+                                continue;
+                            }
+                        };
+                        match format::decompress(rec.header.codec, payload, rec.header.raw_len, rec.payload_offset()) {
+                            Ok(raw) => {
+                                let mut off = 0usize;
+                                for (id, l) in chunks {
+                                    let end = off + l as usize;
+                                    if Id::of(&raw[off..end]) != id {
+                                        bad.insert(id);
+                                        out.push(("chunk", id.hex(), format!("in pack {} (frame at offset {}) does not hash to its id", pack.hex(), rec.offset)));
+                                    }
+                                    off = end;
+                                }
+                            }
+                            Err(e) => {
+                                for (id, _) in chunks {
+                                    bad.insert(id);
+                                    out.push(("chunk", id.hex(), format!("in pack {} (frame at offset {}) cannot be decompressed: {e}", pack.hex(), rec.offset)));
+                                }
+                            }
+                        }
+                    }
+                    Kind::Manifest => {
+                        let ok = format::decode_manifest_meta(&rec.meta, rec.offset).ok().and_then(|(file, h)| {
+                            format::decompress(rec.header.codec, payload, rec.header.raw_len, rec.payload_offset())
+                                .ok()
+                                .filter(|raw| Id::of(raw) == h)
+                                .map(|_| file)
+                        });
+                        if ok.is_none() {
+                            out.push(("pack", pack.hex(), format!("manifest record at offset {} is damaged", rec.offset)));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                out.push(("pack", pack.hex(), format!("{e}; the rest of this pack cannot be checked")));
+                return out;
+            }
+        }
+    }
+    if let Err(e) = scan.finish() {
+        out.push(("pack", pack.hex(), e.to_string()));
+    }
+    out
+}

@@ -1,0 +1,84 @@
+//! The daemon's configuration file (`config.toml`). Every key is optional.
+//!
+//! ```toml
+//! # Parameters for a store created by this daemon (an existing store keeps
+//! # the ones recorded in its store.toml).
+//! [store]
+//! chunk_avg = 32768      # bytes; min = avg/4, max = avg*4
+//! zstd_level = 1
+//! frame_target = 1048576 # new chunks compressed together; 0 = one by one
+//! pack_target = 67108864
+//!
+//! [daemon]
+//! log = "info"           # tracing filter, e.g. "hoard_daemon=debug"
+//! ```
+
+use crate::chunker::ChunkParams;
+use crate::error::{Error, Result};
+use crate::store::StoreParams;
+use std::path::Path;
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub chunk_avg: Option<u32>,
+    pub zstd_level: Option<i32>,
+    pub frame_target: Option<u32>,
+    pub pack_target: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`; a missing file is an empty configuration.
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => toml::from_str(&s).map_err(|e| {
+                Error::Config(format!("{} is not valid: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(Error::io("cannot read configuration", path, e)),
+        }
+    }
+
+    /// Parameters for a new store.
+    pub fn new_store_params(&self) -> StoreParams {
+        let d = StoreParams::default();
+        StoreParams {
+            chunk: self.store.chunk_avg.map(ChunkParams::with_avg).unwrap_or(d.chunk),
+            zstd_level: self.store.zstd_level.unwrap_or(d.zstd_level),
+            frame_target: self.store.frame_target.unwrap_or(d.frame_target),
+            pack_target: self.store.pack_target.unwrap_or(d.pack_target),
+            ..d
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.toml");
+        std::fs::write(&p, "[store]\nchunk_avgg = 3\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("config.toml"), "{e}");
+        std::fs::write(&p, "[store]\nchunk_avg = 65536\n").unwrap();
+        assert_eq!(Config::load(&p).unwrap().new_store_params().chunk.avg, 65536);
+    }
+}

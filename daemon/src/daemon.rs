@@ -1,0 +1,150 @@
+//! Running `hoardd`: one daemon per store (a lock file), the local API on a
+//! Unix socket with mode 0600, clean shutdown on SIGTERM/SIGINT or request.
+
+use crate::api::LocalApi;
+use crate::config::Config;
+use crate::store::Store;
+use anyhow::{bail, Context};
+use hoard_proto::paths::Paths;
+use hoard_proto::v1::local_server::LocalServer;
+use std::fs::{self, File};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Holds the store's lock for the daemon's lifetime.
+pub struct StoreLock {
+    _file: File,
+}
+
+/// Takes the store's lock, or explains who holds it.
+pub fn lock_store(paths: &Paths) -> anyhow::Result<StoreLock> {
+    let path = paths.lock();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            bail!(
+                "another hoardd (pid {}) is already serving the store {}; stop it with `hoard daemon stop` or use another HOARD_HOME",
+                pid.trim(),
+                paths.store.display()
+            );
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    f.set_len(0)?;
+    f.rewind()?;
+    writeln!(f, "{}", std::process::id())?;
+    Ok(StoreLock { _file: f })
+}
+
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Runs the daemon in the foreground until SIGTERM/SIGINT or a shutdown request.
+pub fn run(paths: Paths) -> anyhow::Result<()> {
+    private_dir(&paths.store)?;
+    let config = Config::load(&paths.config)?;
+    let _lock = lock_store(&paths)?;
+    let store = Arc::new(
+        Store::open(&paths.store, config.new_store_params())
+            .with_context(|| format!("cannot open the store at {}", paths.store.display()))?,
+    );
+    tracing::info!(store = %paths.store.display(), socket = %paths.socket.display(), pid = std::process::id(), "hoardd starting");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(store.clone(), &paths))?;
+    rt.shutdown_timeout(Duration::from_secs(30));
+    // In-flight blocking work was cancelled and has committed what it finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(store);
+    tracing::info!("hoardd stopped");
+    Ok(())
+}
+
+async fn serve(store: Arc<Store>, paths: &Paths) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Some(dir) = paths.socket.parent() {
+        private_dir(dir)?;
+    }
+    // We hold the store lock, so a socket left here belongs to a dead daemon.
+    match fs::remove_file(&paths.socket) {
+        Ok(()) => tracing::info!("removed a stale socket from a previous daemon"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", paths.socket.display())),
+    }
+    if paths.socket.as_os_str().len() >= 108 {
+        bail!(
+            "socket path {} is too long for a Unix socket (108 bytes); use a shorter HOARD_HOME",
+            paths.socket.display()
+        );
+    }
+    let listener = {
+        // Created private: no window in which another user could connect.
+        let old = unsafe { libc::umask(0o177) };
+        let l = tokio::net::UnixListener::bind(&paths.socket);
+        unsafe { libc::umask(old) };
+        l.with_context(|| format!("cannot listen on {}", paths.socket.display()))?
+    };
+    fs::set_permissions(&paths.socket, fs::Permissions::from_mode(0o600))?;
+
+    let shutdown = Arc::new(Notify::new());
+    let api = LocalApi::new(store.clone(), shutdown.clone());
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stop_store = store.clone();
+    let stopping = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight work"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing in-flight work"),
+            _ = shutdown.notified() => {}
+        }
+        stop_store.begin_shutdown();
+    };
+    let svc = LocalServer::new(api)
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
+    let result = tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), stopping)
+        .await;
+    let _ = fs::remove_file(&paths.socket);
+    result.context("local API server failed")
+}
+
+/// Logs to stderr; `HOARD_LOG` (or `RUST_LOG`), else the config, else info.
+pub fn init_logging(config_filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("HOARD_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| config_filter.map(str::to_owned))
+        .unwrap_or_else(|| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,473 @@
+//! The RocksDB index — every key and value encoding is defined here.
+//!
+//! | column family | key | value |
+//! | --- | --- | --- |
+//! | `chunks` | chunk id | [`ChunkLoc`] (57 bytes) |
+//! | `files` | file id | [`FileHead`]: size, chunk count, segment start offsets |
+//! | `files` | file id ‖ segment u32 BE | up to [`SEGMENT`] manifest entries |
+//! | `packs` | pack id | [`PackInfo`] |
+//! | `statcache` | absolute path bytes | [`StatEntry`] |
+//! | `meta` | `stats` | [`Stats`] |
+//!
+//! Everything but the stat cache and stats can be rebuilt from the packs.
+//! Related updates go in one [`rocksdb::WriteBatch`], which is atomic across
+//! column families.
+
+use crate::error::Result;
+use crate::id::Id;
+use crate::manifest::{decode_entries, encode_entries, Manifest};
+use crate::pack::format::Codec;
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::path::Path;
+
+pub const CF_CHUNKS: &str = "chunks";
+pub const CF_FILES: &str = "files";
+pub const CF_PACKS: &str = "packs";
+pub const CF_STATCACHE: &str = "statcache";
+pub const CF_META: &str = "meta";
+const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_FILES, CF_PACKS, CF_STATCACHE, CF_META];
+
+/// Manifest entries per index segment: a range read loads one small
+/// segment, never a whole 20 GB file's chunk list.
+pub const SEGMENT: usize = 4096;
+
+/// Where a chunk's bytes are: inside the payload of a frame in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLoc {
+    pub pack: Id,
+    pub payload_offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub codec: Codec,
+    pub offset_in_frame: u32,
+    pub len: u32,
+}
+
+impl ChunkLoc {
+    const LEN: usize = 57;
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[..32].copy_from_slice(&self.pack.0);
+        b[32..40].copy_from_slice(&self.payload_offset.to_le_bytes());
+        b[40..44].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[44..48].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[48] = self.codec as u8;
+        b[49..53].copy_from_slice(&self.offset_in_frame.to_le_bytes());
+        b[53..57].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Option<ChunkLoc> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(ChunkLoc {
+            pack: Id::from_slice(&b[..32])?,
+            payload_offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
+            stored_len: u32_at(40),
+            raw_len: u32_at(44),
+            codec: Codec::from_u8(b[48])?,
+            offset_in_frame: u32_at(49),
+            len: u32_at(53),
+        })
+    }
+}
+
+/// A file's manifest head: size, number of chunks, and the byte offset at
+/// which each segment starts (for range reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHead {
+    pub size: u64,
+    pub chunks: u64,
+    pub segment_starts: Vec<u64>,
+}
+
+impl FileHead {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16 + 8 * self.segment_starts.len());
+        b.extend_from_slice(&self.size.to_le_bytes());
+        b.extend_from_slice(&self.chunks.to_le_bytes());
+        for s in &self.segment_starts {
+            b.extend_from_slice(&s.to_le_bytes());
+        }
+        b
+    }
+    fn decode(b: &[u8]) -> Option<FileHead> {
+        if b.len() < 16 || b.len() % 8 != 0 {
+            return None;
+        }
+        let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        Some(FileHead {
+            size: u(0),
+            chunks: u(8),
+            segment_starts: (16..b.len()).step_by(8).map(u).collect(),
+        })
+    }
+
+    /// The segment holding byte `offset` (which must be < size).
+    pub fn segment_for(&self, offset: u64) -> usize {
+        self.segment_starts.partition_point(|&s| s <= offset).saturating_sub(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackInfo {
+    pub len: u64,
+    pub records: u32,
+}
+
+impl PackInfo {
+    fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..].copy_from_slice(&self.records.to_le_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> Option<PackInfo> {
+        Some(PackInfo {
+            len: u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
+            records: u32::from_le_bytes(b.get(8..12)?.try_into().ok()?),
+        })
+    }
+}
+
+/// What a path looked like when its content was stored as `file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatEntry {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+    pub file: Id,
+}
+
+impl StatEntry {
+    const LEN: usize = 72;
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[..8].copy_from_slice(&self.size.to_le_bytes());
+        b[8..16].copy_from_slice(&self.mtime_ns.to_le_bytes());
+        b[16..24].copy_from_slice(&self.ctime_ns.to_le_bytes());
+        b[24..32].copy_from_slice(&self.ino.to_le_bytes());
+        b[32..40].copy_from_slice(&self.dev.to_le_bytes());
+        b[40..72].copy_from_slice(&self.file.0);
+        b
+    }
+    fn decode(b: &[u8]) -> Option<StatEntry> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        Some(StatEntry {
+            size: u(0),
+            mtime_ns: u(8) as i64,
+            ctime_ns: u(16) as i64,
+            ino: u(24),
+            dev: u(32),
+            file: Id::from_slice(&b[40..72])?,
+        })
+    }
+}
+
+/// Store-wide counters, kept in `meta` and updated in the same batch as the
+/// data they count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub logical_bytes: u64,
+    pub unique_bytes: u64,
+    pub stored_bytes: u64,
+    pub chunks: u64,
+    pub files: u64,
+    pub packs: u64,
+}
+
+impl Stats {
+    fn encode(&self) -> [u8; 48] {
+        let mut b = [0u8; 48];
+        for (i, v) in [
+            self.logical_bytes,
+            self.unique_bytes,
+            self.stored_bytes,
+            self.chunks,
+            self.files,
+            self.packs,
+        ]
+        .iter()
+        .enumerate()
+        {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+    fn decode(b: &[u8]) -> Option<Stats> {
+        if b.len() != 48 {
+            return None;
+        }
+        let u = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        Some(Stats {
+            logical_bytes: u(0),
+            unique_bytes: u(1),
+            stored_bytes: u(2),
+            chunks: u(3),
+            files: u(4),
+            packs: u(5),
+        })
+    }
+}
+
+pub struct Index {
+    db: DB,
+}
+
+fn corrupt_value(cf: &str, key: &[u8]) -> crate::error::Error {
+    crate::error::Error::Corrupt(format!(
+        "index entry in {cf} for {} is malformed; run `hoard reindex` to rebuild the index from the packs",
+        hex::encode(&key[..key.len().min(32)])
+    ))
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(3);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            let mut bb = BlockBasedOptions::default();
+            // Point lookups of absent keys (new chunks) skip the disk.
+            bb.set_bloom_filter(10.0, false);
+            bb.set_cache_index_and_filter_blocks(true);
+            o.set_block_based_table_factory(&bb);
+            if *name == CF_CHUNKS {
+                o.optimize_for_point_lookup(64);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Index { db })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every CF in ALL_CFS is created at open.
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    /// Looks up many chunks in one call; `None` where absent.
+    pub fn chunk_locs(&self, ids: &[Id]) -> Result<Vec<Option<ChunkLoc>>> {
+        let cf = self.cf(CF_CHUNKS);
+        let res = self.db.batched_multi_get_cf(cf, ids.iter().map(|i| &i.0[..]), false);
+        res.into_iter()
+            .zip(ids)
+            .map(|(r, id)| match r? {
+                None => Ok(None),
+                Some(v) => ChunkLoc::decode(&v).map(Some).ok_or_else(|| corrupt_value(CF_CHUNKS, &id.0)),
+            })
+            .collect()
+    }
+
+    pub fn file_head(&self, file: &Id) -> Result<Option<FileHead>> {
+        match self.db.get_pinned_cf(self.cf(CF_FILES), file.0)? {
+            None => Ok(None),
+            Some(v) => FileHead::decode(&v).map(Some).ok_or_else(|| corrupt_value(CF_FILES, &file.0)),
+        }
+    }
+
+    /// Which of `files` have manifests.
+    pub fn files_present(&self, files: &[Id]) -> Result<Vec<bool>> {
+        let cf = self.cf(CF_FILES);
+        let res = self.db.batched_multi_get_cf(cf, files.iter().map(|i| &i.0[..]), false);
+        res.into_iter().map(|r| Ok(r?.is_some())).collect()
+    }
+
+    pub fn segment(&self, file: &Id, seg: usize) -> Result<Vec<(Id, u32)>> {
+        let key = seg_key(file, seg);
+        match self.db.get_pinned_cf(self.cf(CF_FILES), key)? {
+            Some(v) if v.len() % crate::manifest::ENTRY_LEN == 0 => Ok(decode_entries(&v)),
+            _ => Err(corrupt_value(CF_FILES, &key)),
+        }
+    }
+
+    /// The full manifest (loads every segment).
+    pub fn manifest(&self, file: &Id) -> Result<Option<Manifest>> {
+        let Some(head) = self.file_head(file)? else {
+            return Ok(None);
+        };
+        let mut chunks = Vec::with_capacity(head.chunks as usize);
+        for s in 0..head.segment_starts.len() {
+            chunks.extend(self.segment(file, s)?);
+        }
+        Ok(Some(Manifest {
+            size: head.size,
+            chunks,
+        }))
+    }
+
+    pub fn stat_entries(&self, paths: &[&[u8]]) -> Result<Vec<Option<StatEntry>>> {
+        let cf = self.cf(CF_STATCACHE);
+        let res = self.db.batched_multi_get_cf(cf, paths.iter().copied(), false);
+        // A malformed stat-cache entry is only a cache miss.
+        res.into_iter()
+            .map(|r| Ok(r?.and_then(|v| StatEntry::decode(&v))))
+            .collect()
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_META), b"stats")?
+            .and_then(|v| Stats::decode(&v))
+            .unwrap_or_default())
+    }
+
+    pub fn pack_info(&self, pack: &Id) -> Result<Option<PackInfo>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_PACKS), pack.0)?
+            .and_then(|v| PackInfo::decode(&v)))
+    }
+
+    pub fn packs(&self) -> Result<Vec<(Id, PackInfo)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PACKS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = Id::from_slice(&k).ok_or_else(|| corrupt_value(CF_PACKS, &k))?;
+            out.push((id, PackInfo::decode(&v).ok_or_else(|| corrupt_value(CF_PACKS, &k))?));
+        }
+        Ok(out)
+    }
+
+    /// Every chunk entry, in id order.
+    pub fn for_each_chunk(&self, mut f: impl FnMut(Id, ChunkLoc) -> Result<()>) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_CHUNKS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = Id::from_slice(&k).ok_or_else(|| corrupt_value(CF_CHUNKS, &k))?;
+            f(id, ChunkLoc::decode(&v).ok_or_else(|| corrupt_value(CF_CHUNKS, &k))?)?;
+        }
+        Ok(())
+    }
+
+    /// Every file id with a manifest.
+    pub fn file_ids(&self) -> Result<Vec<Id>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            if k.len() == 32 {
+                out.extend(Id::from_slice(&k));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            index: self,
+            wb: WriteBatch::default(),
+        }
+    }
+
+    /// Removes everything that [`crate::store::Store::reindex`] rebuilds.
+    pub fn clear_rebuildable(&self) -> Result<()> {
+        for name in [CF_CHUNKS, CF_FILES, CF_PACKS, CF_STATCACHE] {
+            let cf = self.cf(name);
+            let mut wb = WriteBatch::default();
+            wb.delete_range_cf(cf, [0u8; 0], [0xffu8; 80]);
+            self.db.write(wb)?;
+        }
+        Ok(())
+    }
+}
+
+fn seg_key(file: &Id, seg: usize) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&file.0);
+    k[32..].copy_from_slice(&(seg as u32).to_be_bytes());
+    k
+}
+
+/// Related index updates, written atomically.
+pub struct Batch<'a> {
+    index: &'a Index,
+    wb: WriteBatch,
+}
+
+impl Batch<'_> {
+    pub fn put_chunk(&mut self, id: &Id, loc: &ChunkLoc) {
+        self.wb.put_cf(self.index.cf(CF_CHUNKS), id.0, loc.encode());
+    }
+
+    pub fn put_pack(&mut self, id: &Id, info: &PackInfo) {
+        self.wb.put_cf(self.index.cf(CF_PACKS), id.0, info.encode());
+    }
+
+    pub fn put_manifest(&mut self, file: &Id, m: &Manifest) {
+        let cf = self.index.cf(CF_FILES);
+        let mut starts = Vec::with_capacity(m.chunks.len().div_ceil(SEGMENT));
+        let mut off = 0u64;
+        for (s, seg) in m.chunks.chunks(SEGMENT).enumerate() {
+            starts.push(off);
+            off += seg.iter().map(|c| c.1 as u64).sum::<u64>();
+            self.wb.put_cf(cf, seg_key(file, s), encode_entries(seg));
+        }
+        let head = FileHead {
+            size: m.size,
+            chunks: m.chunks.len() as u64,
+            segment_starts: starts,
+        };
+        self.wb.put_cf(cf, file.0, head.encode());
+    }
+
+    pub fn put_stat(&mut self, path: &[u8], e: &StatEntry) {
+        self.wb.put_cf(self.index.cf(CF_STATCACHE), path, e.encode());
+    }
+
+    pub fn put_stats(&mut self, s: &Stats) {
+        self.wb.put_cf(self.index.cf(CF_META), b"stats", s.encode());
+    }
+
+    /// Writes the batch; with `durable`, the WAL is fsynced first — use it
+    /// where the write is acknowledged to a client.
+    pub fn write(self, durable: bool) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(durable);
+        self.index.db.write_opt(self.wb, &wo)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn chunk_loc_round_trips(p in any::<[u8; 32]>(), off in any::<u64>(), s in any::<u32>(), r in any::<u32>(), z in any::<bool>(), o in any::<u32>(), l in any::<u32>()) {
+            let loc = ChunkLoc { pack: Id(p), payload_offset: off, stored_len: s, raw_len: r,
+                codec: if z { Codec::Zstd } else { Codec::Raw }, offset_in_frame: o, len: l };
+            prop_assert_eq!(ChunkLoc::decode(&loc.encode()), Some(loc));
+        }
+    }
+
+    #[test]
+    fn manifests_are_segmented_and_found_by_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let ix = Index::open(d.path()).unwrap();
+        let chunks: Vec<(Id, u32)> = (0..(SEGMENT * 2 + 10) as u32).map(|i| (Id::of(&i.to_le_bytes()), 100)).collect();
+        let m = Manifest { size: 100 * chunks.len() as u64, chunks };
+        let f = Id::of(b"file");
+        let mut b = ix.batch();
+        b.put_manifest(&f, &m);
+        b.write(true).unwrap();
+        let head = ix.file_head(&f).unwrap().unwrap();
+        assert_eq!(head.segment_starts, vec![0, 100 * SEGMENT as u64, 200 * SEGMENT as u64]);
+        assert_eq!(head.segment_for(0), 0);
+        assert_eq!(head.segment_for(100 * SEGMENT as u64 - 1), 0);
+        assert_eq!(head.segment_for(100 * SEGMENT as u64), 1);
+        assert_eq!(head.segment_for(m.size - 1), 2);
+        assert_eq!(ix.manifest(&f).unwrap().unwrap(), m);
+        assert_eq!(ix.file_ids().unwrap(), vec![f]);
+    }
+}

@@ -1,0 +1,28 @@
+//! hoard's engine: content-defined chunking, packs, the RocksDB index,
+//! ingest, verification, and the local gRPC API served by `hoardd`.
+//!
+//! Data flows one way: file → chunks ([`chunker`]) → frames in packs
+//! ([`pack`], through a [`backend`]) → index ([`index`]) → manifest
+//! ([`manifest`]) → acknowledgement ([`ingest`]). [`store`] owns the write
+//! order that makes that crash-safe.
+
+pub mod api;
+pub mod backend;
+pub mod check;
+pub mod chunker;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod ingest;
+pub mod manifest;
+pub mod pack;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use store::{Store, StoreParams};
+
+/// Paths looked up in the stat cache per batch.
+pub const STAT_BATCH: usize = 1024;

@@ -1,0 +1,43 @@
+//! `hoardd`: the hoard daemon. Usually started by `hoard` on demand, or by
+//! systemd (`hoardd run`, see contrib/hoardd.service).
+
+use clap::{Parser, Subcommand};
+use hoard_daemon::config::Config;
+use hoard_daemon::daemon;
+use hoard_proto::paths::Paths;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "hoardd", version, about = "hoard daemon: content-addressed large-file store")]
+struct Cli {
+    /// Store directory (also holds config, socket, lock and log); overrides HOARD_HOME.
+    #[arg(long, global = true, env = "HOARD_HOME")]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve in the foreground (the default).
+    Run,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = (|| -> anyhow::Result<()> {
+        let paths = Paths::resolve(cli.store.as_deref()).map_err(anyhow::Error::msg)?;
+        let config = Config::load(&paths.config)?;
+        daemon::init_logging(config.daemon.log.as_deref());
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => daemon::run(paths),
+        }
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoardd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

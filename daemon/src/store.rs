@@ -1,0 +1,668 @@
+//! The store: packs (through a [`PackBackend`]) indexed by RocksDB.
+//!
+//! Write order, as restic does it: a pack is made durable, then the index
+//! entries for what it holds are written, then — for files — the stat cache
+//! and counters are written with a synced WAL, and only then is the file
+//! acknowledged. A crash at any point leaves a store that opens and verifies;
+//! a pack that became durable but was never indexed is indexed at the next
+//! open.
+//!
+//! Concurrent ingests share one open pack. A chunk is appended at most once:
+//! the authoritative "is it stored or in flight?" check and the append happen
+//! under one lock. Each pack has a generation; a file remembers the
+//! generations its chunks live in, and is only acknowledged if all of them
+//! were sealed successfully (a pack that failed, e.g. disk full, fails every
+//! file that relied on it — nothing is acknowledged that is not durable).
+
+use crate::backend::{LocalDir, PackBackend};
+use crate::chunker::ChunkParams;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{ChunkLoc, Index, PackInfo, StatEntry, Stats};
+use crate::manifest::Manifest;
+use crate::pack::format::{self, Codec, Kind, Scanner};
+use crate::pack::{Frame, PackWriter};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// A store's fixed parameters, recorded in `store.toml` at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreParams {
+    pub format: u32,
+    pub chunk: ChunkParams,
+    pub zstd_level: i32,
+    /// Raw bytes of new chunks compressed together as one frame; 0 = each chunk alone.
+    pub frame_target: u32,
+    /// Seal a pack once it reaches this many bytes.
+    pub pack_target: u64,
+}
+
+impl Default for StoreParams {
+    fn default() -> Self {
+        StoreParams {
+            format: 1,
+            chunk: ChunkParams::with_avg(32 * 1024),
+            zstd_level: 1,
+            frame_target: 1 << 20,
+            pack_target: 64 << 20,
+        }
+    }
+}
+
+impl StoreParams {
+    pub fn validate(&self) -> Result<()> {
+        self.chunk.validate().map_err(Error::Config)?;
+        if self.format != 1 {
+            return Err(Error::Config(format!(
+                "store format {} is not supported by this hoardd (it knows format 1); upgrade hoard",
+                self.format
+            )));
+        }
+        if !(-7..=19).contains(&self.zstd_level) {
+            return Err(Error::Config(format!("zstd_level {} is outside -7..=19", self.zstd_level)));
+        }
+        if self.frame_target > 16 << 20 || self.pack_target < 1 << 20 || self.pack_target > 1 << 30 {
+            return Err(Error::Config(
+                "frame_target must be ≤ 16 MiB and pack_target between 1 MiB and 1 GiB".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The generations of packs a file's chunks were found in or written to.
+#[derive(Debug, Default, Clone)]
+pub struct Deps(BTreeSet<u64>);
+
+/// What [`Store::append_frames`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Appended {
+    pub new_chunks: u64,
+    pub new_raw: u64,
+    pub new_stored: u64,
+    pub reused: u64,
+}
+
+/// A file whose chunks are all appended, waiting to be committed.
+#[derive(Debug)]
+pub struct Completed {
+    pub file: Id,
+    pub manifest: Manifest,
+    pub deps: Deps,
+    /// Path key and entry for the stat cache, when the file is safe to cache.
+    pub stat: Option<(Vec<u8>, StatEntry)>,
+}
+
+struct OpenPack {
+    writer: PackWriter,
+    chunks: Vec<(Id, ChunkLoc)>,
+    manifests: Vec<(Id, Manifest)>,
+    unique_bytes: u64,
+}
+
+struct Writer {
+    open: Option<OpenPack>,
+    generation: u64,
+    aborted: HashSet<u64>,
+    /// Chunks in the open pack (not yet indexed), by generation.
+    pending: HashMap<Id, u64>,
+    pending_manifests: HashMap<Id, u64>,
+    stats: Stats,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    params: StoreParams,
+    backend: Box<dyn PackBackend>,
+    pub(crate) index: Index,
+    writer: Mutex<Writer>,
+    shutdown: AtomicBool,
+}
+
+const PARAMS_FILE: &str = "store.toml";
+
+impl Store {
+    /// Opens the store in `dir`, creating it with `create_with` if it does not exist.
+    pub fn open(dir: &Path, create_with: StoreParams) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create store directory", dir, e))?;
+        let backend = LocalDir::open(&dir.join("packs"))?;
+        Store::open_with(dir, create_with, Box::new(backend))
+    }
+
+    /// Opens the store in `dir` with its packs in `backend`.
+    pub fn open_with(dir: &Path, create_with: StoreParams, backend: Box<dyn PackBackend>) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create store directory", dir, e))?;
+        let params = load_or_create_params(dir, create_with)?;
+        let index = Index::open(&dir.join("index"))?;
+        let stats = index.stats()?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            params,
+            backend,
+            index,
+            writer: Mutex::new(Writer {
+                open: None,
+                generation: 0,
+                aborted: HashSet::new(),
+                pending: HashMap::new(),
+                pending_manifests: HashMap::new(),
+                stats,
+            }),
+            shutdown: AtomicBool::new(false),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    pub fn params(&self) -> &StoreParams {
+        &self.params
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn backend(&self) -> &dyn PackBackend {
+        &*self.backend
+    }
+
+    /// Asks in-flight work to stop at its next safe point.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds off appends and commits until the guard is dropped, so a
+    /// checker sees one consistent state.
+    pub fn pause_writes(&self) -> WritesPaused<'_> {
+        WritesPaused(self.lock())
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats
+    }
+
+    /// Which of `ids` are already indexed (durable). In-flight chunks are
+    /// resolved later, under the writer lock, by [`Store::append_frames`].
+    pub fn indexed(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        Ok(self.index.chunk_locs(ids)?.iter().map(Option::is_some).collect())
+    }
+
+    /// Appends the frames' chunks that are neither stored nor in flight.
+    pub fn append_frames(&self, frames: Vec<Frame>, deps: &mut Deps) -> Result<Appended> {
+        let mut w = self.lock();
+        let unsure: Vec<Id> = frames
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.0))
+            .filter(|id| !w.pending.contains_key(id))
+            .collect();
+        let indexed: HashSet<Id> = unsure
+            .iter()
+            .zip(self.index.chunk_locs(&unsure)?)
+            .filter_map(|(id, l)| l.map(|_| *id))
+            .collect();
+        let mut out = Appended::default();
+        for frame in frames {
+            let mut dup = false;
+            for (id, _) in &frame.chunks {
+                if let Some(g) = w.pending.get(id) {
+                    deps.0.insert(*g);
+                    dup = true;
+                } else if indexed.contains(id) {
+                    dup = true;
+                }
+            }
+            let frame = if dup {
+                let before = frame.chunks.len() as u64;
+                let pending = &w.pending;
+                match frame.without(|id| pending.contains_key(id) || indexed.contains(id), self.params.zstd_level) {
+                    Some(f) => {
+                        out.reused += before - f.chunks.len() as u64;
+                        f
+                    }
+                    None => {
+                        out.reused += before;
+                        continue;
+                    }
+                }
+            } else {
+                frame
+            };
+            let gen = w.generation;
+            let open = self.open_pack(&mut w)?;
+            let placed = match open.writer.append_frame(&frame) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.abort_open(&mut w);
+                    return Err(e);
+                }
+            };
+            let mut off = 0u32;
+            for &(id, len) in &frame.chunks {
+                open.chunks.push((
+                    id,
+                    ChunkLoc {
+                        pack: Id([0; 32]),
+                        payload_offset: placed.payload_offset,
+                        stored_len: placed.stored_len,
+                        raw_len: placed.raw_len,
+                        codec: placed.codec,
+                        offset_in_frame: off,
+                        len,
+                    },
+                ));
+                off += len;
+            }
+            open.unique_bytes += frame.raw.len() as u64;
+            let full = open.writer.len() >= self.params.pack_target;
+            for &(id, _) in &frame.chunks {
+                w.pending.insert(id, gen);
+            }
+            deps.0.insert(gen);
+            out.new_chunks += frame.chunks.len() as u64;
+            out.new_raw += frame.raw.len() as u64;
+            out.new_stored += (format::HEADER_LEN
+                + frame.chunks.len() * format::FRAME_ENTRY_LEN
+                + frame.payload.len()) as u64;
+            if full {
+                self.seal(&mut w)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_pack<'w>(&self, w: &'w mut Writer) -> Result<&'w mut OpenPack> {
+        if w.open.is_none() {
+            w.open = Some(OpenPack {
+                writer: PackWriter::new(&*self.backend, &self.dir.join("packs"))?,
+                chunks: Vec::new(),
+                manifests: Vec::new(),
+                unique_bytes: 0,
+            });
+        }
+        Ok(w.open.as_mut().expect("opened above"))
+    }
+
+    /// Drops the open pack after a failed write: nothing in it is durable.
+    fn abort_open(&self, w: &mut Writer) {
+        if w.open.take().is_some() {
+            let gen = w.generation;
+            w.generation += 1;
+            w.aborted.insert(gen);
+            w.pending.retain(|_, g| *g != gen);
+            w.pending_manifests.retain(|_, g| *g != gen);
+            tracing::warn!(generation = gen, "abandoned a pack after a write failure");
+        }
+    }
+
+    /// Seals the open pack: durable first, then its index entries.
+    fn seal(&self, w: &mut Writer) -> Result<()> {
+        let Some(open) = w.open.take() else {
+            return Ok(());
+        };
+        let gen = w.generation;
+        w.generation += 1;
+        let finished = open.writer.finish();
+        let result = finished.and_then(|(pack, len, records)| {
+            let mut b = self.index.batch();
+            for (id, mut loc) in open.chunks.iter().copied() {
+                loc.pack = pack;
+                b.put_chunk(&id, &loc);
+            }
+            for (file, m) in &open.manifests {
+                b.put_manifest(file, m);
+            }
+            b.put_pack(&pack, &PackInfo { len, records });
+            let mut stats = w.stats;
+            stats.chunks += open.chunks.len() as u64;
+            stats.unique_bytes += open.unique_bytes;
+            stats.stored_bytes += len;
+            stats.packs += 1;
+            stats.files += open.manifests.len() as u64;
+            b.put_stats(&stats);
+            b.write(false)?;
+            w.stats = stats;
+            tracing::debug!(pack = %pack.hex(), len, records, "sealed pack");
+            Ok(())
+        });
+        if result.is_err() {
+            w.aborted.insert(gen);
+        }
+        w.pending.retain(|_, g| *g != gen);
+        w.pending_manifests.retain(|_, g| *g != gen);
+        result
+    }
+
+    /// Makes files durable and acknowledgeable: appends manifests not yet
+    /// stored, seals the open pack, then records stat-cache entries and
+    /// counters with a synced WAL. Returns one result per file, in order.
+    pub fn commit(&self, files: &mut [Completed], unchanged_bytes: u64) -> Result<Vec<Result<()>>> {
+        let mut w = self.lock();
+        let ids: Vec<Id> = files.iter().map(|f| f.file).collect();
+        let present = self.index.files_present(&ids)?;
+        for (f, present) in files.iter_mut().zip(present) {
+            if present {
+                continue;
+            }
+            if let Some(g) = w.pending_manifests.get(&f.file) {
+                f.deps.0.insert(*g);
+                continue;
+            }
+            let gen = w.generation;
+            let level = self.params.zstd_level;
+            let open = self.open_pack(&mut w)?;
+            if let Err(e) = open.writer.append_manifest(&f.file, &f.manifest.encode(), level) {
+                self.abort_open(&mut w);
+                return Err(e);
+            }
+            open.manifests.push((f.file, f.manifest.clone()));
+            w.pending_manifests.insert(f.file, gen);
+            f.deps.0.insert(gen);
+        }
+        self.seal(&mut w)?;
+        let mut b = self.index.batch();
+        let mut stats = w.stats;
+        stats.logical_bytes += unchanged_bytes;
+        let results: Vec<Result<()>> = files
+            .iter()
+            .map(|f| {
+                if f.deps.0.iter().any(|g| w.aborted.contains(g)) {
+                    return Err(Error::Busy(format!(
+                        "{}: a pack holding some of its chunks could not be written; re-run `hoard add`",
+                        f.file
+                    )));
+                }
+                stats.logical_bytes += f.manifest.size;
+                if let Some((path, entry)) = &f.stat {
+                    b.put_stat(path, entry);
+                }
+                Ok(())
+            })
+            .collect();
+        b.put_stats(&stats);
+        b.write(true)?;
+        w.stats = stats;
+        Ok(results)
+    }
+
+    /// Stat-cache entries for `paths` (absolute path bytes).
+    pub fn stat_entries(&self, paths: &[&[u8]]) -> Result<Vec<Option<StatEntry>>> {
+        self.index.stat_entries(paths)
+    }
+
+    pub fn file_size(&self, file: &Id) -> Result<Option<u64>> {
+        Ok(self.index.file_head(file)?.map(|h| h.size))
+    }
+
+    /// Streams bytes `[offset, offset+len)` of `file` to `out`, verifying
+    /// every chunk, touching only the chunks that overlap the range. Returns
+    /// the file's size.
+    pub fn read_range(
+        &self,
+        file: &Id,
+        offset: u64,
+        len: Option<u64>,
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let head = self.index.file_head(file)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "{file} is not in this store; `hoard add` it first (or fetch it from a remote)"
+            ))
+        })?;
+        let end = match len {
+            Some(l) => offset.saturating_add(l).min(head.size),
+            None => head.size,
+        };
+        if offset >= end {
+            return Ok(head.size);
+        }
+        let mut cache = FrameCache::default();
+        let mut seg = head.segment_for(offset);
+        let mut pos = head.segment_starts[seg];
+        while pos < end && seg < head.segment_starts.len() {
+            let entries = self.index.segment(file, seg)?;
+            // Only the chunks overlapping the range are looked up.
+            let mut wanted = Vec::new();
+            for &(id, l) in &entries {
+                let (s, e) = (pos, pos + l as u64);
+                pos = e;
+                if e <= offset {
+                    continue;
+                }
+                if s >= end {
+                    break;
+                }
+                wanted.push((id, s, e));
+            }
+            let ids: Vec<Id> = wanted.iter().map(|w| w.0).collect();
+            let locs = self.index.chunk_locs(&ids)?;
+            for ((id, s, e), loc) in wanted.into_iter().zip(locs) {
+                if self.is_shutting_down() {
+                    return Err(Error::Cancelled);
+                }
+                let loc = loc.ok_or_else(|| {
+                    Error::Corrupt(format!("chunk {} of {file} is missing from the index", id.hex()))
+                })?;
+                let data = self.read_chunk(&id, &loc, &mut cache)?;
+                let from = offset.saturating_sub(s) as usize;
+                let to = (end.min(e) - s) as usize;
+                out(&data[from..to])?;
+            }
+            seg += 1;
+        }
+        Ok(head.size)
+    }
+
+    /// One chunk's bytes, verified against its id.
+    fn read_chunk(&self, id: &Id, loc: &ChunkLoc, cache: &mut FrameCache) -> Result<Vec<u8>> {
+        let corrupt = |what: String| {
+            Error::Corrupt(format!(
+                "chunk {} in pack {} (frame at offset {}) is corrupt: {what}",
+                id.hex(),
+                loc.pack.hex(),
+                loc.payload_offset
+            ))
+        };
+        if loc.offset_in_frame as u64 + loc.len as u64 > loc.raw_len as u64 {
+            return Err(corrupt("index entry points outside its frame".into()));
+        }
+        let data = if loc.codec == Codec::Raw {
+            // Raw frames: read just this chunk.
+            let mut b = vec![0u8; loc.len as usize];
+            self.backend
+                .read_at(&loc.pack, loc.payload_offset + loc.offset_in_frame as u64, &mut b)?;
+            b
+        } else {
+            let key = (loc.pack, loc.payload_offset);
+            if cache.key != Some(key) {
+                let mut stored = vec![0u8; loc.stored_len as usize];
+                self.backend.read_at(&loc.pack, loc.payload_offset, &mut stored)?;
+                cache.raw = format::decompress(loc.codec, &stored, loc.raw_len, loc.payload_offset)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                cache.key = Some(key);
+            }
+            let s = loc.offset_in_frame as usize;
+            cache.raw[s..s + loc.len as usize].to_vec()
+        };
+        if Id::of(&data) != *id {
+            cache.key = None;
+            return Err(corrupt("its content does not hash to its id".into()));
+        }
+        Ok(data)
+    }
+
+    /// Indexes packs that became durable but were never indexed (a crash
+    /// between seal and index write).
+    fn recover(&self) -> Result<()> {
+        let known: HashSet<Id> = self.index.packs()?.into_iter().map(|p| p.0).collect();
+        for (pack, _) in self.backend.list()? {
+            if !known.contains(&pack) {
+                tracing::info!(pack = %pack.hex(), "indexing a pack left unindexed by an interrupted run");
+                let mut w = self.lock();
+                if let Err(e) = self.index_pack(&pack, &mut w.stats) {
+                    tracing::error!(pack = %pack.hex(), error = %e, "cannot index pack; run `hoard verify --read-data`");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one pack front to back and indexes what it holds; chunks and
+    /// files already indexed keep their entries. Returns (chunks, files) added.
+    pub(crate) fn index_pack(&self, pack: &Id, stats: &mut Stats) -> Result<(u64, u64)> {
+        let (r, len) = self.backend.open(pack)?;
+        let bad = |e: format::FormatError| {
+            Error::Corrupt(format!("pack {} ({}): {e}", pack.hex(), self.backend.describe(pack)))
+        };
+        let mut scan = Scanner::new(r, len, false).map_err(bad)?;
+        let mut chunks: Vec<(Id, ChunkLoc)> = Vec::new();
+        let mut manifests: Vec<(Id, u64, u64, u32, Codec, u32, Id)> = Vec::new();
+        let mut unique = 0u64;
+        while let Some(rec) = scan.next_record().map_err(bad)? {
+            let po = rec.payload_offset();
+            match rec.header.kind {
+                Kind::Frame => {
+                    let mut off = 0u32;
+                    for (id, l) in format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.offset).map_err(bad)? {
+                        chunks.push((
+                            id,
+                            ChunkLoc {
+                                pack: *pack,
+                                payload_offset: po,
+                                stored_len: rec.header.stored_len,
+                                raw_len: rec.header.raw_len,
+                                codec: rec.header.codec,
+                                offset_in_frame: off,
+                                len: l,
+                            },
+                        ));
+                        off += l;
+                    }
+                }
+                Kind::Manifest => {
+                    let (file, mhash) = format::decode_manifest_meta(&rec.meta, rec.offset).map_err(bad)?;
+                    manifests.push((file, rec.offset, po, rec.header.stored_len, rec.header.codec, rec.header.raw_len, mhash));
+                }
+            }
+        }
+        let end = scan.finish().map_err(bad)?;
+        if end.pack_id != *pack {
+            return Err(bad(format::FormatError::HashMismatch {
+                claimed: *pack,
+                actual: end.pack_id,
+            }));
+        }
+        let mut b = self.index.batch();
+        let ids: Vec<Id> = chunks.iter().map(|c| c.0).collect();
+        let mut added = 0u64;
+        let mut seen = HashSet::new();
+        for ((id, loc), existing) in chunks.iter().zip(self.index.chunk_locs(&ids)?) {
+            if existing.is_none() && seen.insert(*id) {
+                b.put_chunk(id, loc);
+                added += 1;
+                unique += loc.len as u64;
+            }
+        }
+        let mut files = 0u64;
+        for (file, _, po, stored, codec, raw, mhash) in manifests {
+            let mut p = vec![0u8; stored as usize];
+            self.backend.read_at(pack, po, &mut p)?;
+            let enc = format::decompress(codec, &p, raw, po).map_err(bad)?;
+            if Id::of(&enc) != mhash {
+                return Err(Error::Corrupt(format!("manifest of {file} in pack {} is damaged", pack.hex())));
+            }
+            let m = Manifest::decode(&enc).map_err(|e| Error::Corrupt(format!("manifest of {file} in pack {}: {e}", pack.hex())))?;
+            if self.index.file_head(&file)?.is_none() {
+                b.put_manifest(&file, &m);
+                files += 1;
+                stats.logical_bytes += m.size;
+            }
+        }
+        b.put_pack(pack, &PackInfo { len, records: end.records });
+        stats.chunks += added;
+        stats.unique_bytes += unique;
+        stats.stored_bytes += len;
+        stats.packs += 1;
+        stats.files += files;
+        b.put_stats(stats);
+        b.write(true)?;
+        Ok((added, files))
+    }
+
+    /// Rebuilds the index from the packs alone. The stat cache is dropped
+    /// (the next add re-reads files once); `logical_bytes` restarts as the
+    /// sum of distinct file sizes. Packs that fail to scan are reported and
+    /// skipped.
+    pub fn reindex(&self, mut progress: impl FnMut(u64, Option<(Id, Error)>)) -> Result<(u64, u64, u64, u64)> {
+        let mut w = self.lock();
+        self.seal(&mut w)?;
+        self.index.clear_rebuildable()?;
+        let mut stats = Stats::default();
+        let (mut packs, mut chunks, mut files, mut bad) = (0, 0, 0, 0);
+        for (pack, len) in self.backend.list()? {
+            match self.index_pack(&pack, &mut stats) {
+                Ok((c, f)) => {
+                    packs += 1;
+                    chunks += c;
+                    files += f;
+                    progress(len, None);
+                }
+                Err(e) => {
+                    bad += 1;
+                    progress(len, Some((pack, e)));
+                }
+            }
+        }
+        let mut b = self.index.batch();
+        b.put_stats(&stats);
+        b.write(true)?;
+        w.stats = stats;
+        Ok((packs, chunks, files, bad))
+    }
+}
+
+/// While alive, no pack is appended to, sealed or indexed.
+pub struct WritesPaused<'a>(#[allow(dead_code)] MutexGuard<'a, Writer>);
+
+#[derive(Default)]
+struct FrameCache {
+    key: Option<(Id, u64)>,
+    raw: Vec<u8>,
+}
+
+fn load_or_create_params(dir: &Path, create_with: StoreParams) -> Result<StoreParams> {
+    let path = dir.join(PARAMS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let p: StoreParams = toml::from_str(&s).map_err(|e| {
+                Error::Config(format!("{} is malformed ({e}); it records the store's fixed parameters — restore it from a backup", path.display()))
+            })?;
+            p.validate()?;
+            Ok(p)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            create_with.validate()?;
+            let text = format!(
+                "# hoard store parameters: fixed at creation; changing them breaks dedup.\n{}",
+                toml::to_string(&create_with).map_err(|e| Error::Config(e.to_string()))?
+            );
+            let tmp = dir.join(format!("{PARAMS_FILE}.tmp"));
+            std::fs::write(&tmp, text).map_err(|e| Error::io("cannot write", &tmp, e))?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io("cannot fsync", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot create", &path, e))?;
+            Ok(create_with)
+        }
+        Err(e) => Err(Error::io("cannot read", &path, e)),
+    }
+}

@@ -1,0 +1,10 @@
+//! Compiles `proto/hoard.proto` with protox (pure Rust), so building hoard
+//! needs no system `protoc`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/hoard.proto");
+    let fds = protox::compile(["proto/hoard.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".hoard.v1.ReadReply.data")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! hoard's wire protocol and the one definition of where a user's daemon,
+//! store and socket live (both `hoard` and `hoardd` resolve paths here).
+
+pub mod paths;
+
+/// Generated from `proto/hoard.proto`.
+pub mod v1 {
+    tonic::include_proto!("hoard.v1");
+}
+
+/// Largest data payload put in one message (well under tonic's 4 MiB limit).
+pub const MAX_DATA_MESSAGE: usize = 1 << 20;
+
+/// Number of file results batched into one `FileResults` message.
+pub const FILE_RESULTS_BATCH: usize = 1024;
