@@ -31,7 +31,13 @@ fn text() -> Vec<u8> {
         x ^= x << 17;
         row += 1;
         out.extend_from_slice(
-            format!("{row},{},{:.6},{}\n", words[(x % 6) as usize], (x >> 11) as f64 / (1u64 << 53) as f64, x % 1_000_000).as_bytes(),
+            format!(
+                "{row},{},{:.6},{}\n",
+                words[(x % 6) as usize],
+                (x >> 11) as f64 / (1u64 << 53) as f64,
+                x % 1_000_000
+            )
+            .as_bytes(),
         );
     }
     out.truncate(LEN);
@@ -59,12 +65,16 @@ fn pipeline(data: &[u8], avg: u32) -> usize {
         black_box(blake3::hash(bytes));
         frame.extend_from_slice(bytes);
         if frame.len() >= 1 << 20 {
-            stored += zstd::bulk::compress(&frame, 1).map(|z| z.len()).unwrap_or(frame.len());
+            stored += zstd::bulk::compress(&frame, 1)
+                .map(|z| z.len())
+                .unwrap_or(frame.len());
             frame.clear();
         }
     }
     if !frame.is_empty() {
-        stored += zstd::bulk::compress(&frame, 1).map(|z| z.len()).unwrap_or(frame.len());
+        stored += zstd::bulk::compress(&frame, 1)
+            .map(|z| z.len())
+            .unwrap_or(frame.len());
     }
     stored
 }
@@ -80,16 +90,32 @@ fn primitives(c: &mut Criterion) {
         });
     }
     g.bench_function("blake3_32k_chunks", |b| {
-        b.iter(|| t.chunks(32 << 10).map(|c| blake3::hash(c).as_bytes()[0] as usize).sum::<usize>())
+        b.iter(|| {
+            t.chunks(32 << 10)
+                .map(|c| blake3::hash(c).as_bytes()[0] as usize)
+                .sum::<usize>()
+        })
     });
     g.bench_function("zstd1_1mib_frames_text", |b| {
-        b.iter(|| t.chunks(1 << 20).map(|c| zstd::bulk::compress(c, 1).map(|z| z.len()).unwrap_or(0)).sum::<usize>())
+        b.iter(|| {
+            t.chunks(1 << 20)
+                .map(|c| zstd::bulk::compress(c, 1).map(|z| z.len()).unwrap_or(0))
+                .sum::<usize>()
+        })
     });
     g.bench_function("zstd1_32k_chunks_text", |b| {
-        b.iter(|| t.chunks(32 << 10).map(|c| zstd::bulk::compress(c, 1).map(|z| z.len()).unwrap_or(0)).sum::<usize>())
+        b.iter(|| {
+            t.chunks(32 << 10)
+                .map(|c| zstd::bulk::compress(c, 1).map(|z| z.len()).unwrap_or(0))
+                .sum::<usize>()
+        })
     });
     g.bench_function("zstd1_1mib_frames_random", |b| {
-        b.iter(|| r.chunks(1 << 20).map(|c| zstd::bulk::compress(c, 1).map(|z| z.len()).unwrap_or(0)).sum::<usize>())
+        b.iter(|| {
+            r.chunks(1 << 20)
+                .map(|c| zstd::bulk::compress(c, 1).map(|z| z.len()).unwrap_or(0))
+                .sum::<usize>()
+        })
     });
     g.finish();
 

@@ -11,10 +11,17 @@ use std::time::Duration;
 #[test]
 fn daemon_starts_on_demand_with_a_private_socket_and_stops() {
     let env = Env::new();
-    assert!(!env.run(&["daemon", "status"]).status.success(), "no daemon yet");
+    assert!(
+        !env.run(&["daemon", "status"]).status.success(),
+        "no daemon yet"
+    );
     let stats = env.json(&["stats"]);
     assert_eq!(stats[0]["files"], 0);
-    let mode = fs::metadata(env.home.join("hoardd.sock")).unwrap().permissions().mode() & 0o777;
+    let mode = fs::metadata(env.home.join("hoardd.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let st = env.json(&["daemon", "status"]);
     assert_eq!(st[0]["running"], true);
@@ -43,12 +50,22 @@ fn add_cat_restore_stats_verify_reindex() {
     // One `blake3:<hex>  <path>` line per file, equal to b3sum's, then a summary.
     for (p, d) in &files {
         let line = format!("{}  {}", b3(d), p);
-        assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
     }
     assert!(out.contains("added 5 files"), "{out}");
     assert!(out.contains("dedup saved"), "{out}");
-    if let Ok(b3sum) = std::process::Command::new("b3sum").arg(env.path("ds/text.csv")).output() {
-        let hex = String::from_utf8_lossy(&b3sum.stdout).split_whitespace().next().unwrap_or("").to_string();
+    if let Ok(b3sum) = std::process::Command::new("b3sum")
+        .arg(env.path("ds/text.csv"))
+        .output()
+    {
+        let hex = String::from_utf8_lossy(&b3sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string();
         assert_eq!(format!("blake3:{hex}"), b3(&files[2].1));
     }
 
@@ -58,21 +75,42 @@ fn add_cat_restore_stats_verify_reindex() {
         assert_eq!(o.stdout, *d);
     }
     // A range read.
-    let o = env.hoard().args(["cat", &b3(&files[3].1), "--offset", "1000000", "--length", "12345"]).output().unwrap();
+    let o = env
+        .hoard()
+        .args([
+            "cat",
+            &b3(&files[3].1),
+            "--offset",
+            "1000000",
+            "--length",
+            "12345",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(o.stdout, files[3].1[1_000_000..1_012_345]);
 
     let dest = env.path("restored.bin");
     env.ok(&["restore", &b3(&files[3].1), dest.to_str().unwrap()]);
     assert_eq!(fs::read(&dest).unwrap(), files[3].1);
-    assert!(fs::read_dir(env.dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("hoard-")));
+    assert!(fs::read_dir(env.dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("hoard-")));
 
     let s = &env.json(&["stats"])[0];
     let logical: u64 = files.iter().map(|f| f.1.len() as u64).sum();
     assert_eq!(s["logical_bytes"], logical);
     assert_eq!(s["files"], 4, "two files share content");
     let unique = s["unique_bytes"].as_u64().unwrap();
-    assert!(unique < logical - (3 << 20) + 100_000, "the copy was deduplicated: {s}");
-    assert!(s["stored_bytes"].as_u64().unwrap() < unique, "text compressed: {s}");
+    assert!(
+        unique < logical - (3 << 20) + 100_000,
+        "the copy was deduplicated: {s}"
+    );
+    assert!(
+        s["stored_bytes"].as_u64().unwrap() < unique,
+        "text compressed: {s}"
+    );
     assert!(s["packs"].as_u64().unwrap() >= 1);
 
     let v = env.json(&["verify", "--read-data"]);
@@ -85,7 +123,10 @@ fn add_cat_restore_stats_verify_reindex() {
         assert_eq!(s[k], s2[k], "{k} after reindex");
     }
     for (_, d) in &files {
-        assert_eq!(env.hoard().args(["cat", &b3(d)]).output().unwrap().stdout, *d);
+        assert_eq!(
+            env.hoard().args(["cat", &b3(d)]).output().unwrap().stdout,
+            *d
+        );
     }
 }
 
@@ -104,7 +145,10 @@ fn json_add_and_stat_cache() {
     assert_eq!(sum["type"], "summary");
     assert!(sum["new_chunks"].as_u64().unwrap() > 0);
     let again = env.json(&["add", "big.csv"]);
-    assert_eq!(again[0]["unchanged"], true, "stat cache hit expected: {again:?}");
+    assert_eq!(
+        again[0]["unchanged"], true,
+        "stat cache hit expected: {again:?}"
+    );
     assert_eq!(again.last().unwrap()["new_chunks"], 0);
     // Touching the content makes it a miss again.
     let mut d = fs::read(&f).unwrap();
@@ -118,7 +162,11 @@ fn json_add_and_stat_cache() {
 #[test]
 fn bad_input_gets_clear_errors() {
     let env = Env::new();
-    for bad in ["nope", "blake3:123", "blake3:AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262"] {
+    for bad in [
+        "nope",
+        "blake3:123",
+        "blake3:AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262",
+    ] {
         let o = env.run(&["cat", bad]);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
@@ -155,13 +203,22 @@ fn flipped_byte_is_named_by_verify_and_fails_cat() {
     assert!(!o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&pack_id), "verify must name the pack:\n{out}");
-    assert!(out.lines().any(|l| l.starts_with("chunk ")), "verify must name the chunk:\n{out}");
-    assert!(out.contains(&format!("file {}", b3(&d))), "and the file it damages:\n{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("chunk ")),
+        "verify must name the chunk:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("file {}", b3(&d))),
+        "and the file it damages:\n{out}"
+    );
 
     let o = env.run(&["cat", &b3(&d)]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("corrupt") && err.contains(&pack_id) && err.contains("chunk"), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains(&pack_id) && err.contains("chunk"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,10 +227,17 @@ fn second_daemon_is_refused_and_stale_socket_is_recovered() {
     env.ok(&["stats"]);
     let o = env.hoardd().arg("run").output().unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("already serving"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already serving"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     env.kill_daemon();
-    assert!(env.home.join("hoardd.sock").exists(), "kill -9 leaves the socket behind");
+    assert!(
+        env.home.join("hoardd.sock").exists(),
+        "kill -9 leaves the socket behind"
+    );
     // The next command notices nobody listens, starts a daemon, which removes it.
     env.ok(&["stats"]);
     assert!(env.daemon_pid().is_some());
@@ -187,7 +251,9 @@ fn sigterm_stops_the_daemon_cleanly() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     wait_gone(pid);
     assert!(!env.home.join("hoardd.sock").exists());
-    assert!(fs::read_to_string(env.home.join("hoardd.log")).unwrap().contains("hoardd stopped"));
+    assert!(fs::read_to_string(env.home.join("hoardd.log"))
+        .unwrap()
+        .contains("hoardd stopped"));
 }
 
 /// kill -9 the daemon in the middle of a large add; every file acknowledged
@@ -218,7 +284,10 @@ fn kill_9_mid_add_loses_nothing_acknowledged() {
         let Ok(line) = line else { break };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         if v["type"] == "file" {
-            acked.push((v["path"].as_str().unwrap().to_string(), v["oid"].as_str().unwrap().to_string()));
+            acked.push((
+                v["path"].as_str().unwrap().to_string(),
+                v["oid"].as_str().unwrap().to_string(),
+            ));
             if acked.len() == 3 {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -226,13 +295,21 @@ fn kill_9_mid_add_loses_nothing_acknowledged() {
     }
     let _ = child.wait();
     wait_gone(pid);
-    assert!(acked.len() >= 3 && acked.len() < 40, "the kill must land mid-add ({} acked)", acked.len());
+    assert!(
+        acked.len() >= 3 && acked.len() < 40,
+        "the kill must land mid-add ({} acked)",
+        acked.len()
+    );
 
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v.last().unwrap()["problems"], 0, "{v:?}");
     for (path, oid) in &acked {
         let o = env.hoard().args(["cat", oid]).output().unwrap();
-        assert!(o.status.success(), "{path}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(o.stdout == contents[path], "{path} restored differently");
     }
     // And the add can simply be re-run.

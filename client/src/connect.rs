@@ -24,7 +24,9 @@ pub async fn try_connect(paths: &Paths) -> anyhow::Result<Option<Client>> {
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let sock = sock.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(sock).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(sock).await?))
+            }
         }))
         .await;
     match channel {

@@ -10,7 +10,11 @@ use hoard_proto::paths::Paths;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "hoard", version, about = "Content-addressed large-file store for datasets")]
+#[command(
+    name = "hoard",
+    version,
+    about = "Content-addressed large-file store for datasets"
+)]
 struct Cli {
     /// Store directory (holds config, socket, lock, log); overrides HOARD_HOME.
     #[arg(long, global = true, env = "HOARD_HOME", hide_env_values = true)]
@@ -89,10 +93,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Command::Daemon { action: DaemonAction::Run } = cli.command {
+    if let Command::Daemon {
+        action: DaemonAction::Run,
+    } = cli.command
+    {
         return report(cmd::daemon::run(&paths));
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hoard: cannot start: {e}");
@@ -104,8 +114,14 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(command: Command, paths: &Paths) -> anyhow::Result<()> {
     match command {
-        Command::Add { paths: p, json } => cmd::add::run(connect::connect(paths).await?, p, json).await,
-        Command::Cat { oid, offset, length } => {
+        Command::Add { paths: p, json } => {
+            cmd::add::run(connect::connect(paths).await?, p, json).await
+        }
+        Command::Cat {
+            oid,
+            offset,
+            length,
+        } => {
             cmd::parse_oid(&oid)?;
             cmd::read::cat(connect::connect(paths).await?, &oid, offset, length).await
         }
@@ -114,8 +130,12 @@ async fn dispatch(command: Command, paths: &Paths) -> anyhow::Result<()> {
             cmd::read::restore(connect::connect(paths).await?, &oid, &dest, false).await
         }
         Command::Stats { json } => cmd::store::stats(connect::connect(paths).await?, json).await,
-        Command::Verify { read_data, json } => cmd::store::verify(connect::connect(paths).await?, read_data, json).await,
-        Command::Reindex { json } => cmd::store::reindex(connect::connect(paths).await?, json).await,
+        Command::Verify { read_data, json } => {
+            cmd::store::verify(connect::connect(paths).await?, read_data, json).await
+        }
+        Command::Reindex { json } => {
+            cmd::store::reindex(connect::connect(paths).await?, json).await
+        }
         Command::Daemon { action } => match action {
             DaemonAction::Start => cmd::daemon::start(paths).await,
             DaemonAction::Stop => cmd::daemon::stop(paths).await,

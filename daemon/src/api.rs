@@ -55,7 +55,13 @@ fn add_event(e: Event) -> pb::AddEvent {
     use pb::add_event::Event as E;
     let event = match e {
         Event::Plan { files, bytes } => E::Plan(pb::AddPlan { files, bytes }),
-        Event::Progress { files_done, bytes_done } => E::Progress(pb::Progress { files_done, bytes_done }),
+        Event::Progress {
+            files_done,
+            bytes_done,
+        } => E::Progress(pb::Progress {
+            files_done,
+            bytes_done,
+        }),
         Event::Done(files) => E::Files(pb::FileResults {
             files: files
                 .into_iter()
@@ -89,7 +95,10 @@ impl Local for LocalApi {
         for p in req.into_inner().paths {
             let path = PathBuf::from(&p.path);
             if !path.is_absolute() {
-                return Err(Status::invalid_argument(format!("path {:?} must be absolute", p.path)));
+                return Err(Status::invalid_argument(format!(
+                    "path {:?} must be absolute",
+                    p.path
+                )));
             }
             inputs.push(AddInput {
                 path,
@@ -119,7 +128,10 @@ impl Local for LocalApi {
 
     type ReadStream = Events<pb::ReadReply>;
 
-    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        req: Request<pb::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let req = req.into_inner();
         let file = parse_oid(&req.oid)?;
         let store = self.store.clone();
@@ -134,7 +146,7 @@ impl Local for LocalApi {
         tokio::task::spawn_blocking(move || {
             let mut buf = Vec::with_capacity(MAX_DATA_MESSAGE);
             let mut first = Some(size);
-            let mut send = |buf: &mut Vec<u8>, first: &mut Option<u64>| -> crate::Result<()> {
+            let send = |buf: &mut Vec<u8>, first: &mut Option<u64>| -> crate::Result<()> {
                 let msg = pb::ReadReply {
                     file_size: first.take(),
                     data: std::mem::take(buf).into(),
@@ -166,7 +178,10 @@ impl Local for LocalApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<pb::StoreStats>, Status> {
+    async fn stats(
+        &self,
+        _: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StoreStats>, Status> {
         let s = self.store.stats();
         Ok(Response::new(pb::StoreStats {
             logical_bytes: s.logical_bytes,
@@ -180,13 +195,19 @@ impl Local for LocalApi {
 
     type VerifyStream = Events<pb::VerifyEvent>;
 
-    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<Self::VerifyStream>, Status> {
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<Self::VerifyStream>, Status> {
         let read_data = req.into_inner().read_data;
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             use pb::verify_event::Event as E;
-            let send = |e: E| tx.blocking_send(Ok(pb::VerifyEvent { event: Some(e) })).is_ok();
+            let send = |e: E| {
+                tx.blocking_send(Ok(pb::VerifyEvent { event: Some(e) }))
+                    .is_ok()
+            };
             let r = check::verify(&store, read_data, &mut |e| {
                 send(match e {
                     VerifyEvent::Plan(b) => E::PlanBytes(b),
@@ -217,7 +238,10 @@ impl Local for LocalApi {
 
     type ReindexStream = Events<pb::ReindexEvent>;
 
-    async fn reindex(&self, _: Request<pb::ReindexRequest>) -> Result<Response<Self::ReindexStream>, Status> {
+    async fn reindex(
+        &self,
+        _: Request<pb::ReindexRequest>,
+    ) -> Result<Response<Self::ReindexStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
@@ -255,7 +279,10 @@ impl Local for LocalApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::DaemonStatus>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::DaemonStatus>, Status> {
         let p = self.store.params();
         Ok(Response::new(pb::DaemonStatus {
             pid: std::process::id(),
@@ -270,7 +297,10 @@ impl Local for LocalApi {
         }))
     }
 
-    async fn shutdown(&self, _: Request<pb::ShutdownRequest>) -> Result<Response<pb::ShutdownReply>, Status> {
+    async fn shutdown(
+        &self,
+        _: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownReply>, Status> {
         tracing::info!("shutdown requested by a client");
         self.shutdown.notify_one();
         Ok(Response::new(pb::ShutdownReply {}))

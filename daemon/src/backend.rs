@@ -73,11 +73,9 @@ impl LocalDir {
         }
         let path = self.path_of(id);
         let f = Arc::new(File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::Corrupt(format!(
-                "pack {} is missing ({})",
-                id.hex(),
-                path.display()
-            )),
+            io::ErrorKind::NotFound => {
+                Error::Corrupt(format!("pack {} is missing ({})", id.hex(), path.display()))
+            }
             _ => Error::io("cannot open pack", &path, e),
         })?);
         if cache.len() >= OPEN_FILE_CACHE {
@@ -130,14 +128,16 @@ impl PackBackend for LocalDir {
 
     fn list(&self) -> Result<Vec<(Id, u64)>> {
         let mut out = Vec::new();
-        let rd = fs::read_dir(&self.root).map_err(|e| Error::io("cannot list packs in", &self.root, e))?;
+        let rd = fs::read_dir(&self.root)
+            .map_err(|e| Error::io("cannot list packs in", &self.root, e))?;
         for sub in rd.flatten() {
             let name = sub.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.len() != 2 || !sub.path().is_dir() {
                 continue;
             }
-            let inner = fs::read_dir(sub.path()).map_err(|e| Error::io("cannot list packs in", &sub.path(), e))?;
+            let inner = fs::read_dir(sub.path())
+                .map_err(|e| Error::io("cannot list packs in", &sub.path(), e))?;
             for e in inner.flatten() {
                 let n = e.file_name();
                 let Some(stem) = n.to_str().and_then(|n| n.strip_suffix(".pack")) else {
@@ -181,7 +181,10 @@ struct LocalSink {
 
 impl Write for LocalSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let f = self.file.as_mut().ok_or_else(|| io::Error::other("pack already committed"))?;
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("pack already committed"))?;
         let n = f.write(buf)?;
         self.written += n as u64;
         if self.written - self.flushed_to >= WRITEBACK_EVERY {
@@ -214,14 +217,19 @@ fn start_writeback(_: &File, _: u64, _: u64) {}
 
 impl PackSink for LocalSink {
     fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
-        let file = self.file.take().ok_or_else(|| Error::Corrupt("pack committed twice".into()))?;
-        file.sync_all().map_err(|e| Error::io("cannot fsync pack", &self.path, e))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Corrupt("pack committed twice".into()))?;
+        file.sync_all()
+            .map_err(|e| Error::io("cannot fsync pack", &self.path, e))?;
         drop(file);
         let h = id.hex();
         let dir = self.root.join(&h[..2]);
         fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create pack directory", &dir, e))?;
         let dest = dir.join(format!("{h}.pack"));
-        fs::rename(&self.path, &dest).map_err(|e| Error::io("cannot move pack into place at", &dest, e))?;
+        fs::rename(&self.path, &dest)
+            .map_err(|e| Error::io("cannot move pack into place at", &dest, e))?;
         fsync_dir(&dir)?;
         fsync_dir(&self.root)?;
         Ok(())
@@ -256,6 +264,9 @@ mod tests {
         b.read_at(&id, 6, &mut buf).unwrap();
         assert_eq!(&buf, b"pack");
         assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
-        assert!(matches!(b.read_at(&id, 8, &mut buf), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            b.read_at(&id, 8, &mut buf),
+            Err(Error::Corrupt(_))
+        ));
     }
 }

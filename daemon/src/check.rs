@@ -28,7 +28,9 @@ pub struct Report {
 pub enum VerifyEvent {
     /// Pack bytes that will be read (read-data only).
     Plan(u64),
-    Progress { bytes_read: u64 },
+    Progress {
+        bytes_read: u64,
+    },
     Problem(Problem),
 }
 
@@ -42,7 +44,11 @@ struct Reporter<'a> {
 impl Reporter<'_> {
     fn problem(&mut self, kind: &'static str, object: String, message: String) {
         self.rep.problems += 1;
-        self.send(VerifyEvent::Problem(Problem { kind, object, message }));
+        self.send(VerifyEvent::Problem(Problem {
+            kind,
+            object,
+            message,
+        }));
     }
     fn send(&mut self, e: VerifyEvent) {
         if self.live && !(self.emit)(e) {
@@ -54,7 +60,11 @@ impl Reporter<'_> {
 /// Checks that index and packs agree; with `read_data`, reads every pack,
 /// decompresses every frame and re-hashes every chunk and manifest. Adds
 /// wait while it runs, so it sees one consistent state.
-pub fn verify(store: &Store, read_data: bool, emit: &mut dyn FnMut(VerifyEvent) -> bool) -> Result<Report> {
+pub fn verify(
+    store: &Store,
+    read_data: bool,
+    emit: &mut dyn FnMut(VerifyEvent) -> bool,
+) -> Result<Report> {
     let _quiet = store.pause_writes();
     let index = &store.index;
     let backend = store.backend();
@@ -71,16 +81,26 @@ pub fn verify(store: &Store, read_data: bool, emit: &mut dyn FnMut(VerifyEvent) 
     for (id, info) in &indexed {
         r.rep.packs += 1;
         match on_disk.get(id) {
-            None => r.problem("pack", id.hex(), format!("listed in the index but missing: {}", backend.describe(id))),
-            Some(&len) if len != info.len => {
-                r.problem("pack", id.hex(), format!("is {len} bytes on disk, the index says {}", info.len))
-            }
+            None => r.problem(
+                "pack",
+                id.hex(),
+                format!("listed in the index but missing: {}", backend.describe(id)),
+            ),
+            Some(&len) if len != info.len => r.problem(
+                "pack",
+                id.hex(),
+                format!("is {len} bytes on disk, the index says {}", info.len),
+            ),
             _ => {}
         }
     }
     for id in on_disk.keys() {
         if !known.contains_key(id) {
-            r.problem("pack", id.hex(), "is on disk but not in the index; run `hoard reindex`".into());
+            r.problem(
+                "pack",
+                id.hex(),
+                "is on disk but not in the index; run `hoard reindex`".into(),
+            );
         }
     }
 
@@ -91,7 +111,11 @@ pub fn verify(store: &Store, read_data: bool, emit: &mut dyn FnMut(VerifyEvent) 
             .get(&loc.pack)
             .is_some_and(|&len| loc.payload_offset + loc.stored_len as u64 <= len);
         if !inside {
-            r.problem("chunk", id.hex(), format!("index points outside pack {}", loc.pack.hex()));
+            r.problem(
+                "chunk",
+                id.hex(),
+                format!("index points outside pack {}", loc.pack.hex()),
+            );
         }
         Ok(())
     })?;
@@ -149,11 +173,18 @@ pub fn verify(store: &Store, read_data: bool, emit: &mut dyn FnMut(VerifyEvent) 
             r.problem(
                 "file",
                 file.to_string(),
-                format!("manifest lists {size} bytes in {count} chunks, its head says {} in {}", head.size, head.chunks),
+                format!(
+                    "manifest lists {size} bytes in {count} chunks, its head says {} in {}",
+                    head.size, head.chunks
+                ),
             );
         }
         if missing > 0 {
-            r.problem("file", file.to_string(), format!("{missing} of its chunks are missing from the index"));
+            r.problem(
+                "file",
+                file.to_string(),
+                format!("{missing} of its chunks are missing from the index"),
+            );
         }
         if damaged > 0 {
             r.problem(
@@ -167,7 +198,12 @@ pub fn verify(store: &Store, read_data: bool, emit: &mut dyn FnMut(VerifyEvent) 
 }
 
 /// Reads one pack fully: returns its problems and adds its bad chunks to `bad`.
-fn read_pack(store: &Store, pack: &Id, len: u64, bad: &mut HashSet<Id>) -> Vec<(&'static str, String, String)> {
+fn read_pack(
+    store: &Store,
+    pack: &Id,
+    len: u64,
+    bad: &mut HashSet<Id>,
+) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
     let backend = store.backend();
     let (r, _) = match backend.open(pack) {
@@ -185,14 +221,23 @@ fn read_pack(store: &Store, pack: &Id, len: u64, bad: &mut HashSet<Id>) -> Vec<(
                 let payload = rec.payload.as_deref().unwrap_or(&[]);
                 match rec.header.kind {
                     Kind::Frame => {
-                        let chunks = match format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.offset) {
+                        let chunks = match format::decode_frame_meta(
+                            &rec.meta,
+                            rec.header.raw_len,
+                            rec.offset,
+                        ) {
                             Ok(c) => c,
                             Err(e) => {
                                 out.push(("pack", pack.hex(), e.to_string()));
                                 continue;
                             }
                         };
-                        match format::decompress(rec.header.codec, payload, rec.header.raw_len, rec.payload_offset()) {
+                        match format::decompress(
+                            rec.header.codec,
+                            payload,
+                            rec.header.raw_len,
+                            rec.payload_offset(),
+                        ) {
                             Ok(raw) => {
                                 let mut off = 0usize;
                                 for (id, l) in chunks {
@@ -213,20 +258,35 @@ fn read_pack(store: &Store, pack: &Id, len: u64, bad: &mut HashSet<Id>) -> Vec<(
                         }
                     }
                     Kind::Manifest => {
-                        let ok = format::decode_manifest_meta(&rec.meta, rec.offset).ok().and_then(|(file, h)| {
-                            format::decompress(rec.header.codec, payload, rec.header.raw_len, rec.payload_offset())
+                        let ok = format::decode_manifest_meta(&rec.meta, rec.offset)
+                            .ok()
+                            .and_then(|(file, h)| {
+                                format::decompress(
+                                    rec.header.codec,
+                                    payload,
+                                    rec.header.raw_len,
+                                    rec.payload_offset(),
+                                )
                                 .ok()
                                 .filter(|raw| Id::of(raw) == h)
                                 .map(|_| file)
-                        });
+                            });
                         if ok.is_none() {
-                            out.push(("pack", pack.hex(), format!("manifest record at offset {} is damaged", rec.offset)));
+                            out.push((
+                                "pack",
+                                pack.hex(),
+                                format!("manifest record at offset {} is damaged", rec.offset),
+                            ));
                         }
                     }
                 }
             }
             Err(e) => {
-                out.push(("pack", pack.hex(), format!("{e}; the rest of this pack cannot be checked")));
+                out.push((
+                    "pack",
+                    pack.hex(),
+                    format!("{e}; the rest of this pack cannot be checked"),
+                ));
                 return out;
             }
         }

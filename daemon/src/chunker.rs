@@ -72,7 +72,7 @@ pub const BLOCK_SIZE: usize = 8 << 20;
 /// in order, and returns the BLAKE3 of everything read and its length.
 /// `size_hint` (the file's size when known, else 0) keeps buffers for small
 /// files small.
-pub fn chunk_stream<R: Read>(
+pub fn chunk_stream<R: Read + Send>(
     mut reader: R,
     size_hint: u64,
     params: ChunkParams,
@@ -246,7 +246,13 @@ mod tests {
     fn params_validation() {
         assert!(ChunkParams::with_avg(32768).validate().is_ok());
         assert!(ChunkParams::with_avg(3000).validate().is_err());
-        assert!(ChunkParams { min: 10, avg: 4096, max: 1 << 20 }.validate().is_err());
+        assert!(ChunkParams {
+            min: 10,
+            avg: 4096,
+            max: 1 << 20
+        }
+        .validate()
+        .is_err());
     }
 
     proptest! {

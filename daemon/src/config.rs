@@ -46,9 +46,8 @@ impl Config {
     /// Reads `path`; a missing file is an empty configuration.
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {
-            Ok(s) => toml::from_str(&s).map_err(|e| {
-                Error::Config(format!("{} is not valid: {e}", path.display()))
-            }),
+            Ok(s) => toml::from_str(&s)
+                .map_err(|e| Error::Config(format!("{} is not valid: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(Error::io("cannot read configuration", path, e)),
         }
@@ -58,7 +57,11 @@ impl Config {
     pub fn new_store_params(&self) -> StoreParams {
         let d = StoreParams::default();
         StoreParams {
-            chunk: self.store.chunk_avg.map(ChunkParams::with_avg).unwrap_or(d.chunk),
+            chunk: self
+                .store
+                .chunk_avg
+                .map(ChunkParams::with_avg)
+                .unwrap_or(d.chunk),
             zstd_level: self.store.zstd_level.unwrap_or(d.zstd_level),
             frame_target: self.store.frame_target.unwrap_or(d.frame_target),
             pack_target: self.store.pack_target.unwrap_or(d.pack_target),
@@ -79,6 +82,9 @@ mod tests {
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("config.toml"), "{e}");
         std::fs::write(&p, "[store]\nchunk_avg = 65536\n").unwrap();
-        assert_eq!(Config::load(&p).unwrap().new_store_params().chunk.avg, 65536);
+        assert_eq!(
+            Config::load(&p).unwrap().new_store_params().chunk.avg,
+            65536
+        );
     }
 }

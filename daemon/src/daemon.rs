@@ -94,7 +94,10 @@ async fn serve(store: Arc<Store>, paths: &Paths) -> anyhow::Result<()> {
     match fs::remove_file(&paths.socket) {
         Ok(()) => tracing::info!("removed a stale socket from a previous daemon"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", paths.socket.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove stale socket {}", paths.socket.display()))
+        }
     }
     if paths.socket.as_os_str().len() >= 108 {
         bail!(
@@ -129,7 +132,10 @@ async fn serve(store: Arc<Store>, paths: &Paths) -> anyhow::Result<()> {
         .max_encoding_message_size(16 << 20);
     let result = tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), stopping)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            stopping,
+        )
         .await;
     let _ = fs::remove_file(&paths.socket);
     result.context("local API server failed")

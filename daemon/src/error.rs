@@ -35,7 +35,9 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with what was being done; ENOSPC becomes [`Error::DiskFull`].
     pub fn io(context: impl Into<String>, path: &Path, source: io::Error) -> Error {
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
+        {
             return Error::DiskFull {
                 path: path.to_path_buf(),
             };

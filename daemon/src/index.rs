@@ -106,7 +106,9 @@ impl FileHead {
 
     /// The segment holding byte `offset` (which must be < size).
     pub fn segment_for(&self, offset: u64) -> usize {
-        self.segment_starts.partition_point(|&s| s <= offset).saturating_sub(1)
+        self.segment_starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
     }
 }
 
@@ -234,16 +236,23 @@ impl Index {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(3);
+        // Memory is bounded whatever is ingested: all memtables together,
+        // and one block cache shared by every column family.
+        opts.set_db_write_buffer_size(64 << 20);
+        let cache = rocksdb::Cache::new_lru_cache(32 << 20);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
             let mut bb = BlockBasedOptions::default();
             // Point lookups of absent keys (new chunks) skip the disk.
             bb.set_bloom_filter(10.0, false);
             bb.set_cache_index_and_filter_blocks(true);
+            bb.set_block_cache(&cache);
             o.set_block_based_table_factory(&bb);
-            if *name == CF_CHUNKS {
-                o.optimize_for_point_lookup(64);
-            }
+            o.set_write_buffer_size(if *name == CF_CHUNKS || *name == CF_FILES {
+                32 << 20
+            } else {
+                4 << 20
+            });
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
@@ -252,18 +261,24 @@ impl Index {
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         // Every CF in ALL_CFS is created at open.
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     /// Looks up many chunks in one call; `None` where absent.
     pub fn chunk_locs(&self, ids: &[Id]) -> Result<Vec<Option<ChunkLoc>>> {
         let cf = self.cf(CF_CHUNKS);
-        let res = self.db.batched_multi_get_cf(cf, ids.iter().map(|i| &i.0[..]), false);
+        let res = self
+            .db
+            .batched_multi_get_cf(cf, ids.iter().map(|i| &i.0[..]), false);
         res.into_iter()
             .zip(ids)
             .map(|(r, id)| match r? {
                 None => Ok(None),
-                Some(v) => ChunkLoc::decode(&v).map(Some).ok_or_else(|| corrupt_value(CF_CHUNKS, &id.0)),
+                Some(v) => ChunkLoc::decode(&v)
+                    .map(Some)
+                    .ok_or_else(|| corrupt_value(CF_CHUNKS, &id.0)),
             })
             .collect()
     }
@@ -271,14 +286,18 @@ impl Index {
     pub fn file_head(&self, file: &Id) -> Result<Option<FileHead>> {
         match self.db.get_pinned_cf(self.cf(CF_FILES), file.0)? {
             None => Ok(None),
-            Some(v) => FileHead::decode(&v).map(Some).ok_or_else(|| corrupt_value(CF_FILES, &file.0)),
+            Some(v) => FileHead::decode(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt_value(CF_FILES, &file.0)),
         }
     }
 
     /// Which of `files` have manifests.
     pub fn files_present(&self, files: &[Id]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_FILES);
-        let res = self.db.batched_multi_get_cf(cf, files.iter().map(|i| &i.0[..]), false);
+        let res = self
+            .db
+            .batched_multi_get_cf(cf, files.iter().map(|i| &i.0[..]), false);
         res.into_iter().map(|r| Ok(r?.is_some())).collect()
     }
 
@@ -307,7 +326,9 @@ impl Index {
 
     pub fn stat_entries(&self, paths: &[&[u8]]) -> Result<Vec<Option<StatEntry>>> {
         let cf = self.cf(CF_STATCACHE);
-        let res = self.db.batched_multi_get_cf(cf, paths.iter().copied(), false);
+        let res = self
+            .db
+            .batched_multi_get_cf(cf, paths.iter().copied(), false);
         // A malformed stat-cache entry is only a cache miss.
         res.into_iter()
             .map(|r| Ok(r?.and_then(|v| StatEntry::decode(&v))))
@@ -331,20 +352,32 @@ impl Index {
 
     pub fn packs(&self) -> Result<Vec<(Id, PackInfo)>> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_PACKS), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PACKS), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
             let id = Id::from_slice(&k).ok_or_else(|| corrupt_value(CF_PACKS, &k))?;
-            out.push((id, PackInfo::decode(&v).ok_or_else(|| corrupt_value(CF_PACKS, &k))?));
+            out.push((
+                id,
+                PackInfo::decode(&v).ok_or_else(|| corrupt_value(CF_PACKS, &k))?,
+            ));
         }
         Ok(out)
     }
 
     /// Every chunk entry, in id order.
     pub fn for_each_chunk(&self, mut f: impl FnMut(Id, ChunkLoc) -> Result<()>) -> Result<()> {
-        for item in self.db.iterator_cf(self.cf(CF_CHUNKS), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_CHUNKS), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
             let id = Id::from_slice(&k).ok_or_else(|| corrupt_value(CF_CHUNKS, &k))?;
-            f(id, ChunkLoc::decode(&v).ok_or_else(|| corrupt_value(CF_CHUNKS, &k))?)?;
+            f(
+                id,
+                ChunkLoc::decode(&v).ok_or_else(|| corrupt_value(CF_CHUNKS, &k))?,
+            )?;
         }
         Ok(())
     }
@@ -352,7 +385,10 @@ impl Index {
     /// Every file id with a manifest.
     pub fn file_ids(&self) -> Result<Vec<Id>> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_FILES), rocksdb::IteratorMode::Start)
+        {
             let (k, _) = item?;
             if k.len() == 32 {
                 out.extend(Id::from_slice(&k));
@@ -373,7 +409,7 @@ impl Index {
         for name in [CF_CHUNKS, CF_FILES, CF_PACKS, CF_STATCACHE] {
             let cf = self.cf(name);
             let mut wb = WriteBatch::default();
-            wb.delete_range_cf(cf, [0u8; 0], [0xffu8; 80]);
+            wb.delete_range_cf(cf, &[][..], &[0xffu8; 80][..]);
             self.db.write(wb)?;
         }
         Ok(())
@@ -420,7 +456,8 @@ impl Batch<'_> {
     }
 
     pub fn put_stat(&mut self, path: &[u8], e: &StatEntry) {
-        self.wb.put_cf(self.index.cf(CF_STATCACHE), path, e.encode());
+        self.wb
+            .put_cf(self.index.cf(CF_STATCACHE), path, e.encode());
     }
 
     pub fn put_stats(&mut self, s: &Stats) {
@@ -455,14 +492,22 @@ mod tests {
     fn manifests_are_segmented_and_found_by_offset() {
         let d = tempfile::tempdir().unwrap();
         let ix = Index::open(d.path()).unwrap();
-        let chunks: Vec<(Id, u32)> = (0..(SEGMENT * 2 + 10) as u32).map(|i| (Id::of(&i.to_le_bytes()), 100)).collect();
-        let m = Manifest { size: 100 * chunks.len() as u64, chunks };
+        let chunks: Vec<(Id, u32)> = (0..(SEGMENT * 2 + 10) as u32)
+            .map(|i| (Id::of(&i.to_le_bytes()), 100))
+            .collect();
+        let m = Manifest {
+            size: 100 * chunks.len() as u64,
+            chunks,
+        };
         let f = Id::of(b"file");
         let mut b = ix.batch();
         b.put_manifest(&f, &m);
         b.write(true).unwrap();
         let head = ix.file_head(&f).unwrap().unwrap();
-        assert_eq!(head.segment_starts, vec![0, 100 * SEGMENT as u64, 200 * SEGMENT as u64]);
+        assert_eq!(
+            head.segment_starts,
+            vec![0, 100 * SEGMENT as u64, 200 * SEGMENT as u64]
+        );
         assert_eq!(head.segment_for(0), 0);
         assert_eq!(head.segment_for(100 * SEGMENT as u64 - 1), 0);
         assert_eq!(head.segment_for(100 * SEGMENT as u64), 1);

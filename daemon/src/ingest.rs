@@ -68,10 +68,13 @@ const SMALL_BATCH_FILES: usize = 512;
 /// within the filesystem's timestamp granularity: not safe to cache.
 const RACY_NS: i64 = 50_000_000;
 
+#[derive(Clone)]
 struct Entry {
     path: PathBuf,
     display: String,
     size: u64,
+    /// As seen by the walk; the stat cache is checked against it.
+    meta: Metadata,
 }
 
 enum Work {
@@ -106,7 +109,10 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
     let mut done_files = 0u64;
     let mut done_bytes = 0u64;
     for batch in entries.chunks(crate::STAT_BATCH) {
-        let keys: Vec<&[u8]> = batch.iter().map(|e| e.path.as_os_str().as_bytes()).collect();
+        let keys: Vec<&[u8]> = batch
+            .iter()
+            .map(|e| e.path.as_os_str().as_bytes())
+            .collect();
         let cached = match store.stat_entries(&keys) {
             Ok(c) => c,
             Err(e) => {
@@ -116,11 +122,7 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
         };
         let mut hits = Vec::new();
         for (entry, cached) in batch.iter().zip(cached) {
-            let hit = cached.filter(|c| {
-                fs::symlink_metadata(&entry.path)
-                    .map(|m| same_file_state(c, &m))
-                    .unwrap_or(false)
-            });
+            let hit = cached.filter(|c| same_file_state(c, &entry.meta));
             match hit {
                 Some(c) => {
                     unchanged_bytes += c.size;
@@ -131,11 +133,7 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
                         unchanged: true,
                     });
                 }
-                None => misses.push(Entry {
-                    path: entry.path.clone(),
-                    display: entry.display.clone(),
-                    size: entry.size,
-                }),
+                None => misses.push(entry.clone()),
             }
         }
         if !hits.is_empty() {
@@ -160,16 +158,18 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
         let cancel = &cancel;
         let bytes_read = &bytes_read;
         s.spawn(move || {
-            work.into_par_iter().with_max_len(1).for_each_with(tx, |tx, w| {
-                let r = match w {
-                    Work::Big(e) => {
-                        let r = ingest_big(store, &e, cancel, bytes_read);
-                        vec![(e, r)]
-                    }
-                    Work::Small(es) => ingest_small(store, es, cancel, bytes_read),
-                };
-                let _ = tx.send(r);
-            });
+            work.into_par_iter()
+                .with_max_len(1)
+                .for_each_with(tx, |tx, w| {
+                    let r = match w {
+                        Work::Big(e) => {
+                            let r = ingest_big(store, &e, cancel, bytes_read);
+                            vec![(e, r)]
+                        }
+                        Work::Small(es) => ingest_small(store, es, cancel, bytes_read),
+                    };
+                    let _ = tx.send(r);
+                });
         });
 
         let mut pending: Vec<(Entry, Completed)> = Vec::new();
@@ -285,6 +285,7 @@ fn walk(inputs: Vec<AddInput>, err: &mut dyn FnMut(String, String)) -> Vec<Entry
                 path,
                 display,
                 size: m.len(),
+                meta: m.clone(),
             });
         }
     };
@@ -311,14 +312,23 @@ fn walk(inputs: Vec<AddInput>, err: &mut dyn FnMut(String, String)) -> Vec<Entry
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let p = e.path().map(|p| p.display().to_string()).unwrap_or_else(|| input.display.clone());
-                        let msg = e.io_error().map(|io| io.to_string()).unwrap_or_else(|| e.to_string());
+                        let p = e
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| input.display.clone());
+                        let msg = e
+                            .io_error()
+                            .map(|io| io.to_string())
+                            .unwrap_or_else(|| e.to_string());
                         err(p, format!("cannot read: {msg}"));
                     }
                 }
             }
         } else {
-            err(input.display, "not a regular file or directory; skipped".into());
+            err(
+                input.display,
+                "not a regular file or directory; skipped".into(),
+            );
         }
     }
     out
@@ -371,10 +381,19 @@ fn same_file_state(c: &StatEntry, m: &Metadata) -> bool {
 }
 
 fn unchanged_during_read(a: &Metadata, b: &Metadata, read: u64) -> bool {
-    a.len() == b.len() && read == a.len() && mtime_ns(a) == mtime_ns(b) && ctime_ns(a) == ctime_ns(b) && a.ino() == b.ino()
+    a.len() == b.len()
+        && read == a.len()
+        && mtime_ns(a) == mtime_ns(b)
+        && ctime_ns(a) == ctime_ns(b)
+        && a.ino() == b.ino()
 }
 
-fn stat_entry(path: &Path, m: &Metadata, file: Id, read_start: i64) -> Option<(Vec<u8>, StatEntry)> {
+fn stat_entry(
+    path: &Path,
+    m: &Metadata,
+    file: Id,
+    read_start: i64,
+) -> Option<(Vec<u8>, StatEntry)> {
     // Only mtime matters: a later write sets it to "now", which differs from
     // the cached value unless the cached value was itself "now".
     if mtime_ns(m) + RACY_NS > read_start {
@@ -429,7 +448,8 @@ impl FrameBuilder {
                 Some((_, raw)) => raw.len() >= self.target.max(1),
             };
             if start_new {
-                self.groups.push((Vec::new(), Vec::with_capacity(self.target.max(c.len))));
+                self.groups
+                    .push((Vec::new(), Vec::with_capacity(self.target.max(c.len))));
             }
             let g = self.groups.last_mut().expect("pushed above");
             g.0.push((c.id, c.len as u32));
@@ -469,7 +489,9 @@ fn read_file(
     on_block: &mut dyn FnMut(&Block) -> Result<()>,
 ) -> Result<(Id, Manifest, Option<(Vec<u8>, StatEntry)>)> {
     let f = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
-    let before = f.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
+    let before = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
     let read_start = now_ns();
     let mut manifest = Manifest::default();
     let mut failure = None;
@@ -486,7 +508,9 @@ fn read_file(
         return Err(e);
     }
     let (file, size) = res.map_err(|e| Error::io("cannot read", path, e))?;
-    let after = f.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
+    let after = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
     if !unchanged_during_read(&before, &after, size) {
         return Err(Error::FileChanged {
             path: path.to_path_buf(),
@@ -512,7 +536,12 @@ fn retrying<T>(path: &Path, mut f: impl FnMut() -> Result<T>) -> Result<T> {
 
 /// One big file: each block's new chunks are framed, compressed and appended
 /// as the file streams through, so memory stays at a few blocks.
-fn ingest_big(store: &Store, e: &Entry, cancel: &AtomicBool, bytes: &AtomicU64) -> Result<(Completed, Appended)> {
+fn ingest_big(
+    store: &Store,
+    e: &Entry,
+    cancel: &AtomicBool,
+    bytes: &AtomicU64,
+) -> Result<(Completed, Appended)> {
     retrying(&e.path, || {
         let mut deps = Deps::default();
         let mut total = Appended::default();
@@ -550,7 +579,10 @@ fn ingest_small(
     cancel: &AtomicBool,
     bytes: &AtomicU64,
 ) -> Vec<(Entry, Result<(Completed, Appended)>)> {
-    let mut read: Vec<(Entry, Result<(Id, Manifest, Option<(Vec<u8>, StatEntry)>, Vec<Block>)>)> = Vec::new();
+    let mut read: Vec<(
+        Entry,
+        Result<(Id, Manifest, Option<(Vec<u8>, StatEntry)>, Vec<Block>)>,
+    )> = Vec::new();
     for e in entries {
         let r = check_cancel(store, cancel).and_then(|_| {
             retrying(&e.path, || {
@@ -598,7 +630,11 @@ fn ingest_small(
                 (Err(err), Ok(_)) => Err(Error::Busy(err.to_string())),
                 (Ok((deps, a)), Ok((file, manifest, stat, _))) => {
                     // The batch's totals are reported once, on its first file.
-                    let a = if std::mem::take(&mut first) { *a } else { Appended::default() };
+                    let a = if std::mem::take(&mut first) {
+                        *a
+                    } else {
+                        Appended::default()
+                    };
                     Ok((
                         Completed {
                             file,
@@ -635,7 +671,10 @@ mod tests {
         .unwrap()
     }
 
-    pub(crate) fn add_paths(store: &Store, paths: &[&Path]) -> (Vec<FileDone>, Vec<String>, Summary) {
+    pub(crate) fn add_paths(
+        store: &Store,
+        paths: &[&Path],
+    ) -> (Vec<FileDone>, Vec<String>, Summary) {
         let inputs = paths
             .iter()
             .map(|p| AddInput {
@@ -675,7 +714,11 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 // Half compressible text-like bytes, half noise.
-                if (i / 5000) % 2 == 0 { b"abcdefgh"[(x % 8) as usize] } else { x as u8 }
+                if (i / 5000) % 2 == 0 {
+                    b"abcdefgh"[(x % 8) as usize]
+                } else {
+                    x as u8
+                }
             })
             .collect()
     }
@@ -685,7 +728,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = small_store(&d.path().join("store"));
         let p = store.params().chunk;
-        let sizes = [0usize, 1, p.min as usize, p.avg as usize, p.max as usize, p.max as usize + 1, 3 * p.max as usize, 5 << 20];
+        let sizes = [
+            0usize,
+            1,
+            p.min as usize,
+            p.avg as usize,
+            p.max as usize,
+            p.max as usize + 1,
+            3 * p.max as usize,
+            5 << 20,
+        ];
         let mut files = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let f = d.path().join(format!("f{i}"));
@@ -716,9 +768,20 @@ mod tests {
         fs::write(&f, &data).unwrap();
         let (done, _, _) = add_paths(&store, &[&f]);
         let id = done[0].file;
-        for (off, len) in [(0u64, 1u64), (4095, 2), (1 << 20, 100_000), (3 << 20, 5), ((3 << 20) - 7, 100)] {
+        for (off, len) in [
+            (0u64, 1u64),
+            (4095, 2),
+            (1 << 20, 100_000),
+            (3 << 20, 5),
+            ((3 << 20) - 7, 100),
+        ] {
             let mut got = Vec::new();
-            store.read_range(&id, off, Some(len), &mut |b| { got.extend_from_slice(b); Ok(()) }).unwrap();
+            store
+                .read_range(&id, off, Some(len), &mut |b| {
+                    got.extend_from_slice(b);
+                    Ok(())
+                })
+                .unwrap();
             let s = (off as usize).min(data.len());
             let e = ((off + len) as usize).min(data.len());
             assert_eq!(got, &data[s..e], "range {off}+{len}");
@@ -738,7 +801,10 @@ mod tests {
         assert!(s1.new_chunks > 0);
         let stored = store.stats().stored_bytes;
         let (second, _, s2) = add_paths(&store, &[&f]);
-        assert!(second[0].unchanged, "stat cache should prove the file unchanged");
+        assert!(
+            second[0].unchanged,
+            "stat cache should prove the file unchanged"
+        );
         assert_eq!(s2.new_chunks, 0);
         // A copy elsewhere is read but adds no chunks.
         let g = d.path().join("copy");
@@ -766,11 +832,20 @@ mod tests {
         });
         let stats = store.stats();
         let mut ids = HashSet::new();
-        store.index.for_each_chunk(|id, _| { ids.insert(id); Ok(()) }).unwrap();
+        store
+            .index
+            .for_each_chunk(|id, _| {
+                ids.insert(id);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(stats.chunks as usize, ids.len());
         let m = store.index.manifest(&Id::of(&data)).unwrap().unwrap();
         let distinct: HashSet<Id> = m.chunks.iter().map(|c| c.0).collect();
-        let unique: u64 = distinct.iter().map(|id| m.chunks.iter().find(|c| c.0 == *id).unwrap().1 as u64).sum();
+        let unique: u64 = distinct
+            .iter()
+            .map(|id| m.chunks.iter().find(|c| c.0 == *id).unwrap().1 as u64)
+            .sum();
         assert_eq!(stats.unique_bytes, unique, "a chunk was written twice");
     }
 
@@ -790,7 +865,20 @@ mod tests {
         let (packs, _, files, bad) = store.reindex(|_, _| {}).unwrap();
         assert_eq!((packs, files, bad), (before.packs, before.files, 0));
         let after = store.stats();
-        assert_eq!((after.chunks, after.unique_bytes, after.stored_bytes, after.files), (before.chunks, before.unique_bytes, before.stored_bytes, before.files));
+        assert_eq!(
+            (
+                after.chunks,
+                after.unique_bytes,
+                after.stored_bytes,
+                after.files
+            ),
+            (
+                before.chunks,
+                before.unique_bytes,
+                before.stored_bytes,
+                before.files
+            )
+        );
         for f in done {
             assert_eq!(read_all(&store, &f.file), fs::read(&f.path).unwrap());
         }
@@ -877,7 +965,10 @@ mod tests {
 
     impl crate::backend::PackBackend for FillingDisk {
         fn create(&self) -> Result<Box<dyn crate::backend::PackSink>> {
-            Ok(Box::new(FillingSink { inner: self.inner.create()?, room: self.room.clone() }))
+            Ok(Box::new(FillingSink {
+                inner: self.inner.create()?,
+                room: self.room.clone(),
+            }))
         }
         fn read_at(&self, id: &Id, o: u64, b: &mut [u8]) -> Result<()> {
             self.inner.read_at(id, o, b)
@@ -898,8 +989,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let room = std::sync::Arc::new(AtomicU64::new(u64::MAX));
         let dir = d.path().join("store");
-        let backend = FillingDisk { inner: crate::backend::LocalDir::open(&dir.join("packs")).unwrap(), room: room.clone() };
-        let params = StoreParams { chunk: ChunkParams::with_avg(4096), pack_target: 1 << 20, frame_target: 64 << 10, ..StoreParams::default() };
+        let backend = FillingDisk {
+            inner: crate::backend::LocalDir::open(&dir.join("packs")).unwrap(),
+            room: room.clone(),
+        };
+        let params = StoreParams {
+            chunk: ChunkParams::with_avg(4096),
+            pack_target: 1 << 20,
+            frame_target: 64 << 10,
+            ..StoreParams::default()
+        };
         let store = Store::open_with(&dir, params, Box::new(backend)).unwrap();
         let a = d.path().join("a");
         fs::write(&a, noise(3 << 20, 21)).unwrap();
@@ -941,11 +1040,22 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(done[0].size, size);
         let mut got = Vec::new();
-        store.read_range(&done[0].file, 1 << 32, Some(13), &mut |b| { got.extend_from_slice(b); Ok(()) }).unwrap();
+        store
+            .read_range(&done[0].file, 1 << 32, Some(13), &mut |b| {
+                got.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(got, b"past four GiB");
         let mut total = 0u64;
         let mut hasher = blake3::Hasher::new();
-        store.read_range(&done[0].file, 0, None, &mut |b| { total += b.len() as u64; hasher.update(b); Ok(()) }).unwrap();
+        store
+            .read_range(&done[0].file, 0, None, &mut |b| {
+                total += b.len() as u64;
+                hasher.update(b);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(total, size);
         assert_eq!(Id::from(hasher.finalize()), done[0].file);
     }

@@ -8,7 +8,11 @@ use hoard_proto::paths::Paths;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "hoardd", version, about = "hoard daemon: content-addressed large-file store")]
+#[command(
+    name = "hoardd",
+    version,
+    about = "hoard daemon: content-addressed large-file store"
+)]
 struct Cli {
     /// Store directory (also holds config, socket, lock and log); overrides HOARD_HOME.
     #[arg(long, global = true, env = "HOARD_HOME")]

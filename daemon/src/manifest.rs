@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn size_mismatch_is_refused() {
-        let mut m = Manifest { size: 5, chunks: vec![(Id([1; 32]), 2)] }.encode();
+        let mut m = Manifest {
+            size: 5,
+            chunks: vec![(Id([1; 32]), 2)],
+        }
+        .encode();
         m[4] = 2;
         assert!(Manifest::decode(&m).is_ok());
         m[4] = 9;

@@ -61,9 +61,13 @@ impl StoreParams {
             )));
         }
         if !(-7..=19).contains(&self.zstd_level) {
-            return Err(Error::Config(format!("zstd_level {} is outside -7..=19", self.zstd_level)));
+            return Err(Error::Config(format!(
+                "zstd_level {} is outside -7..=19",
+                self.zstd_level
+            )));
         }
-        if self.frame_target > 16 << 20 || self.pack_target < 1 << 20 || self.pack_target > 1 << 30 {
+        if self.frame_target > 16 << 20 || self.pack_target < 1 << 20 || self.pack_target > 1 << 30
+        {
             return Err(Error::Config(
                 "frame_target must be ≤ 16 MiB and pack_target between 1 MiB and 1 GiB".into(),
             ));
@@ -126,14 +130,20 @@ const PARAMS_FILE: &str = "store.toml";
 impl Store {
     /// Opens the store in `dir`, creating it with `create_with` if it does not exist.
     pub fn open(dir: &Path, create_with: StoreParams) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create store directory", dir, e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("cannot create store directory", dir, e))?;
         let backend = LocalDir::open(&dir.join("packs"))?;
         Store::open_with(dir, create_with, Box::new(backend))
     }
 
     /// Opens the store in `dir` with its packs in `backend`.
-    pub fn open_with(dir: &Path, create_with: StoreParams, backend: Box<dyn PackBackend>) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create store directory", dir, e))?;
+    pub fn open_with(
+        dir: &Path,
+        create_with: StoreParams,
+        backend: Box<dyn PackBackend>,
+    ) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("cannot create store directory", dir, e))?;
         let params = load_or_create_params(dir, create_with)?;
         let index = Index::open(&dir.join("index"))?;
         let stats = index.stats()?;
@@ -194,7 +204,12 @@ impl Store {
     /// Which of `ids` are already indexed (durable). In-flight chunks are
     /// resolved later, under the writer lock, by [`Store::append_frames`].
     pub fn indexed(&self, ids: &[Id]) -> Result<Vec<bool>> {
-        Ok(self.index.chunk_locs(ids)?.iter().map(Option::is_some).collect())
+        Ok(self
+            .index
+            .chunk_locs(ids)?
+            .iter()
+            .map(Option::is_some)
+            .collect())
     }
 
     /// Appends the frames' chunks that are neither stored nor in flight.
@@ -224,7 +239,10 @@ impl Store {
             let frame = if dup {
                 let before = frame.chunks.len() as u64;
                 let pending = &w.pending;
-                match frame.without(|id| pending.contains_key(id) || indexed.contains(id), self.params.zstd_level) {
+                match frame.without(
+                    |id| pending.contains_key(id) || indexed.contains(id),
+                    self.params.zstd_level,
+                ) {
                     Some(f) => {
                         out.reused += before - f.chunks.len() as u64;
                         f
@@ -360,7 +378,10 @@ impl Store {
             let gen = w.generation;
             let level = self.params.zstd_level;
             let open = self.open_pack(&mut w)?;
-            if let Err(e) = open.writer.append_manifest(&f.file, &f.manifest.encode(), level) {
+            if let Err(e) = open
+                .writer
+                .append_manifest(&f.file, &f.manifest.encode(), level)
+            {
                 self.abort_open(&mut w);
                 return Err(e);
             }
@@ -450,7 +471,10 @@ impl Store {
                     return Err(Error::Cancelled);
                 }
                 let loc = loc.ok_or_else(|| {
-                    Error::Corrupt(format!("chunk {} of {file} is missing from the index", id.hex()))
+                    Error::Corrupt(format!(
+                        "chunk {} of {file} is missing from the index",
+                        id.hex()
+                    ))
                 })?;
                 let data = self.read_chunk(&id, &loc, &mut cache)?;
                 let from = offset.saturating_sub(s) as usize;
@@ -478,14 +502,18 @@ impl Store {
         let data = if loc.codec == Codec::Raw {
             // Raw frames: read just this chunk.
             let mut b = vec![0u8; loc.len as usize];
-            self.backend
-                .read_at(&loc.pack, loc.payload_offset + loc.offset_in_frame as u64, &mut b)?;
+            self.backend.read_at(
+                &loc.pack,
+                loc.payload_offset + loc.offset_in_frame as u64,
+                &mut b,
+            )?;
             b
         } else {
             let key = (loc.pack, loc.payload_offset);
             if cache.key != Some(key) {
                 let mut stored = vec![0u8; loc.stored_len as usize];
-                self.backend.read_at(&loc.pack, loc.payload_offset, &mut stored)?;
+                self.backend
+                    .read_at(&loc.pack, loc.payload_offset, &mut stored)?;
                 cache.raw = format::decompress(loc.codec, &stored, loc.raw_len, loc.payload_offset)
                     .map_err(|e| corrupt(e.to_string()))?;
                 cache.key = Some(key);
@@ -521,7 +549,11 @@ impl Store {
     pub(crate) fn index_pack(&self, pack: &Id, stats: &mut Stats) -> Result<(u64, u64)> {
         let (r, len) = self.backend.open(pack)?;
         let bad = |e: format::FormatError| {
-            Error::Corrupt(format!("pack {} ({}): {e}", pack.hex(), self.backend.describe(pack)))
+            Error::Corrupt(format!(
+                "pack {} ({}): {e}",
+                pack.hex(),
+                self.backend.describe(pack)
+            ))
         };
         let mut scan = Scanner::new(r, len, false).map_err(bad)?;
         let mut chunks: Vec<(Id, ChunkLoc)> = Vec::new();
@@ -532,7 +564,10 @@ impl Store {
             match rec.header.kind {
                 Kind::Frame => {
                     let mut off = 0u32;
-                    for (id, l) in format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.offset).map_err(bad)? {
+                    for (id, l) in
+                        format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.offset)
+                            .map_err(bad)?
+                    {
                         chunks.push((
                             id,
                             ChunkLoc {
@@ -549,8 +584,17 @@ impl Store {
                     }
                 }
                 Kind::Manifest => {
-                    let (file, mhash) = format::decode_manifest_meta(&rec.meta, rec.offset).map_err(bad)?;
-                    manifests.push((file, rec.offset, po, rec.header.stored_len, rec.header.codec, rec.header.raw_len, mhash));
+                    let (file, mhash) =
+                        format::decode_manifest_meta(&rec.meta, rec.offset).map_err(bad)?;
+                    manifests.push((
+                        file,
+                        rec.offset,
+                        po,
+                        rec.header.stored_len,
+                        rec.header.codec,
+                        rec.header.raw_len,
+                        mhash,
+                    ));
                 }
             }
         }
@@ -578,16 +622,27 @@ impl Store {
             self.backend.read_at(pack, po, &mut p)?;
             let enc = format::decompress(codec, &p, raw, po).map_err(bad)?;
             if Id::of(&enc) != mhash {
-                return Err(Error::Corrupt(format!("manifest of {file} in pack {} is damaged", pack.hex())));
+                return Err(Error::Corrupt(format!(
+                    "manifest of {file} in pack {} is damaged",
+                    pack.hex()
+                )));
             }
-            let m = Manifest::decode(&enc).map_err(|e| Error::Corrupt(format!("manifest of {file} in pack {}: {e}", pack.hex())))?;
+            let m = Manifest::decode(&enc).map_err(|e| {
+                Error::Corrupt(format!("manifest of {file} in pack {}: {e}", pack.hex()))
+            })?;
             if self.index.file_head(&file)?.is_none() {
                 b.put_manifest(&file, &m);
                 files += 1;
                 stats.logical_bytes += m.size;
             }
         }
-        b.put_pack(pack, &PackInfo { len, records: end.records });
+        b.put_pack(
+            pack,
+            &PackInfo {
+                len,
+                records: end.records,
+            },
+        );
         stats.chunks += added;
         stats.unique_bytes += unique;
         stats.stored_bytes += len;
@@ -602,7 +657,10 @@ impl Store {
     /// (the next add re-reads files once); `logical_bytes` restarts as the
     /// sum of distinct file sizes. Packs that fail to scan are reported and
     /// skipped.
-    pub fn reindex(&self, mut progress: impl FnMut(u64, Option<(Id, Error)>)) -> Result<(u64, u64, u64, u64)> {
+    pub fn reindex(
+        &self,
+        mut progress: impl FnMut(u64, Option<(Id, Error)>),
+    ) -> Result<(u64, u64, u64, u64)> {
         let mut w = self.lock();
         self.seal(&mut w)?;
         self.index.clear_rebuildable()?;

@@ -38,7 +38,9 @@ impl Paths {
             match std::env::var_os(var).filter(|v| !v.is_empty()) {
                 Some(v) => Ok(PathBuf::from(v)),
                 None => home.as_ref().map(|h| h.join(fallback)).ok_or_else(|| {
-                    format!("neither {var} nor HOME is set: set HOARD_HOME to choose a store directory")
+                    format!(
+                        "neither {var} nor HOME is set: set HOARD_HOME to choose a store directory"
+                    )
                 }),
             }
         };

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 /// `target/<profile>/`, where cargo put the binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().expect("deps dir").parent().expect("profile dir").to_path_buf();
+    let dir = exe
+        .parent()
+        .expect("deps dir")
+        .parent()
+        .expect("profile dir")
+        .to_path_buf();
     assert!(
         dir.join("hoard").exists() && dir.join("hoardd").exists(),
         "build the binaries first: cargo build --release --workspace --bins (scripts/test.sh does)"
@@ -25,7 +30,10 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         // Short paths: Unix socket names are limited to 108 bytes.
-        let dir = tempfile::Builder::new().prefix("hoard-e2e").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("hoard-e2e")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let home = dir.path().join("h");
         Env { dir, home }
     }
@@ -94,7 +102,10 @@ impl Env {
     /// The daemon's pack files.
     pub fn packs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for d in std::fs::read_dir(self.home.join("packs")).expect("packs dir").flatten() {
+        for d in std::fs::read_dir(self.home.join("packs"))
+            .expect("packs dir")
+            .flatten()
+        {
             if d.file_name().len() == 2 {
                 for f in std::fs::read_dir(d.path()).expect("pack subdir").flatten() {
                     out.push(f.path());
@@ -125,7 +136,10 @@ impl Drop for Env {
 }
 
 pub fn wait_gone(pid: i32) {
-    assert!(wait_gone_for(pid, Duration::from_secs(30)), "process {pid} did not exit");
+    assert!(
+        wait_gone_for(pid, Duration::from_secs(30)),
+        "process {pid} did not exit"
+    );
 }
 
 pub fn wait_gone_for(pid: i32, d: Duration) -> bool {
@@ -133,7 +147,11 @@ pub fn wait_gone_for(pid: i32, d: Duration) -> bool {
     while Instant::now() < deadline {
         let alive = unsafe { libc::kill(pid, 0) } == 0
             && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                })
                 .unwrap_or(true);
         if !alive {
             return true;
@@ -181,7 +199,16 @@ pub fn wait_output(mut child: std::process::Child, limit: Duration, what: &str) 
 /// Deterministic pseudo-random bytes; `text` makes them compressible.
 pub fn data(len: usize, seed: u64, text: bool) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let words: [&[u8]; 8] = [b"alpha ", b"beta ", b"gamma ", b"delta,", b"42 ", b"3.14159 ", b"\n", b"sample "];
+    let words: [&[u8]; 8] = [
+        b"alpha ",
+        b"beta ",
+        b"gamma ",
+        b"delta,",
+        b"42 ",
+        b"3.14159 ",
+        b"\n",
+        b"sample ",
+    ];
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         x ^= x << 13;
@@ -204,6 +231,9 @@ pub fn b3(bytes: &[u8]) -> String {
 /// Makes a file look old enough for the stat cache to trust it.
 pub fn age(path: &Path) {
     let t = std::time::SystemTime::now() - Duration::from_secs(10);
-    let f = std::fs::File::options().write(true).open(path).expect("open to age");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open to age");
     f.set_modified(t).expect("set mtime");
 }

@@ -12,13 +12,20 @@ use std::path::PathBuf;
 pub async fn run(mut client: Client, paths: Vec<PathBuf>, json: bool) -> anyhow::Result<()> {
     let mut req = AddRequest::default();
     for p in paths {
-        let abs = std::path::absolute(&p).with_context(|| format!("cannot resolve {}", p.display()))?;
+        let abs =
+            std::path::absolute(&p).with_context(|| format!("cannot resolve {}", p.display()))?;
         req.paths.push(AddPath {
-            path: abs.to_str().map(str::to_owned).with_context(|| format!("{} is not valid UTF-8; rename it to add it", p.display()))?,
+            path: abs.to_str().map(str::to_owned).with_context(|| {
+                format!("{} is not valid UTF-8; rename it to add it", p.display())
+            })?,
             display: p.display().to_string(),
         });
     }
-    let mut stream = client.add(req).await.map_err(ui::status_error)?.into_inner();
+    let mut stream = client
+        .add(req)
+        .await
+        .map_err(ui::status_error)?
+        .into_inner();
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let mut bar = ui::bytes_bar(0, "adding", json);
@@ -33,7 +40,11 @@ pub async fn run(mut client: Client, paths: Vec<PathBuf>, json: bool) -> anyhow:
             Some(Event::Files(f)) => {
                 for r in f.files {
                     if json {
-                        writeln!(out, "{}", json!({"type": "file", "oid": oid_string(&r.oid), "path": r.path, "size": r.size, "unchanged": r.unchanged}))?;
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"type": "file", "oid": oid_string(&r.oid), "path": r.path, "size": r.size, "unchanged": r.unchanged})
+                        )?;
                     } else {
                         writeln!(out, "{}  {}", oid_string(&r.oid), r.path)?;
                     }
@@ -43,7 +54,11 @@ pub async fn run(mut client: Client, paths: Vec<PathBuf>, json: bool) -> anyhow:
             Some(Event::Error(e)) => {
                 errors += 1;
                 if json {
-                    writeln!(out, "{}", json!({"type": "error", "path": e.path, "error": e.message}))?;
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"type": "error", "path": e.path, "error": e.message})
+                    )?;
                 } else {
                     out.flush()?;
                     bar.suspend(|| eprintln!("hoard: {}: {}", e.path, e.message));
@@ -89,7 +104,10 @@ pub async fn run(mut client: Client, paths: Vec<PathBuf>, json: bool) -> anyhow:
     }
     out.flush()?;
     if s.errors > 0 || errors > 0 {
-        bail!("{} of the paths could not be added (see above)", s.errors.max(errors));
+        bail!(
+            "{} of the paths could not be added (see above)",
+            s.errors.max(errors)
+        );
     }
     Ok(())
 }

@@ -9,12 +9,23 @@ use std::time::{Duration, Instant};
 
 pub async fn start(paths: &Paths) -> anyhow::Result<()> {
     if let Some(mut c) = connect::try_connect(paths).await? {
-        let s = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner();
-        println!("hoardd is already running (pid {}, store {})", s.pid, s.store);
+        let s = c
+            .status(StatusRequest {})
+            .await
+            .map_err(ui::status_error)?
+            .into_inner();
+        println!(
+            "hoardd is already running (pid {}, store {})",
+            s.pid, s.store
+        );
         return Ok(());
     }
     let mut c = connect::start(paths).await?;
-    let s = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner();
+    let s = c
+        .status(StatusRequest {})
+        .await
+        .map_err(ui::status_error)?
+        .into_inner();
     println!("hoardd started (pid {}, store {})", s.pid, s.store);
     Ok(())
 }
@@ -24,8 +35,15 @@ pub async fn stop(paths: &Paths) -> anyhow::Result<()> {
         println!("hoardd is not running");
         return Ok(());
     };
-    let pid = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner().pid;
-    c.shutdown(ShutdownRequest {}).await.map_err(ui::status_error)?;
+    let pid = c
+        .status(StatusRequest {})
+        .await
+        .map_err(ui::status_error)?
+        .into_inner()
+        .pid;
+    c.shutdown(ShutdownRequest {})
+        .await
+        .map_err(ui::status_error)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while process_alive(pid) {
         if Instant::now() > deadline {
@@ -42,20 +60,31 @@ fn process_alive(pid: u32) -> bool {
     let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
     exists
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
             .unwrap_or(false)
 }
 
 pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
     let Some(mut c) = connect::try_connect(paths).await? else {
         if json {
-            println!("{}", serde_json::json!({"running": false, "socket": paths.socket}));
+            println!(
+                "{}",
+                serde_json::json!({"running": false, "socket": paths.socket})
+            );
         } else {
             println!("hoardd is not running (socket {})", paths.socket.display());
         }
         std::process::exit(3);
     };
-    let s = c.status(StatusRequest {}).await.map_err(ui::status_error)?.into_inner();
+    let s = c
+        .status(StatusRequest {})
+        .await
+        .map_err(ui::status_error)?
+        .into_inner();
     if json {
         println!(
             "{}",
@@ -64,7 +93,10 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
                 "chunk_max": s.chunk_max, "zstd_level": s.zstd_level, "frame_target": s.frame_target})
         );
     } else {
-        println!("hoardd {} running (pid {}, up {}s)", s.version, s.pid, s.uptime_secs);
+        println!(
+            "hoardd {} running (pid {}, up {}s)",
+            s.version, s.pid, s.uptime_secs
+        );
         println!("store   {}", s.store);
         println!("socket  {}", paths.socket.display());
         println!(

@@ -29,9 +29,17 @@ mod tests {
     #[test]
     fn oid_parsing() {
         let hex = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
-        assert_eq!(oid_string(&parse_oid(&format!("blake3:{hex}")).unwrap()), format!("blake3:{hex}"));
+        assert_eq!(
+            oid_string(&parse_oid(&format!("blake3:{hex}")).unwrap()),
+            format!("blake3:{hex}")
+        );
         assert!(parse_oid(hex).is_ok());
-        for bad in ["", "blake3:12", &hex.to_uppercase(), &format!("sha256:{hex}")] {
+        for bad in [
+            "",
+            "blake3:12",
+            &hex.to_uppercase(),
+            &format!("sha256:{hex}"),
+        ] {
             assert!(parse_oid(bad).is_err(), "{bad}");
         }
     }

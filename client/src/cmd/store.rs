@@ -7,7 +7,11 @@ use hoard_proto::v1::{reindex_event, verify_event, ReindexRequest, StatsRequest,
 use serde_json::json;
 
 pub async fn stats(mut client: Client, as_json: bool) -> anyhow::Result<()> {
-    let s = client.stats(StatsRequest {}).await.map_err(ui::status_error)?.into_inner();
+    let s = client
+        .stats(StatsRequest {})
+        .await
+        .map_err(ui::status_error)?
+        .into_inner();
     if as_json {
         println!(
             "{}",
@@ -17,18 +21,27 @@ pub async fn stats(mut client: Client, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("files          {}", s.files);
-    println!("logical bytes  {} (everything added, duplicates counted)", ui::bytes(s.logical_bytes));
+    println!(
+        "logical bytes  {} (everything added, duplicates counted)",
+        ui::bytes(s.logical_bytes)
+    );
     println!(
         "unique bytes   {} in {} chunks (dedup saved {})",
         ui::bytes(s.unique_bytes),
         s.chunks,
-        ui::percent(s.logical_bytes.saturating_sub(s.unique_bytes), s.logical_bytes)
+        ui::percent(
+            s.logical_bytes.saturating_sub(s.unique_bytes),
+            s.logical_bytes
+        )
     );
     println!(
         "stored bytes   {} in {} packs (compression saved {})",
         ui::bytes(s.stored_bytes),
         s.packs,
-        ui::percent(s.unique_bytes.saturating_sub(s.stored_bytes), s.unique_bytes)
+        ui::percent(
+            s.unique_bytes.saturating_sub(s.stored_bytes),
+            s.unique_bytes
+        )
     );
     Ok(())
 }
@@ -49,7 +62,10 @@ pub async fn verify(mut client: Client, read_data: bool, as_json: bool) -> anyho
             Some(verify_event::Event::Problem(p)) => {
                 problems += 1;
                 if as_json {
-                    println!("{}", json!({"type": "problem", "kind": p.kind, "object": p.object, "message": p.message}));
+                    println!(
+                        "{}",
+                        json!({"type": "problem", "kind": p.kind, "object": p.object, "message": p.message})
+                    );
                 } else {
                     bar.suspend(|| println!("{} {}: {}", p.kind, p.object, p.message));
                 }
@@ -73,7 +89,11 @@ pub async fn verify(mut client: Client, read_data: bool, as_json: bool) -> anyho
             s.packs,
             s.chunks,
             s.files,
-            if read_data { format!(", read {}", ui::bytes(s.bytes_read)) } else { String::new() },
+            if read_data {
+                format!(", read {}", ui::bytes(s.bytes_read))
+            } else {
+                String::new()
+            },
             s.problems
         );
     }
@@ -84,13 +104,19 @@ pub async fn verify(mut client: Client, read_data: bool, as_json: bool) -> anyho
 }
 
 pub async fn reindex(mut client: Client, as_json: bool) -> anyhow::Result<()> {
-    let mut stream = client.reindex(ReindexRequest {}).await.map_err(ui::status_error)?.into_inner();
+    let mut stream = client
+        .reindex(ReindexRequest {})
+        .await
+        .map_err(ui::status_error)?
+        .into_inner();
     let bar = ui::bytes_bar(0, "reindexing", as_json);
     let mut summary = None;
     while let Some(ev) = stream.message().await.map_err(ui::status_error)? {
         match ev.event {
             Some(reindex_event::Event::Progress(p)) => bar.set_position(p.bytes_done),
-            Some(reindex_event::Event::Problem(p)) => bar.suspend(|| eprintln!("hoard: {} {}: {}", p.kind, p.object, p.message)),
+            Some(reindex_event::Event::Problem(p)) => {
+                bar.suspend(|| eprintln!("hoard: {} {}: {}", p.kind, p.object, p.message))
+            }
             Some(reindex_event::Event::Summary(s)) => summary = Some(s),
             None => {}
         }
@@ -100,12 +126,21 @@ pub async fn reindex(mut client: Client, as_json: bool) -> anyhow::Result<()> {
         bail!("the daemon stopped before the reindex finished; run it again");
     };
     if as_json {
-        println!("{}", json!({"packs": s.packs, "chunks": s.chunks, "files": s.files, "bad_packs": s.bad_packs}));
+        println!(
+            "{}",
+            json!({"packs": s.packs, "chunks": s.chunks, "files": s.files, "bad_packs": s.bad_packs})
+        );
     } else {
-        println!("reindexed {} packs: {} chunks, {} files", s.packs, s.chunks, s.files);
+        println!(
+            "reindexed {} packs: {} chunks, {} files",
+            s.packs, s.chunks, s.files
+        );
     }
     if s.bad_packs > 0 {
-        bail!("{} packs could not be read and were skipped (listed above)", s.bad_packs);
+        bail!(
+            "{} packs could not be read and were skipped (listed above)",
+            s.bad_packs
+        );
     }
     Ok(())
 }

@@ -167,7 +167,11 @@ pub fn encode_frame_meta(chunks: &[(Id, u32)]) -> Vec<u8> {
     m
 }
 
-pub fn decode_frame_meta(meta: &[u8], raw_len: u32, offset: u64) -> Result<Vec<(Id, u32)>, FormatError> {
+pub fn decode_frame_meta(
+    meta: &[u8],
+    raw_len: u32,
+    offset: u64,
+) -> Result<Vec<(Id, u32)>, FormatError> {
     if meta.len() % FRAME_ENTRY_LEN != 0 {
         return Err(FormatError::BadHeader(offset));
     }
@@ -221,7 +225,12 @@ pub fn compress(raw: &[u8], level: i32) -> (Codec, Vec<u8>) {
 }
 
 /// Restores a payload's raw bytes; `raw_len` bounds the allocation.
-pub fn decompress(codec: Codec, payload: &[u8], raw_len: u32, offset: u64) -> Result<Vec<u8>, FormatError> {
+pub fn decompress(
+    codec: Codec,
+    payload: &[u8],
+    raw_len: u32,
+    offset: u64,
+) -> Result<Vec<u8>, FormatError> {
     match codec {
         Codec::Raw if payload.len() == raw_len as usize => Ok(payload.to_vec()),
         Codec::Raw => Err(FormatError::Decode {
@@ -229,9 +238,11 @@ pub fn decompress(codec: Codec, payload: &[u8], raw_len: u32, offset: u64) -> Re
             msg: "raw payload has the wrong length".into(),
         }),
         Codec::Zstd => {
-            let out = zstd::bulk::decompress(payload, raw_len as usize).map_err(|e| FormatError::Decode {
-                offset,
-                msg: e.to_string(),
+            let out = zstd::bulk::decompress(payload, raw_len as usize).map_err(|e| {
+                FormatError::Decode {
+                    offset,
+                    msg: e.to_string(),
+                }
             })?;
             if out.len() != raw_len as usize {
                 return Err(FormatError::Decode {
@@ -366,7 +377,9 @@ impl<R: Read> Scanner<R> {
     pub fn finish(mut self) -> Result<ScanEnd, FormatError> {
         while self.next_record()?.is_some() {}
         let mut t = [0u8; TRAILER_LEN];
-        self.r.read_exact(&mut t).map_err(|_| FormatError::BadTrailer)?;
+        self.r
+            .read_exact(&mut t)
+            .map_err(|_| FormatError::BadTrailer)?;
         if &t[..8] != TRAILER_MAGIC {
             return Err(FormatError::BadTrailer);
         }
@@ -393,15 +406,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn header_strategy() -> impl Strategy<Value = Header> {
-        (any::<bool>(), any::<bool>(), 0u32..1000, 0u32..1 << 20, 0u32..1 << 20).prop_map(
-            |(f, z, meta_len, raw_len, stored)| Header {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            0u32..1000,
+            0u32..1 << 20,
+            0u32..1 << 20,
+        )
+            .prop_map(|(f, z, meta_len, raw_len, stored)| Header {
                 kind: if f { Kind::Frame } else { Kind::Manifest },
                 codec: if z { Codec::Zstd } else { Codec::Raw },
                 meta_len,
                 raw_len,
                 stored_len: if z { stored } else { raw_len },
-            },
-        )
+            })
     }
 
     proptest! {

@@ -100,7 +100,14 @@ impl PackWriter {
         self.records == 0
     }
 
-    fn append(&mut self, kind: Kind, codec: Codec, meta: &[u8], payload: &[u8], raw_len: u32) -> Result<Placed> {
+    fn append(
+        &mut self,
+        kind: Kind,
+        codec: Codec,
+        meta: &[u8],
+        payload: &[u8],
+        raw_len: u32,
+    ) -> Result<Placed> {
         let header = Header {
             kind,
             codec,
