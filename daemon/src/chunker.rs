@@ -128,7 +128,7 @@ pub fn chunk_stream<R: Read + Send>(
                 file_hash.update(&buf);
                 hash_block(&buf, &cuts)
             },
-            || -> io::Result<Option<(Vec<u8>, Vec<(usize, usize)>, bool)>> {
+            || -> io::Result<Option<NextBlock>> {
                 if done {
                     return Ok(None);
                 }
@@ -156,6 +156,9 @@ pub fn chunk_stream<R: Read + Send>(
     }
     Ok((file_hash.finalize().into(), total))
 }
+
+/// A read block, its cut points, and whether the input ended.
+type NextBlock = (Vec<u8>, Vec<(usize, usize)>, bool);
 
 /// Cut points of `buf`; unless `eof`, the final piece (cut only because the
 /// data ended) is left out so it can be cut again with the following bytes.

@@ -93,7 +93,7 @@ impl FileHead {
         b
     }
     fn decode(b: &[u8]) -> Option<FileHead> {
-        if b.len() < 16 || b.len() % 8 != 0 {
+        if b.len() < 16 || !b.len().is_multiple_of(8) {
             return None;
         }
         let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));

@@ -78,7 +78,7 @@ struct Entry {
 }
 
 enum Work {
-    Big(Entry),
+    Big(Box<Entry>),
     Small(Vec<Entry>),
 }
 
@@ -164,7 +164,7 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
                     let r = match w {
                         Work::Big(e) => {
                             let r = ingest_big(store, &e, cancel, bytes_read);
-                            vec![(e, r)]
+                            vec![(*e, r)]
                         }
                         Work::Small(es) => ingest_small(store, es, cancel, bytes_read),
                     };
@@ -340,7 +340,7 @@ fn plan_work(entries: Vec<Entry>) -> Vec<Work> {
     let mut batch_bytes = 0;
     for e in entries {
         if e.size > SMALL_FILE {
-            work.push(Work::Big(e));
+            work.push(Work::Big(Box::new(e)));
             continue;
         }
         batch_bytes += e.size;
@@ -388,12 +388,7 @@ fn unchanged_during_read(a: &Metadata, b: &Metadata, read: u64) -> bool {
         && a.ino() == b.ino()
 }
 
-fn stat_entry(
-    path: &Path,
-    m: &Metadata,
-    file: Id,
-    read_start: i64,
-) -> Option<(Vec<u8>, StatEntry)> {
+fn stat_entry(path: &Path, m: &Metadata, file: Id, read_start: i64) -> CacheEntry {
     // Only mtime matters: a later write sets it to "now", which differs from
     // the cached value unless the cached value was itself "now".
     if mtime_ns(m) + RACY_NS > read_start {
@@ -415,11 +410,20 @@ fn stat_entry(
 /// How often a file that keeps changing under us is re-read before giving up.
 const READ_ATTEMPTS: usize = 3;
 
+/// A frame's chunks and their raw bytes, before compression.
+type FrameGroup = (Vec<(Id, u32)>, Vec<u8>);
+
+/// A stat-cache key (path bytes) and entry, when the file may be cached.
+type CacheEntry = Option<(Vec<u8>, StatEntry)>;
+
+/// A small file read into memory: id, manifest, cache entry, its blocks.
+type SmallRead = (Id, Manifest, CacheEntry, Vec<Block>);
+
 /// New chunks of consecutive blocks, grouped into frames in order.
 struct FrameBuilder {
     target: usize,
     level: i32,
-    groups: Vec<(Vec<(Id, u32)>, Vec<u8>)>,
+    groups: Vec<FrameGroup>,
     /// Chunks already queued by this unit of work (repeats within a file).
     queued: HashSet<Id>,
 }
@@ -487,7 +491,7 @@ fn read_file(
     store: &Store,
     path: &Path,
     on_block: &mut dyn FnMut(&Block) -> Result<()>,
-) -> Result<(Id, Manifest, Option<(Vec<u8>, StatEntry)>)> {
+) -> Result<(Id, Manifest, CacheEntry)> {
     let f = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
     let before = f
         .metadata()
@@ -579,10 +583,7 @@ fn ingest_small(
     cancel: &AtomicBool,
     bytes: &AtomicU64,
 ) -> Vec<(Entry, Result<(Completed, Appended)>)> {
-    let mut read: Vec<(
-        Entry,
-        Result<(Id, Manifest, Option<(Vec<u8>, StatEntry)>, Vec<Block>)>,
-    )> = Vec::new();
+    let mut read: Vec<(Entry, Result<SmallRead>)> = Vec::new();
     for e in entries {
         let r = check_cancel(store, cancel).and_then(|_| {
             retrying(&e.path, || {
@@ -755,7 +756,7 @@ mod tests {
         }
         assert_eq!(sum.logical_bytes, sizes.iter().sum::<usize>() as u64);
         let stats = store.stats();
-        assert_eq!(stats.files, sizes.len() as u64 - 0);
+        assert_eq!(stats.files, sizes.len() as u64);
         assert!(stats.stored_bytes > 0 && stats.unique_bytes <= sum.logical_bytes);
     }
 

@@ -42,7 +42,7 @@ impl Manifest {
         let size = u64::from_le_bytes(b[4..12].try_into().map_err(|_| ManifestError("size"))?);
         let count = u64::from_le_bytes(b[12..20].try_into().map_err(|_| ManifestError("count"))?);
         let body = &b[20..];
-        if (body.len() % ENTRY_LEN) != 0 || (body.len() / ENTRY_LEN) as u64 != count {
+        if !body.len().is_multiple_of(ENTRY_LEN) || (body.len() / ENTRY_LEN) as u64 != count {
             return Err(ManifestError("entry count does not match length"));
         }
         let chunks: Vec<(Id, u32)> = decode_entries(body);

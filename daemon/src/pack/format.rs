@@ -172,7 +172,7 @@ pub fn decode_frame_meta(
     raw_len: u32,
     offset: u64,
 ) -> Result<Vec<(Id, u32)>, FormatError> {
-    if meta.len() % FRAME_ENTRY_LEN != 0 {
+    if !meta.len().is_multiple_of(FRAME_ENTRY_LEN) {
         return Err(FormatError::BadHeader(offset));
     }
     let chunks: Vec<(Id, u32)> = meta
