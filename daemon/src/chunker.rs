@@ -76,7 +76,7 @@ pub fn chunk_stream<R: Read + Send>(
     mut reader: R,
     size_hint: u64,
     params: ChunkParams,
-    mut sink: impl FnMut(Block) -> io::Result<()>,
+    mut sink: impl FnMut(Block) -> io::Result<()> + Send,
 ) -> io::Result<(Id, u64)> {
     let mut file_hash = blake3::Hasher::new();
     let mut total = 0u64;
@@ -87,7 +87,6 @@ pub fn chunk_stream<R: Read + Send>(
     let mut read_so_far = 0u64;
     let mut fill = |carry: &mut Vec<u8>, eof: &mut bool| -> io::Result<Vec<u8>> {
         let mut buf = std::mem::take(carry);
-        let start = buf.len();
         // One byte past the expected end, so EOF is seen without another block.
         let expected = size_hint.saturating_sub(read_so_far);
         let fresh = if expected > 0 {
@@ -95,55 +94,56 @@ pub fn chunk_stream<R: Read + Send>(
         } else {
             BLOCK_SIZE
         };
-        buf.resize(start + fresh, 0);
-        let mut filled = start;
-        while filled < buf.len() {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    *eof = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        // Read into spare capacity: no zero-filling of the block first.
+        buf.reserve(fresh);
+        // (read_to_end retries interrupted reads itself.)
+        let n = (&mut reader).take(fresh as u64).read_to_end(&mut buf)?;
+        if n < fresh {
+            *eof = true;
         }
-        read_so_far += (filled - start) as u64;
-        buf.truncate(filled);
+        read_so_far += n as u64;
         Ok(buf)
     };
 
     let mut buf = fill(&mut carry, &mut eof)?;
     let mut cuts = cut_block(&buf, params, eof);
+    // The previous block, handed to the sink while this one is hashed.
+    let mut prev: Option<Block> = None;
     loop {
         let consumed: usize = cuts.iter().map(|c| c.1).sum();
         let done = eof && consumed == buf.len();
         // Next block's bytes: the tail after the last whole chunk.
         carry.extend_from_slice(&buf[consumed..]);
         buf.truncate(consumed);
-        // Branch one: the file hash (sequential by nature) then the chunk
-        // ids; branch two: read and cut the next block.
-        let (hashed, next) = rayon::join(
+        // Three things at once: this block's file hash and chunk ids; the
+        // next block's read and cut; the previous block's sink.
+        let (hashed, (next, sunk)) = rayon::join(
             || {
                 file_hash.update(&buf);
                 hash_block(&buf, &cuts)
             },
-            || -> io::Result<Option<NextBlock>> {
-                if done {
-                    return Ok(None);
-                }
-                let mut e = eof;
-                let b = fill(&mut carry, &mut e)?;
-                let c = cut_block(&b, params, e);
-                Ok(Some((b, c, e)))
+            || {
+                rayon::join(
+                    || -> io::Result<Option<NextBlock>> {
+                        if done {
+                            return Ok(None);
+                        }
+                        let mut e = eof;
+                        let b = fill(&mut carry, &mut e)?;
+                        let c = cut_block(&b, params, e);
+                        Ok(Some((b, c, e)))
+                    },
+                    || prev.take().map_or(Ok(()), &mut sink),
+                )
             },
         );
+        sunk?;
         total += buf.len() as u64;
         if !hashed.is_empty() {
-            sink(Block {
+            prev = Some(Block {
                 data: std::mem::take(&mut buf),
                 chunks: hashed,
-            })?;
+            });
         }
         match next? {
             None => break,
@@ -153,6 +153,9 @@ pub fn chunk_stream<R: Read + Send>(
                 eof = e;
             }
         }
+    }
+    if let Some(b) = prev {
+        sink(b)?;
     }
     Ok((file_hash.finalize().into(), total))
 }

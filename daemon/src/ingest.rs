@@ -490,7 +490,7 @@ fn check_cancel(store: &Store, cancel: &AtomicBool) -> Result<()> {
 fn read_file(
     store: &Store,
     path: &Path,
-    on_block: &mut dyn FnMut(&Block) -> Result<()>,
+    on_block: &mut (dyn FnMut(&Block) -> Result<()> + Send),
 ) -> Result<(Id, Manifest, CacheEntry)> {
     let f = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
     let before = f

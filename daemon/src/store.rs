@@ -25,7 +25,7 @@ use crate::pack::{Frame, PackWriter};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 
 /// A store's fixed parameters, recorded in `store.toml` at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,27 +101,77 @@ pub struct Completed {
 
 struct OpenPack {
     writer: PackWriter,
+    contents: PackContents,
+}
+
+/// What a pack holds, to be indexed once it is durable.
+#[derive(Default)]
+struct PackContents {
     chunks: Vec<(Id, ChunkLoc)>,
     manifests: Vec<(Id, Manifest)>,
     unique_bytes: u64,
 }
 
+/// A pack taken out of the writer to be made durable outside the lock.
+struct Sealing {
+    gen: u64,
+    open: OpenPack,
+}
+
 struct Writer {
     open: Option<OpenPack>,
     generation: u64,
-    aborted: HashSet<u64>,
+    /// Generations whose pack failed, and why.
+    aborted: HashMap<u64, String>,
     /// Chunks in the open pack (not yet indexed), by generation.
     pending: HashMap<Id, u64>,
     pending_manifests: HashMap<Id, u64>,
+    /// Generations being sealed right now (outside the lock).
+    sealing: BTreeSet<u64>,
     stats: Stats,
 }
 
+/// The store. Its state is shared with the sealer thread, which makes full
+/// packs durable while ingest goes on; dropping the store stops the thread.
 pub struct Store {
+    shared: Arc<Shared>,
+    sealer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Store {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the queue ends the sealer once it has sealed what it holds.
+        self.shared
+            .seal_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = self.sealer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Full packs waiting for the sealer; the bound keeps memory and unsynced
+/// data bounded when the disk is slower than ingest.
+const SEAL_QUEUE: usize = 2;
+
+pub struct Shared {
     dir: PathBuf,
     params: StoreParams,
     backend: Box<dyn PackBackend>,
     pub(crate) index: Index,
     writer: Mutex<Writer>,
+    /// Signalled whenever a seal completes.
+    sealed: Condvar,
+    seal_queue: Mutex<Option<mpsc::SyncSender<Sealing>>>,
     shutdown: AtomicBool,
 }
 
@@ -147,7 +197,8 @@ impl Store {
         let params = load_or_create_params(dir, create_with)?;
         let index = Index::open(&dir.join("index"))?;
         let stats = index.stats()?;
-        let store = Store {
+        let (tx, rx) = mpsc::sync_channel::<Sealing>(SEAL_QUEUE);
+        let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             params,
             backend,
@@ -155,17 +206,36 @@ impl Store {
             writer: Mutex::new(Writer {
                 open: None,
                 generation: 0,
-                aborted: HashSet::new(),
+                aborted: HashMap::new(),
                 pending: HashMap::new(),
                 pending_manifests: HashMap::new(),
+                sealing: BTreeSet::new(),
                 stats,
             }),
+            sealed: Condvar::new(),
+            seal_queue: Mutex::new(Some(tx)),
             shutdown: AtomicBool::new(false),
-        };
-        store.recover()?;
-        Ok(store)
+        });
+        shared.recover()?;
+        let s = shared.clone();
+        let sealer = std::thread::Builder::new()
+            .name("hoard-sealer".into())
+            .spawn(move || {
+                for pack in rx {
+                    // A failure is recorded against the pack's generation and
+                    // reported to every file that depends on it.
+                    let _ = s.finish_seal(pack);
+                }
+            })
+            .map_err(|e| Error::io("cannot start the sealer thread for", dir, e))?;
+        Ok(Store {
+            shared,
+            sealer: Some(sealer),
+        })
     }
+}
 
+impl Shared {
     pub fn params(&self) -> &StoreParams {
         &self.params
     }
@@ -194,7 +264,12 @@ impl Store {
     /// Holds off appends and commits until the guard is dropped, so a
     /// checker sees one consistent state.
     pub fn pause_writes(&self) -> WritesPaused<'_> {
-        WritesPaused(self.lock())
+        let mut w = self.lock();
+        // No seal may be half done (pack renamed, not yet indexed).
+        while !w.sealing.is_empty() {
+            w = self.sealed.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+        WritesPaused(w)
     }
 
     pub fn stats(&self) -> Stats {
@@ -214,6 +289,34 @@ impl Store {
 
     /// Appends the frames' chunks that are neither stored nor in flight.
     pub fn append_frames(&self, frames: Vec<Frame>, deps: &mut Deps) -> Result<Appended> {
+        let mut to_seal = Vec::new();
+        let r = self.append_locked(frames, deps, &mut to_seal);
+        // Full packs are made durable by the sealer while ingest goes on
+        // (sent after the lock is released: the sealer needs it).
+        for s in to_seal {
+            let queue = self
+                .seal_queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            match queue {
+                Some(q) => {
+                    if let Err(mpsc::SendError(s)) = q.send(s) {
+                        self.finish_seal(s)?;
+                    }
+                }
+                None => self.finish_seal(s)?,
+            }
+        }
+        r
+    }
+
+    fn append_locked(
+        &self,
+        frames: Vec<Frame>,
+        deps: &mut Deps,
+        to_seal: &mut Vec<Sealing>,
+    ) -> Result<Appended> {
         let mut w = self.lock();
         let unsure: Vec<Id> = frames
             .iter()
@@ -266,7 +369,7 @@ impl Store {
             };
             let mut off = 0u32;
             for &(id, len) in &frame.chunks {
-                open.chunks.push((
+                open.contents.chunks.push((
                     id,
                     ChunkLoc {
                         pack: Id([0; 32]),
@@ -280,7 +383,7 @@ impl Store {
                 ));
                 off += len;
             }
-            open.unique_bytes += frame.raw.len() as u64;
+            open.contents.unique_bytes += frame.raw.len() as u64;
             let full = open.writer.len() >= self.params.pack_target;
             for &(id, _) in &frame.chunks {
                 w.pending.insert(id, gen);
@@ -290,9 +393,9 @@ impl Store {
             out.new_raw += frame.raw.len() as u64;
             out.new_stored += (format::HEADER_LEN
                 + frame.chunks.len() * format::FRAME_ENTRY_LEN
-                + frame.payload.len()) as u64;
+                + frame.stored().len()) as u64;
             if full {
-                self.seal(&mut w)?;
+                to_seal.extend(self.take_for_seal(&mut w));
             }
         }
         Ok(out)
@@ -302,9 +405,7 @@ impl Store {
         if w.open.is_none() {
             w.open = Some(OpenPack {
                 writer: PackWriter::new(&*self.backend, &self.dir.join("packs"))?,
-                chunks: Vec::new(),
-                manifests: Vec::new(),
-                unique_bytes: 0,
+                contents: PackContents::default(),
             });
         }
         Ok(w.open.as_mut().expect("opened above"))
@@ -315,45 +416,78 @@ impl Store {
         if w.open.take().is_some() {
             let gen = w.generation;
             w.generation += 1;
-            w.aborted.insert(gen);
+            w.aborted.insert(gen, "a write to its pack failed".into());
             w.pending.retain(|_, g| *g != gen);
             w.pending_manifests.retain(|_, g| *g != gen);
             tracing::warn!(generation = gen, "abandoned a pack after a write failure");
         }
     }
 
-    /// Seals the open pack: durable first, then its index entries.
-    fn seal(&self, w: &mut Writer) -> Result<()> {
-        let Some(open) = w.open.take() else {
-            return Ok(());
-        };
+    /// Takes the open pack out of the writer for sealing (under the lock).
+    fn take_for_seal(&self, w: &mut Writer) -> Option<Sealing> {
+        let open = w.open.take()?;
         let gen = w.generation;
         w.generation += 1;
-        let finished = open.writer.finish();
+        w.sealing.insert(gen);
+        Some(Sealing { gen, open })
+    }
+
+    /// Makes a taken pack durable (without the lock), then indexes it.
+    fn finish_seal(&self, s: Sealing) -> Result<()> {
+        let finished = s.open.writer.finish();
+        let mut w = self.lock();
+        let r = self.index_sealed(&mut w, s.gen, &s.open.contents, finished);
+        w.sealing.remove(&s.gen);
+        drop(w);
+        self.sealed.notify_all();
+        r
+    }
+
+    /// Seals the open pack while holding the lock (for maintenance).
+    fn seal_now(&self, w: &mut Writer) -> Result<()> {
+        let Some(s) = self.take_for_seal(w) else {
+            return Ok(());
+        };
+        let finished = s.open.writer.finish();
+        let r = self.index_sealed(w, s.gen, &s.open.contents, finished);
+        w.sealing.remove(&s.gen);
+        r
+    }
+
+    /// Records a sealed pack's contents in the index; a failed seal marks
+    /// its generation aborted. Either way its chunks stop being pending.
+    fn index_sealed(
+        &self,
+        w: &mut Writer,
+        gen: u64,
+        contents: &PackContents,
+        finished: Result<(Id, u64, u32)>,
+    ) -> Result<()> {
         let result = finished.and_then(|(pack, len, records)| {
             let mut b = self.index.batch();
-            for (id, mut loc) in open.chunks.iter().copied() {
+            for (id, mut loc) in contents.chunks.iter().copied() {
                 loc.pack = pack;
                 b.put_chunk(&id, &loc);
             }
-            for (file, m) in &open.manifests {
+            for (file, m) in &contents.manifests {
                 b.put_manifest(file, m);
             }
             b.put_pack(&pack, &PackInfo { len, records });
             let mut stats = w.stats;
-            stats.chunks += open.chunks.len() as u64;
-            stats.unique_bytes += open.unique_bytes;
+            stats.chunks += contents.chunks.len() as u64;
+            stats.unique_bytes += contents.unique_bytes;
             stats.stored_bytes += len;
             stats.packs += 1;
-            stats.files += open.manifests.len() as u64;
+            stats.files += contents.manifests.len() as u64;
             b.put_stats(&stats);
             b.write(false)?;
             w.stats = stats;
             tracing::debug!(pack = %pack.hex(), len, records, "sealed pack");
             Ok(())
         });
-        if result.is_err() {
-            w.aborted.insert(gen);
+        if let Err(e) = &result {
+            tracing::error!(generation = gen, error = %e, "sealing a pack failed");
+            w.aborted.insert(gen, e.to_string());
         }
         w.pending.retain(|_, g| *g != gen);
         w.pending_manifests.retain(|_, g| *g != gen);
@@ -385,21 +519,31 @@ impl Store {
                 self.abort_open(&mut w);
                 return Err(e);
             }
-            open.manifests.push((f.file, f.manifest.clone()));
+            open.contents.manifests.push((f.file, f.manifest.clone()));
             w.pending_manifests.insert(f.file, gen);
             f.deps.0.insert(gen);
         }
-        self.seal(&mut w)?;
+        // Seal what is open, then wait until every pack these files may
+        // depend on (every generation so far) has been sealed or aborted.
+        let to_seal = self.take_for_seal(&mut w);
+        let limit = w.generation;
+        drop(w);
+        if let Some(s) = to_seal {
+            self.finish_seal(s)?;
+        }
+        let mut w = self.lock();
+        while w.sealing.range(..limit).next().is_some() {
+            w = self.sealed.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
         let mut b = self.index.batch();
         let mut stats = w.stats;
         stats.logical_bytes += unchanged_bytes;
         let results: Vec<Result<()>> = files
             .iter()
             .map(|f| {
-                if f.deps.0.iter().any(|g| w.aborted.contains(g)) {
+                if let Some(why) = f.deps.0.iter().find_map(|g| w.aborted.get(g)) {
                     return Err(Error::Busy(format!(
-                        "{}: a pack holding some of its chunks could not be written; re-run `hoard add`",
-                        f.file
+                        "a pack holding some of its chunks could not be written ({why}); re-run `hoard add`"
                     )));
                 }
                 stats.logical_bytes += f.manifest.size;
@@ -661,8 +805,9 @@ impl Store {
         &self,
         mut progress: impl FnMut(u64, Option<(Id, Error)>),
     ) -> Result<(u64, u64, u64, u64)> {
-        let mut w = self.lock();
-        self.seal(&mut w)?;
+        let mut paused = self.pause_writes();
+        let w = &mut paused.0;
+        self.seal_now(w)?;
         self.index.clear_rebuildable()?;
         let mut stats = Stats::default();
         let (mut packs, mut chunks, mut files, mut bad) = (0, 0, 0, 0);
@@ -689,7 +834,7 @@ impl Store {
 }
 
 /// While alive, no pack is appended to, sealed or indexed.
-pub struct WritesPaused<'a>(#[allow(dead_code)] MutexGuard<'a, Writer>);
+pub struct WritesPaused<'a>(MutexGuard<'a, Writer>);
 
 #[derive(Default)]
 struct FrameCache {

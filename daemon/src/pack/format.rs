@@ -216,12 +216,30 @@ pub fn encode_trailer_prefix(records: u32) -> [u8; TRAILER_LEN - 32] {
     t
 }
 
-/// Compresses `raw` with zstd at `level`; keeps it raw when that does not shrink it.
-pub fn compress(raw: &[u8], level: i32) -> (Codec, Vec<u8>) {
-    match zstd::bulk::compress(raw, level) {
-        Ok(z) if z.len() < raw.len() => (Codec::Zstd, z),
-        _ => (Codec::Raw, raw.to_vec()),
+/// Compresses `raw` with zstd at `level`; `None` when that does not shrink
+/// it (the record is then stored raw).
+pub fn compress_if_smaller(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+    use std::cell::RefCell;
+    thread_local! {
+        // One compression context per thread and level, reused frame after frame.
+        static CCTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     }
+    if raw.len() < 2 {
+        return None;
+    }
+    CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, cctx) = c.as_mut()?;
+        // Room for anything smaller than the input: a larger result is useless.
+        let mut out = Vec::with_capacity(raw.len() - 1);
+        match cctx.compress_to_buffer(raw, &mut out) {
+            Ok(n) if n < raw.len() => Some(out),
+            _ => None,
+        }
+    })
 }
 
 /// Restores a payload's raw bytes; `raw_len` bounds the allocation.
@@ -450,18 +468,21 @@ mod tests {
         #[test]
         fn compress_round_trips(data in proptest::collection::vec(any::<u8>(), 0..5000), rep in 1usize..4) {
             let raw = data.repeat(rep);
-            let (codec, z) = compress(&raw, 1);
-            prop_assert!(z.len() <= raw.len());
-            prop_assert_eq!(decompress(codec, &z, raw.len() as u32, 0).unwrap(), raw);
+            match compress_if_smaller(&raw, 1) {
+                Some(z) => {
+                    prop_assert!(z.len() < raw.len());
+                    prop_assert_eq!(decompress(Codec::Zstd, &z, raw.len() as u32, 0).unwrap(), raw);
+                }
+                None => prop_assert_eq!(decompress(Codec::Raw, &raw, raw.len() as u32, 0).unwrap(), raw.clone()),
+            }
         }
     }
 
     #[test]
     fn decompress_refuses_lies_about_length() {
         let raw = vec![7u8; 10_000];
-        let (codec, z) = compress(&raw, 1);
-        assert_eq!(codec, Codec::Zstd);
-        assert!(decompress(codec, &z, 9_999, 0).is_err());
+        let z = compress_if_smaller(&raw, 1).unwrap();
+        assert!(decompress(Codec::Zstd, &z, 9_999, 0).is_err());
         assert!(decompress(Codec::Raw, &raw, 5, 0).is_err());
     }
 }

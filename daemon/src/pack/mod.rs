@@ -14,24 +14,36 @@ use format::{Codec, Header, Kind};
 use std::io::Write;
 use std::path::Path;
 
-/// A frame ready to append: chunk ids and lengths, raw bytes, stored bytes.
+/// A frame ready to append: chunk ids and lengths, raw bytes, and the
+/// compressed bytes when compression shrank them.
 pub struct Frame {
     pub chunks: Vec<(Id, u32)>,
     pub raw: Vec<u8>,
-    pub codec: Codec,
-    pub payload: Vec<u8>,
+    pub compressed: Option<Vec<u8>>,
 }
 
 impl Frame {
     /// Compresses the concatenation of `chunks` (whose bytes are `raw`).
     pub fn build(chunks: Vec<(Id, u32)>, raw: Vec<u8>, level: i32) -> Frame {
-        let (codec, payload) = format::compress(&raw, level);
+        let compressed = format::compress_if_smaller(&raw, level);
         Frame {
             chunks,
             raw,
-            codec,
-            payload,
+            compressed,
         }
+    }
+
+    pub fn codec(&self) -> Codec {
+        if self.compressed.is_some() {
+            Codec::Zstd
+        } else {
+            Codec::Raw
+        }
+    }
+
+    /// The bytes stored in the pack.
+    pub fn stored(&self) -> &[u8] {
+        self.compressed.as_deref().unwrap_or(&self.raw)
     }
 
     /// The same frame without the chunks `drop` says to leave out.
@@ -130,7 +142,13 @@ impl PackWriter {
 
     pub fn append_frame(&mut self, f: &Frame) -> Result<Placed> {
         let meta = format::encode_frame_meta(&f.chunks);
-        self.append(Kind::Frame, f.codec, &meta, &f.payload, f.raw.len() as u32)
+        self.append(
+            Kind::Frame,
+            f.codec(),
+            &meta,
+            f.stored(),
+            f.raw.len() as u32,
+        )
     }
 
     /// Appends a file manifest (its encoding is `crate::manifest`).
@@ -141,8 +159,16 @@ impl PackWriter {
             )));
         }
         let meta = format::encode_manifest_meta(file, &Id::of(encoded));
-        let (codec, payload) = format::compress(encoded, level);
-        self.append(Kind::Manifest, codec, &meta, &payload, encoded.len() as u32)
+        match format::compress_if_smaller(encoded, level) {
+            Some(z) => self.append(Kind::Manifest, Codec::Zstd, &meta, &z, encoded.len() as u32),
+            None => self.append(
+                Kind::Manifest,
+                Codec::Raw,
+                &meta,
+                encoded,
+                encoded.len() as u32,
+            ),
+        }
     }
 
     /// Writes the trailer and makes the pack durable; returns its id and length.
