@@ -317,3 +317,68 @@ fn kill_9_mid_add_loses_nothing_acknowledged() {
     assert!(out.contains("added 40 files"), "{out}");
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// SIGTERM in the middle of an add: the daemon commits what it finished,
+/// abandons the rest cleanly, and exits; the store verifies and every file
+/// reported to the client restores.
+#[test]
+fn sigterm_mid_add_commits_finished_files_and_exits() {
+    let env = Env::new();
+    let dir = env.path("many");
+    fs::create_dir_all(&dir).unwrap();
+    let mut contents = std::collections::HashMap::new();
+    for i in 0..40 {
+        let d = data(16 << 20, 500 + i, true);
+        contents.insert(format!("many/f{i:02}"), d.clone());
+        fs::write(dir.join(format!("f{i:02}")), d).unwrap();
+    }
+    env.ok(&["daemon", "start"]);
+    let pid = env.daemon_pid().unwrap();
+    let mut child = env
+        .hoard()
+        .args(["add", "many", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut summary = None;
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["type"] == "file" {
+            acked.push((
+                v["path"].as_str().unwrap().to_string(),
+                v["oid"].as_str().unwrap().to_string(),
+            ));
+            if acked.len() == 1 {
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        } else if v["type"] == "summary" {
+            summary = Some(v);
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        wait_gone_for(pid, Duration::from_secs(30)),
+        "daemon must exit after SIGTERM"
+    );
+    assert!(acked.len() < 40, "SIGTERM should have cut the add short");
+    // The add ends with a summary that counts what was stored; it fails
+    // (non-zero) unless everything made it.
+    let summary = summary.expect("a summary even when cut short");
+    assert_eq!(summary["files"].as_u64().unwrap() as usize, acked.len());
+    assert!(!status.success());
+    let log = fs::read_to_string(env.home.join("hoardd.log")).unwrap();
+    assert!(
+        log.contains("SIGTERM") && log.contains("hoardd stopped"),
+        "{log}"
+    );
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v.last().unwrap()["problems"], 0, "{v:?}");
+    for (path, oid) in &acked {
+        let o = env.hoard().args(["cat", oid]).output().unwrap();
+        assert!(o.stdout == contents[path], "{path} restored differently");
+    }
+}

@@ -28,7 +28,9 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     Busy(String),
-    #[error("cancelled: the daemon is shutting down or the client went away")]
+    #[error(
+        "not added: the daemon is shutting down (or the client went away); re-run `hoard add`"
+    )]
     Cancelled,
 }
 

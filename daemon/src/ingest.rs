@@ -188,7 +188,6 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
                                 sum.reused_chunks += a.reused;
                                 pending.push((entry, c));
                             }
-                            Err(Error::Cancelled) => {}
                             Err(e) => {
                                 sum.errors += 1;
                                 emit_or_cancel(Event::Error {
