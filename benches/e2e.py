@@ -252,7 +252,7 @@ def restic_versions(paths, name):
     total = 0.0
     for p in paths:
         t = time.perf_counter()
-        sh(["restic", "backup", "--compression", "auto", "--no-scan", p], env=env)
+        sh(["restic", "backup", "--compression", "auto", p], env=env)
         total += time.perf_counter() - t
     stored = du(repo)
     shutil.rmtree(repo, ignore_errors=True)

@@ -205,6 +205,7 @@ fn read_pack(
     bad: &mut HashSet<Id>,
 ) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
+    let mut cache = crate::store::FrameCache::default();
     let backend = store.backend();
     let (r, _) = match backend.open(pack) {
         Ok(x) => x,
@@ -221,26 +222,41 @@ fn read_pack(
                 let payload = rec.payload.as_deref().unwrap_or(&[]);
                 match rec.header.kind {
                     Kind::Frame => {
-                        let chunks = match format::decode_frame_meta(
+                        let fm = match format::decode_frame_meta(
                             &rec.meta,
                             rec.header.raw_len,
+                            rec.header.codec,
                             rec.offset,
                         ) {
-                            Ok(c) => c,
+                            Ok(fm) => fm,
                             Err(e) => {
                                 out.push(("pack", pack.hex(), e.to_string()));
                                 continue;
                             }
                         };
-                        match format::decompress(
-                            rec.header.codec,
-                            payload,
-                            rec.header.raw_len,
-                            rec.payload_offset(),
-                        ) {
+                        // A delta frame decodes against its bases (read and
+                        // verified through the index).
+                        let dict = if fm.bases.is_empty() {
+                            Ok(Vec::new())
+                        } else {
+                            store
+                                .bases_dict(&fm.bases, &mut cache)
+                                .map_err(|e| e.to_string())
+                        };
+                        let raw = dict.and_then(|dict| {
+                            format::decompress(
+                                rec.header.codec,
+                                payload,
+                                rec.header.raw_len,
+                                &dict,
+                                rec.payload_offset(),
+                            )
+                            .map_err(|e| e.to_string())
+                        });
+                        match raw {
                             Ok(raw) => {
                                 let mut off = 0usize;
-                                for (id, l) in chunks {
+                                for (id, l) in fm.chunks {
                                     let end = off + l as usize;
                                     if Id::of(&raw[off..end]) != id {
                                         bad.insert(id);
@@ -250,9 +266,9 @@ fn read_pack(
                                 }
                             }
                             Err(e) => {
-                                for (id, _) in chunks {
+                                for (id, _) in fm.chunks {
                                     bad.insert(id);
-                                    out.push(("chunk", id.hex(), format!("in pack {} (frame at offset {}) cannot be decompressed: {e}", pack.hex(), rec.offset)));
+                                    out.push(("chunk", id.hex(), format!("in pack {} (frame at offset {}) cannot be decoded: {e}", pack.hex(), rec.offset)));
                                 }
                             }
                         }
@@ -265,6 +281,7 @@ fn read_pack(
                                     rec.header.codec,
                                     payload,
                                     rec.header.raw_len,
+                                    &[],
                                     rec.payload_offset(),
                                 )
                                 .ok()

@@ -2,7 +2,8 @@
 //!
 //! | column family | key | value |
 //! | --- | --- | --- |
-//! | `chunks` | chunk id | [`ChunkLoc`] (57 bytes) |
+//! | `chunks` | chunk id | [`ChunkLoc`] (61 bytes) |
+//! | `features` | lane u8 ‖ feature u64 BE | chunk id of a self-contained chunk with that feature |
 //! | `files` | file id | [`FileHead`]: size, chunk count, segment start offsets |
 //! | `files` | file id ‖ segment u32 BE | up to [`SEGMENT`] manifest entries |
 //! | `packs` | pack id | [`PackInfo`] |
@@ -25,7 +26,15 @@ pub const CF_FILES: &str = "files";
 pub const CF_PACKS: &str = "packs";
 pub const CF_STATCACHE: &str = "statcache";
 pub const CF_META: &str = "meta";
-const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_FILES, CF_PACKS, CF_STATCACHE, CF_META];
+pub const CF_FEATURES: &str = "features";
+const ALL_CFS: [&str; 6] = [
+    CF_CHUNKS,
+    CF_FILES,
+    CF_PACKS,
+    CF_STATCACHE,
+    CF_META,
+    CF_FEATURES,
+];
 
 /// Manifest entries per index segment: a range read loads one small
 /// segment, never a whole 20 GB file's chunk list.
@@ -36,6 +45,9 @@ pub const SEGMENT: usize = 4096;
 pub struct ChunkLoc {
     pub pack: Id,
     pub payload_offset: u64,
+    /// Length of the frame's meta, which precedes the payload (a delta
+    /// frame's meta names its bases).
+    pub meta_len: u32,
     pub stored_len: u32,
     pub raw_len: u32,
     pub codec: Codec,
@@ -44,7 +56,7 @@ pub struct ChunkLoc {
 }
 
 impl ChunkLoc {
-    const LEN: usize = 57;
+    const LEN: usize = 61;
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[..32].copy_from_slice(&self.pack.0);
@@ -54,6 +66,7 @@ impl ChunkLoc {
         b[48] = self.codec as u8;
         b[49..53].copy_from_slice(&self.offset_in_frame.to_le_bytes());
         b[53..57].copy_from_slice(&self.len.to_le_bytes());
+        b[57..61].copy_from_slice(&self.meta_len.to_le_bytes());
         b
     }
     pub fn decode(b: &[u8]) -> Option<ChunkLoc> {
@@ -69,6 +82,7 @@ impl ChunkLoc {
             codec: Codec::from_u8(b[48])?,
             offset_in_frame: u32_at(49),
             len: u32_at(53),
+            meta_len: u32_at(57),
         })
     }
 }
@@ -283,6 +297,17 @@ impl Index {
             .collect()
     }
 
+    /// For each (lane, feature), the self-contained chunk last seen with it.
+    pub fn feature_hits(&self, keys: &[[u8; 9]]) -> Result<Vec<Option<Id>>> {
+        let cf = self.cf(CF_FEATURES);
+        let res = self
+            .db
+            .batched_multi_get_cf(cf, keys.iter().map(|k| &k[..]), false);
+        res.into_iter()
+            .map(|r| Ok(r?.and_then(|v| Id::from_slice(&v))))
+            .collect()
+    }
+
     pub fn file_head(&self, file: &Id) -> Result<Option<FileHead>> {
         match self.db.get_pinned_cf(self.cf(CF_FILES), file.0)? {
             None => Ok(None),
@@ -406,7 +431,7 @@ impl Index {
 
     /// Removes everything that [`crate::store::Store::reindex`] rebuilds.
     pub fn clear_rebuildable(&self) -> Result<()> {
-        for name in [CF_CHUNKS, CF_FILES, CF_PACKS, CF_STATCACHE] {
+        for name in [CF_CHUNKS, CF_FILES, CF_PACKS, CF_STATCACHE, CF_FEATURES] {
             let cf = self.cf(name);
             let mut wb = WriteBatch::default();
             wb.delete_range_cf(cf, &[][..], &[0xffu8; 80][..]);
@@ -414,6 +439,14 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// The `features` key of one sketch lane.
+pub fn feature_key(lane: usize, feature: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = lane as u8;
+    k[1..].copy_from_slice(&feature.to_be_bytes());
+    k
 }
 
 fn seg_key(file: &Id, seg: usize) -> [u8; 36] {
@@ -432,6 +465,10 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     pub fn put_chunk(&mut self, id: &Id, loc: &ChunkLoc) {
         self.wb.put_cf(self.index.cf(CF_CHUNKS), id.0, loc.encode());
+    }
+
+    pub fn put_feature(&mut self, key: &[u8; 9], chunk: &Id) {
+        self.wb.put_cf(self.index.cf(CF_FEATURES), key, chunk.0);
     }
 
     pub fn put_pack(&mut self, id: &Id, info: &PackInfo) {
@@ -483,7 +520,7 @@ mod tests {
         #[test]
         fn chunk_loc_round_trips(p in any::<[u8; 32]>(), off in any::<u64>(), s in any::<u32>(), r in any::<u32>(), z in any::<bool>(), o in any::<u32>(), l in any::<u32>()) {
             let loc = ChunkLoc { pack: Id(p), payload_offset: off, stored_len: s, raw_len: r,
-                codec: if z { Codec::Zstd } else { Codec::Raw }, offset_in_frame: o, len: l };
+                codec: if z { Codec::Zstd } else { Codec::Raw }, offset_in_frame: o, len: l, meta_len: o ^ l };
             prop_assert_eq!(ChunkLoc::decode(&loc.encode()), Some(loc));
         }
     }

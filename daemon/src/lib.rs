@@ -12,12 +12,14 @@ pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod daemon;
+pub mod delta;
 pub mod error;
 pub mod id;
 pub mod index;
 pub mod ingest;
 pub mod manifest;
 pub mod pack;
+pub mod sketch;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -108,6 +108,8 @@ struct OpenPack {
 #[derive(Default)]
 struct PackContents {
     chunks: Vec<(Id, ChunkLoc)>,
+    /// Sketch features of its self-contained chunks, to find them as bases.
+    features: Vec<([u8; 9], Id)>,
     manifests: Vec<(Id, Manifest)>,
     unique_bytes: u64,
 }
@@ -374,6 +376,7 @@ impl Shared {
                     ChunkLoc {
                         pack: Id([0; 32]),
                         payload_offset: placed.payload_offset,
+                        meta_len: placed.meta_len,
                         stored_len: placed.stored_len,
                         raw_len: placed.raw_len,
                         codec: placed.codec,
@@ -384,6 +387,15 @@ impl Shared {
                 off += len;
             }
             open.contents.unique_bytes += frame.raw.len() as u64;
+            if frame.bases.is_empty() {
+                for (&(id, _), sk) in frame.chunks.iter().zip(&frame.sketches) {
+                    for (lane, f) in sk.iter().flatten().enumerate() {
+                        open.contents
+                            .features
+                            .push((crate::index::feature_key(lane, *f), id));
+                    }
+                }
+            }
             let full = open.writer.len() >= self.params.pack_target;
             for &(id, _) in &frame.chunks {
                 w.pending.insert(id, gen);
@@ -391,9 +403,8 @@ impl Shared {
             deps.0.insert(gen);
             out.new_chunks += frame.chunks.len() as u64;
             out.new_raw += frame.raw.len() as u64;
-            out.new_stored += (format::HEADER_LEN
-                + frame.chunks.len() * format::FRAME_ENTRY_LEN
-                + frame.stored().len()) as u64;
+            out.new_stored +=
+                (format::HEADER_LEN + placed.meta_len as usize + frame.stored().len()) as u64;
             if full {
                 to_seal.extend(self.take_for_seal(&mut w));
             }
@@ -471,6 +482,9 @@ impl Shared {
             }
             for (file, m) in &contents.manifests {
                 b.put_manifest(file, m);
+            }
+            for (key, id) in &contents.features {
+                b.put_feature(key, id);
             }
             b.put_pack(&pack, &PackInfo { len, records });
             let mut stats = w.stats;
@@ -631,7 +645,12 @@ impl Shared {
     }
 
     /// One chunk's bytes, verified against its id.
-    fn read_chunk(&self, id: &Id, loc: &ChunkLoc, cache: &mut FrameCache) -> Result<Vec<u8>> {
+    pub(crate) fn read_chunk(
+        &self,
+        id: &Id,
+        loc: &ChunkLoc,
+        cache: &mut FrameCache,
+    ) -> Result<Vec<u8>> {
         let corrupt = |what: String| {
             Error::Corrupt(format!(
                 "chunk {} in pack {} (frame at offset {}) is corrupt: {what}",
@@ -653,23 +672,67 @@ impl Shared {
             )?;
             b
         } else {
-            let key = (loc.pack, loc.payload_offset);
-            if cache.key != Some(key) {
-                let mut stored = vec![0u8; loc.stored_len as usize];
-                self.backend
-                    .read_at(&loc.pack, loc.payload_offset, &mut stored)?;
-                cache.raw = format::decompress(loc.codec, &stored, loc.raw_len, loc.payload_offset)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                cache.key = Some(key);
-            }
+            let frame = self.frame(loc, cache).map_err(|e| match e {
+                Error::Corrupt(m) => corrupt(m),
+                e => e,
+            })?;
             let s = loc.offset_in_frame as usize;
-            cache.raw[s..s + loc.len as usize].to_vec()
+            frame[s..s + loc.len as usize].to_vec()
         };
         if Id::of(&data) != *id {
-            cache.key = None;
+            cache.forget(&(loc.pack, loc.payload_offset));
             return Err(corrupt("its content does not hash to its id".into()));
         }
         Ok(data)
+    }
+
+    /// A compressed frame's raw bytes (through the cache). A delta frame
+    /// first reads its bases, which are self-contained by construction.
+    fn frame(&self, loc: &ChunkLoc, cache: &mut FrameCache) -> Result<Arc<Vec<u8>>> {
+        let key = (loc.pack, loc.payload_offset);
+        if let Some(f) = cache.get(&key) {
+            return Ok(f);
+        }
+        let mut stored = vec![0u8; loc.stored_len as usize];
+        self.backend
+            .read_at(&loc.pack, loc.payload_offset, &mut stored)?;
+        let dict = if loc.codec == Codec::ZstdDict {
+            let mut meta = vec![0u8; loc.meta_len as usize];
+            let at = loc.payload_offset.saturating_sub(loc.meta_len as u64);
+            self.backend.read_at(&loc.pack, at, &mut meta)?;
+            let fm = format::decode_frame_meta(&meta, loc.raw_len, loc.codec, loc.payload_offset)
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            self.bases_dict(&fm.bases, cache)?
+        } else {
+            Vec::new()
+        };
+        let raw = format::decompress(loc.codec, &stored, loc.raw_len, &dict, loc.payload_offset)
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let raw = Arc::new(raw);
+        cache.put(key, raw.clone());
+        Ok(raw)
+    }
+
+    /// The concatenated bytes of `bases`: a delta frame's dictionary.
+    pub(crate) fn bases_dict(&self, bases: &[Id], cache: &mut FrameCache) -> Result<Vec<u8>> {
+        let locs = self.index.chunk_locs(bases)?;
+        let mut dict = Vec::new();
+        for (b, loc) in bases.iter().zip(locs) {
+            let loc = loc.ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "its base chunk {} is missing from the index",
+                    b.hex()
+                ))
+            })?;
+            if loc.codec == Codec::ZstdDict {
+                return Err(Error::Corrupt(format!(
+                    "its base chunk {} is itself a delta",
+                    b.hex()
+                )));
+            }
+            dict.extend_from_slice(&self.read_chunk(b, &loc, cache)?);
+        }
+        Ok(dict)
     }
 
     /// Indexes packs that became durable but were never indexed (a crash
@@ -708,15 +771,20 @@ impl Shared {
             match rec.header.kind {
                 Kind::Frame => {
                     let mut off = 0u32;
-                    for (id, l) in
-                        format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.offset)
-                            .map_err(bad)?
-                    {
+                    let fm = format::decode_frame_meta(
+                        &rec.meta,
+                        rec.header.raw_len,
+                        rec.header.codec,
+                        rec.offset,
+                    )
+                    .map_err(bad)?;
+                    for (id, l) in fm.chunks {
                         chunks.push((
                             id,
                             ChunkLoc {
                                 pack: *pack,
                                 payload_offset: po,
+                                meta_len: rec.header.meta_len,
                                 stored_len: rec.header.stored_len,
                                 raw_len: rec.header.raw_len,
                                 codec: rec.header.codec,
@@ -764,7 +832,7 @@ impl Shared {
         for (file, _, po, stored, codec, raw, mhash) in manifests {
             let mut p = vec![0u8; stored as usize];
             self.backend.read_at(pack, po, &mut p)?;
-            let enc = format::decompress(codec, &p, raw, po).map_err(bad)?;
+            let enc = format::decompress(codec, &p, raw, &[], po).map_err(bad)?;
             if Id::of(&enc) != mhash {
                 return Err(Error::Corrupt(format!(
                     "manifest of {file} in pack {} is damaged",
@@ -836,10 +904,37 @@ impl Shared {
 /// While alive, no pack is appended to, sealed or indexed.
 pub struct WritesPaused<'a>(MutexGuard<'a, Writer>);
 
+/// Recently decoded frames: sequential reads decode each frame once, and a
+/// delta frame's bases stay at hand.
 #[derive(Default)]
-struct FrameCache {
-    key: Option<(Id, u64)>,
-    raw: Vec<u8>,
+pub(crate) struct FrameCache {
+    frames: Vec<(FrameKey, Arc<Vec<u8>>)>,
+}
+
+/// A frame is named by its pack and payload offset.
+type FrameKey = (Id, u64);
+
+impl FrameCache {
+    const SLOTS: usize = 8;
+
+    fn get(&mut self, key: &(Id, u64)) -> Option<Arc<Vec<u8>>> {
+        let i = self.frames.iter().position(|(k, _)| k == key)?;
+        let hit = self.frames.remove(i);
+        let f = hit.1.clone();
+        self.frames.push(hit);
+        Some(f)
+    }
+
+    fn put(&mut self, key: (Id, u64), frame: Arc<Vec<u8>>) {
+        if self.frames.len() >= Self::SLOTS {
+            self.frames.remove(0);
+        }
+        self.frames.push((key, frame));
+    }
+
+    fn forget(&mut self, key: &(Id, u64)) {
+        self.frames.retain(|(k, _)| k != key);
+    }
 }
 
 fn load_or_create_params(dir: &Path, create_with: StoreParams) -> Result<StoreParams> {

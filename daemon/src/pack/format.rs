@@ -7,10 +7,14 @@
 //! header  := kind[4] codec u8 0u8×3 meta_len u32 raw_len u32 stored_len u32 check u32
 //!                                                          (24 bytes, little endian)
 //!   check := first 4 bytes of BLAKE3(header[0..20] ‖ meta), as u32 LE
-//!   codec := 0 raw | 1 zstd
+//!   codec := 0 raw | 1 zstd | 2 zstd with a dictionary of base chunks
 //! kind "FRM1": a frame of chunks, compressed together as one zstd frame.
-//!   meta := (chunk id[32] ‖ len u32)×n;  raw_len = Σ len; chunk i's bytes are
-//!   raw[Σ len<i .. Σ len≤i], and BLAKE3 of them is its id.
+//!   meta := [codec 2: base count u32 ‖ base chunk id[32]×m] (chunk id[32] ‖ len u32)×n
+//!   raw_len = Σ len; chunk i's bytes are raw[Σ len<i .. Σ len≤i], and BLAKE3
+//!   of them is its id. With codec 2 the payload decodes only with the
+//!   concatenated bytes of the base chunks as a raw-content zstd dictionary
+//!   (a delta against similar stored chunks); base chunks are never codec 2
+//!   themselves, so a read needs at most the bases' frames and this one.
 //! kind "MAN1": a file manifest (see `crate::manifest`).
 //!   meta := file id[32] ‖ BLAKE3(raw manifest encoding)[32]
 //! trailer := "HOARDEND" records u32 0u32 pack_id[32]          (48 bytes)
@@ -62,13 +66,18 @@ impl Kind {
 pub enum Codec {
     Raw = 0,
     Zstd = 1,
+    ZstdDict = 2,
 }
+
+/// Most base chunks one frame may name.
+pub const MAX_BASES: usize = 256;
 
 impl Codec {
     pub fn from_u8(b: u8) -> Option<Codec> {
         match b {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
+            2 => Some(Codec::ZstdDict),
             _ => None,
         }
     }
@@ -157,9 +166,15 @@ pub fn check_header(b: &[u8; HEADER_LEN], meta: &[u8], offset: u64) -> Result<()
     }
 }
 
-/// Frame meta: the ids and lengths of its chunks.
-pub fn encode_frame_meta(chunks: &[(Id, u32)]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(chunks.len() * FRAME_ENTRY_LEN);
+/// Frame meta: the bases (codec 2 only), then the ids and lengths of its chunks.
+pub fn encode_frame_meta(chunks: &[(Id, u32)], bases: &[Id]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(4 + bases.len() * 32 + chunks.len() * FRAME_ENTRY_LEN);
+    if !bases.is_empty() {
+        m.extend_from_slice(&(bases.len() as u32).to_le_bytes());
+        for b in bases {
+            m.extend_from_slice(&b.0);
+        }
+    }
     for (id, len) in chunks {
         m.extend_from_slice(&id.0);
         m.extend_from_slice(&len.to_le_bytes());
@@ -167,7 +182,45 @@ pub fn encode_frame_meta(chunks: &[(Id, u32)]) -> Vec<u8> {
     m
 }
 
+/// A frame's decoded meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameMeta {
+    pub chunks: Vec<(Id, u32)>,
+    pub bases: Vec<Id>,
+}
+
 pub fn decode_frame_meta(
+    meta: &[u8],
+    raw_len: u32,
+    codec: Codec,
+    offset: u64,
+) -> Result<FrameMeta, FormatError> {
+    let bad = || FormatError::BadHeader(offset);
+    let (bases, entries) = if codec == Codec::ZstdDict {
+        let n = u32::from_le_bytes(
+            meta.get(..4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
+        if n == 0 || n > MAX_BASES || meta.len() < 4 + 32 * n {
+            return Err(bad());
+        }
+        let bases = meta[4..4 + 32 * n]
+            .chunks_exact(32)
+            .filter_map(Id::from_slice)
+            .collect();
+        (bases, &meta[4 + 32 * n..])
+    } else {
+        (Vec::new(), meta)
+    };
+    Ok(FrameMeta {
+        chunks: decode_chunk_entries(entries, raw_len, offset)?,
+        bases,
+    })
+}
+
+fn decode_chunk_entries(
     meta: &[u8],
     raw_len: u32,
     offset: u64,
@@ -242,34 +295,68 @@ pub fn compress_if_smaller(raw: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-/// Restores a payload's raw bytes; `raw_len` bounds the allocation.
+/// Restores a payload's raw bytes; `raw_len` bounds the allocation. Codec 2
+/// needs `dict`, the concatenated bytes of the frame's bases.
 pub fn decompress(
     codec: Codec,
     payload: &[u8],
     raw_len: u32,
+    dict: &[u8],
     offset: u64,
 ) -> Result<Vec<u8>, FormatError> {
+    let check = |out: Vec<u8>| {
+        if out.len() != raw_len as usize {
+            return Err(FormatError::Decode {
+                offset,
+                msg: format!("decoded {} bytes, header says {}", out.len(), raw_len),
+            });
+        }
+        Ok(out)
+    };
+    let zerr = |e: std::io::Error| FormatError::Decode {
+        offset,
+        msg: e.to_string(),
+    };
     match codec {
         Codec::Raw if payload.len() == raw_len as usize => Ok(payload.to_vec()),
         Codec::Raw => Err(FormatError::Decode {
             offset,
             msg: "raw payload has the wrong length".into(),
         }),
-        Codec::Zstd => {
-            let out = zstd::bulk::decompress(payload, raw_len as usize).map_err(|e| {
-                FormatError::Decode {
-                    offset,
-                    msg: e.to_string(),
-                }
-            })?;
-            if out.len() != raw_len as usize {
-                return Err(FormatError::Decode {
-                    offset,
-                    msg: format!("decoded {} bytes, header says {}", out.len(), raw_len),
-                });
-            }
-            Ok(out)
+        Codec::Zstd => check(zstd::bulk::decompress(payload, raw_len as usize).map_err(zerr)?),
+        Codec::ZstdDict => {
+            let derr = |c: usize| FormatError::Decode {
+                offset,
+                msg: zstd::zstd_safe::get_error_name(c).to_string(),
+            };
+            let mut d = zstd::zstd_safe::DCtx::try_create().ok_or_else(|| derr(0))?;
+            d.ref_prefix(dict).map_err(derr)?;
+            let mut out = Vec::with_capacity(raw_len as usize);
+            d.decompress(&mut out, payload).map_err(derr)?;
+            check(out)
         }
+    }
+}
+
+/// Compresses `raw` against `dict` (the bases' bytes) referenced as a zstd
+/// prefix — a delta, like `zstd --patch-from`; `None` when that does not
+/// shrink it.
+pub fn compress_with_dict(raw: &[u8], level: i32, dict: &[u8]) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let mut c = CCtx::try_create()?;
+    c.set_parameter(CParameter::CompressionLevel(level)).ok()?;
+    // Matches must reach back across the whole prefix (as `zstd
+    // --patch-from` does); decoders accept windows up to 2^27 by default.
+    let span = (dict.len() + raw.len()).max(1 << 20);
+    let window_log = (usize::BITS - (span - 1).leading_zeros()).min(27);
+    c.set_parameter(CParameter::WindowLog(window_log)).ok()?;
+    c.set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .ok()?;
+    c.ref_prefix(dict).ok()?;
+    let mut out = Vec::with_capacity(raw.len().saturating_sub(1));
+    match c.compress2(&mut out, raw) {
+        Ok(n) if n < raw.len() => Some(out),
+        _ => None,
     }
 }
 
@@ -461,8 +548,12 @@ mod tests {
         fn frame_meta_round_trips(chunks in proptest::collection::vec((any::<[u8; 32]>(), 0u32..100_000), 0..50)) {
             let chunks: Vec<(Id, u32)> = chunks.into_iter().map(|(i, l)| (Id(i), l)).collect();
             let raw: u32 = chunks.iter().map(|c| c.1).sum();
-            let m = encode_frame_meta(&chunks);
-            prop_assert_eq!(decode_frame_meta(&m, raw, 0).unwrap(), chunks);
+            let m = encode_frame_meta(&chunks, &[]);
+            prop_assert_eq!(decode_frame_meta(&m, raw, Codec::Zstd, 0).unwrap().chunks, chunks.clone());
+            let bases = vec![Id([7; 32]), Id([9; 32])];
+            let m = encode_frame_meta(&chunks, &bases);
+            let d = decode_frame_meta(&m, raw, Codec::ZstdDict, 0).unwrap();
+            prop_assert_eq!(d, FrameMeta { chunks, bases });
         }
 
         #[test]
@@ -471,18 +562,41 @@ mod tests {
             match compress_if_smaller(&raw, 1) {
                 Some(z) => {
                     prop_assert!(z.len() < raw.len());
-                    prop_assert_eq!(decompress(Codec::Zstd, &z, raw.len() as u32, 0).unwrap(), raw);
+                    prop_assert_eq!(decompress(Codec::Zstd, &z, raw.len() as u32, &[], 0).unwrap(), raw);
                 }
-                None => prop_assert_eq!(decompress(Codec::Raw, &raw, raw.len() as u32, 0).unwrap(), raw.clone()),
+                None => prop_assert_eq!(decompress(Codec::Raw, &raw, raw.len() as u32, &[], 0).unwrap(), raw.clone()),
             }
         }
+    }
+
+    #[test]
+    fn dictionary_frames_need_their_bases() {
+        let base: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
+            .collect();
+        let mut new = base.clone();
+        new[1000] ^= 1;
+        new[300_000] ^= 1;
+        let plain = compress_if_smaller(&new, 1)
+            .map(|z| z.len())
+            .unwrap_or(new.len());
+        let z = compress_with_dict(&new, 1, &base).unwrap();
+        assert!(z.len() * 20 < plain, "delta {} vs plain {plain}", z.len());
+        assert_eq!(
+            decompress(Codec::ZstdDict, &z, new.len() as u32, &base, 0).unwrap(),
+            new
+        );
+        let mut wrong = base.clone();
+        wrong[5] ^= 1;
+        let r = decompress(Codec::ZstdDict, &z, new.len() as u32, &wrong, 0);
+        assert!(r.map(|d| d != new).unwrap_or(true));
     }
 
     #[test]
     fn decompress_refuses_lies_about_length() {
         let raw = vec![7u8; 10_000];
         let z = compress_if_smaller(&raw, 1).unwrap();
-        assert!(decompress(Codec::Zstd, &z, 9_999, 0).is_err());
-        assert!(decompress(Codec::Raw, &raw, 5, 0).is_err());
+        assert!(decompress(Codec::Zstd, &z, 9_999, &[], 0).is_err());
+        assert!(decompress(Codec::Raw, &raw, 5, &[], 0).is_err());
     }
 }

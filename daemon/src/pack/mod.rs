@@ -10,6 +10,7 @@ pub mod format;
 use crate::backend::{PackBackend, PackSink};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::sketch::Sketch;
 use format::{Codec, Header, Kind};
 use std::io::Write;
 use std::path::Path;
@@ -20,25 +21,64 @@ pub struct Frame {
     pub chunks: Vec<(Id, u32)>,
     pub raw: Vec<u8>,
     pub compressed: Option<Vec<u8>>,
+    /// Chunks whose bytes form the dictionary `compressed` was made with
+    /// (a delta); empty for a self-contained frame.
+    pub bases: Vec<Id>,
+    /// Resemblance sketches of the chunks (self-contained frames only, and
+    /// only when computed): what makes them findable as future bases.
+    pub sketches: Vec<Option<Sketch>>,
 }
 
 impl Frame {
     /// Compresses the concatenation of `chunks` (whose bytes are `raw`).
     pub fn build(chunks: Vec<(Id, u32)>, raw: Vec<u8>, level: i32) -> Frame {
-        let compressed = format::compress_if_smaller(&raw, level);
+        let mut f = Frame::uncompressed(chunks, raw);
+        f.compress(level);
+        f
+    }
+
+    /// A frame not yet compressed (see [`Frame::compress`] and `crate::delta`).
+    pub fn uncompressed(chunks: Vec<(Id, u32)>, raw: Vec<u8>) -> Frame {
         Frame {
             chunks,
             raw,
-            compressed,
+            compressed: None,
+            bases: Vec::new(),
+            sketches: Vec::new(),
         }
     }
 
+    /// Self-contained compression (stays raw when zstd does not shrink it).
+    pub fn compress(&mut self, level: i32) {
+        self.compressed = format::compress_if_smaller(&self.raw, level);
+        self.bases.clear();
+    }
+
+    /// Whether zstd finds anything to squeeze, judged on a sample: cheap
+    /// enough to run on every frame before deciding to sketch it.
+    pub fn looks_compressible(&self, level: i32) -> bool {
+        const SAMPLE: usize = 16 << 10;
+        let mid = self.raw.len().saturating_sub(SAMPLE) / 2;
+        let sample = &self.raw[mid..(mid + SAMPLE).min(self.raw.len())];
+        format::compress_if_smaller(sample, level).is_some_and(|z| z.len() * 20 < sample.len() * 19)
+    }
+
     pub fn codec(&self) -> Codec {
-        if self.compressed.is_some() {
-            Codec::Zstd
-        } else {
-            Codec::Raw
+        match (&self.compressed, self.bases.is_empty()) {
+            (None, _) => Codec::Raw,
+            (Some(_), true) => Codec::Zstd,
+            (Some(_), false) => Codec::ZstdDict,
         }
+    }
+
+    /// Each chunk's bytes within `raw`, in order.
+    pub fn chunk_bytes(&self) -> impl Iterator<Item = &[u8]> {
+        let mut off = 0usize;
+        self.chunks.iter().map(move |&(_, len)| {
+            let s = &self.raw[off..off + len as usize];
+            off += len as usize;
+            s
+        })
     }
 
     /// The bytes stored in the pack.
@@ -46,20 +86,27 @@ impl Frame {
         self.compressed.as_deref().unwrap_or(&self.raw)
     }
 
-    /// The same frame without the chunks `drop` says to leave out.
+    /// The same frame without the chunks `drop` says to leave out,
+    /// recompressed as a self-contained frame (a rare path: only when a
+    /// concurrent ingest stored some of its chunks first).
     pub fn without(&self, drop: impl Fn(&Id) -> bool, level: i32) -> Option<Frame> {
         let mut chunks = Vec::new();
         let mut raw = Vec::new();
-        let mut off = 0usize;
-        for &(id, len) in &self.chunks {
-            let end = off + len as usize;
+        let mut sketches = Vec::new();
+        for (i, (&(id, len), bytes)) in self.chunks.iter().zip(self.chunk_bytes()).enumerate() {
             if !drop(&id) {
                 chunks.push((id, len));
-                raw.extend_from_slice(&self.raw[off..end]);
+                raw.extend_from_slice(bytes);
+                sketches.push(self.sketches.get(i).copied().flatten());
             }
-            off = end;
         }
-        (!chunks.is_empty()).then(|| Frame::build(chunks, raw, level))
+        (!chunks.is_empty()).then(|| {
+            let mut f = Frame::build(chunks, raw, level);
+            if !self.sketches.is_empty() {
+                f.sketches = sketches;
+            }
+            f
+        })
     }
 }
 
@@ -67,6 +114,7 @@ impl Frame {
 #[derive(Debug, Clone, Copy)]
 pub struct Placed {
     pub payload_offset: u64,
+    pub meta_len: u32,
     pub stored_len: u32,
     pub raw_len: u32,
     pub codec: Codec,
@@ -134,6 +182,7 @@ impl PackWriter {
         self.records += 1;
         Ok(Placed {
             payload_offset,
+            meta_len: meta.len() as u32,
             stored_len: payload.len() as u32,
             raw_len,
             codec,
@@ -141,7 +190,7 @@ impl PackWriter {
     }
 
     pub fn append_frame(&mut self, f: &Frame) -> Result<Placed> {
-        let meta = format::encode_frame_meta(&f.chunks);
+        let meta = format::encode_frame_meta(&f.chunks, &f.bases);
         self.append(
             Kind::Frame,
             f.codec(),
