@@ -252,7 +252,7 @@ impl Index {
         opts.set_keep_log_file_num(3);
         // Memory is bounded whatever is ingested: all memtables together,
         // and one block cache shared by every column family.
-        opts.set_db_write_buffer_size(64 << 20);
+        opts.set_db_write_buffer_size(32 << 20);
         let cache = rocksdb::Cache::new_lru_cache(32 << 20);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
@@ -263,7 +263,7 @@ impl Index {
             bb.set_block_cache(&cache);
             o.set_block_based_table_factory(&bb);
             o.set_write_buffer_size(if *name == CF_CHUNKS || *name == CF_FILES {
-                32 << 20
+                16 << 20
             } else {
                 4 << 20
             });
@@ -475,21 +475,37 @@ impl Batch<'_> {
         self.wb.put_cf(self.index.cf(CF_PACKS), id.0, info.encode());
     }
 
+    /// A file's manifest: segments, then the head that makes it visible.
     pub fn put_manifest(&mut self, file: &Id, m: &Manifest) {
+        self.put_manifest_segments(file, m);
+        self.put_file_head(file, m);
+    }
+
+    /// The manifest's segments alone (invisible until the head is written).
+    pub fn put_manifest_segments(&mut self, file: &Id, m: &Manifest) {
         let cf = self.index.cf(CF_FILES);
-        let mut starts = Vec::with_capacity(m.chunks.len().div_ceil(SEGMENT));
-        let mut off = 0u64;
         for (s, seg) in m.chunks.chunks(SEGMENT).enumerate() {
-            starts.push(off);
-            off += seg.iter().map(|c| c.1 as u64).sum::<u64>();
             self.wb.put_cf(cf, seg_key(file, s), encode_entries(seg));
         }
+    }
+
+    pub fn put_file_head(&mut self, file: &Id, m: &Manifest) {
+        let starts = m
+            .chunks
+            .chunks(SEGMENT)
+            .scan(0u64, |off, seg| {
+                let start = *off;
+                *off += seg.iter().map(|c| c.1 as u64).sum::<u64>();
+                Some(start)
+            })
+            .collect();
         let head = FileHead {
             size: m.size,
             chunks: m.chunks.len() as u64,
             segment_starts: starts,
         };
-        self.wb.put_cf(cf, file.0, head.encode());
+        self.wb
+            .put_cf(self.index.cf(CF_FILES), file.0, head.encode());
     }
 
     pub fn put_stat(&mut self, path: &[u8], e: &StatEntry) {

@@ -498,6 +498,10 @@ fn read_file(
         .map_err(|e| Error::io("cannot stat", path, e))?;
     let read_start = now_ns();
     let mut manifest = Manifest::default();
+    // About one entry per average chunk: no doubling growth for huge files.
+    manifest
+        .chunks
+        .reserve((before.len() / store.params().chunk.avg as u64).min(1 << 26) as usize + 1);
     let mut failure = None;
     let res = chunk_stream(&f, before.len(), store.params().chunk, |block| {
         manifest
@@ -1028,6 +1032,101 @@ mod tests {
         fn describe(&self, id: &Id) -> String {
             self.inner.describe(id)
         }
+    }
+
+    /// A backend whose first `fail` pack commits fail (an fsync error, say).
+    struct FailingCommits {
+        inner: crate::backend::LocalDir,
+        fail: std::sync::Arc<AtomicU64>,
+    }
+
+    struct FailingSink {
+        inner: Box<dyn crate::backend::PackSink>,
+        fail: std::sync::Arc<AtomicU64>,
+    }
+
+    impl std::io::Write for FailingSink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.inner.write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl crate::backend::PackSink for FailingSink {
+        fn commit(self: Box<Self>, id: &Id) -> Result<()> {
+            let left = self.fail.load(Ordering::SeqCst);
+            if left > 0 {
+                self.fail.store(left - 1, Ordering::SeqCst);
+                return Err(Error::io(
+                    "cannot fsync pack",
+                    Path::new("test"),
+                    std::io::Error::other("EIO"),
+                ));
+            }
+            self.inner.commit(id)
+        }
+    }
+
+    impl crate::backend::PackBackend for FailingCommits {
+        fn create(&self) -> Result<Box<dyn crate::backend::PackSink>> {
+            Ok(Box::new(FailingSink {
+                inner: self.inner.create()?,
+                fail: self.fail.clone(),
+            }))
+        }
+        fn read_at(&self, id: &Id, o: u64, b: &mut [u8]) -> Result<()> {
+            self.inner.read_at(id, o, b)
+        }
+        fn open(&self, id: &Id) -> Result<(Box<dyn std::io::Read + Send>, u64)> {
+            self.inner.open(id)
+        }
+        fn list(&self) -> Result<Vec<(Id, u64)>> {
+            self.inner.list()
+        }
+        fn describe(&self, id: &Id) -> String {
+            self.inner.describe(id)
+        }
+    }
+
+    /// Regression: a file's manifest must never become durable before the
+    /// packs holding its chunks. When one of those packs fails to seal, the
+    /// file is refused and the store still verifies (no manifest naming
+    /// chunks that were never stored).
+    #[test]
+    fn a_failed_data_pack_never_leaves_a_manifest_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let fail = std::sync::Arc::new(AtomicU64::new(1));
+        let dir = d.path().join("store");
+        let backend = FailingCommits {
+            inner: crate::backend::LocalDir::open(&dir.join("packs")).unwrap(),
+            fail: fail.clone(),
+        };
+        let params = StoreParams {
+            chunk: ChunkParams::with_avg(4096),
+            pack_target: 1 << 20,
+            frame_target: 64 << 10,
+            ..StoreParams::default()
+        };
+        let store = Store::open_with(&dir, params, Box::new(backend)).unwrap();
+        let f = d.path().join("f");
+        fs::write(&f, noise(4 << 20, 31)).unwrap();
+        let (done, errs, _) = add_paths(&store, &[&f]);
+        assert!(
+            done.is_empty(),
+            "the file's first pack failed: it must not be acknowledged"
+        );
+        assert!(errs.len() == 1 && errs[0].contains("EIO"), "{errs:?}");
+        let rep = crate::check::verify(&store, true, &mut |_| true).unwrap();
+        assert_eq!(
+            rep.problems, 0,
+            "a manifest names chunks that were never stored"
+        );
+        assert_eq!(store.stats().files, 0);
+        let (done, errs, _) = add_paths(&store, &[&f]);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(read_all(&store, &done[0].file), fs::read(&f).unwrap());
     }
 
     #[test]

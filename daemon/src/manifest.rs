@@ -22,15 +22,31 @@ pub struct Manifest {
 pub struct ManifestError(pub &'static str);
 
 impl Manifest {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(20 + self.chunks.len() * ENTRY_LEN);
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&self.size.to_le_bytes());
-        b.extend_from_slice(&(self.chunks.len() as u64).to_le_bytes());
-        for (id, len) in &self.chunks {
-            b.extend_from_slice(&id.0);
-            b.extend_from_slice(&len.to_le_bytes());
+    /// Length of [`Manifest::encode`]'s output.
+    pub fn encoded_len(&self) -> u64 {
+        20 + (self.chunks.len() * ENTRY_LEN) as u64
+    }
+
+    /// The encoding in pieces of at most 64 KiB, so a 20 GB file's manifest
+    /// can be hashed and written without a second copy of it in memory.
+    pub fn for_each_piece<E>(&self, mut out: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let mut head = [0u8; 20];
+        head[..4].copy_from_slice(MAGIC);
+        head[4..12].copy_from_slice(&self.size.to_le_bytes());
+        head[12..20].copy_from_slice(&(self.chunks.len() as u64).to_le_bytes());
+        out(&head)?;
+        for group in self.chunks.chunks((64 << 10) / ENTRY_LEN) {
+            out(&encode_entries(group))?;
         }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.encoded_len() as usize);
+        let _ = self.for_each_piece(|p| {
+            b.extend_from_slice(p);
+            Ok::<(), ()>(())
+        });
         b
     }
 

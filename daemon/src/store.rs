@@ -294,21 +294,28 @@ impl Shared {
         let mut to_seal = Vec::new();
         let r = self.append_locked(frames, deps, &mut to_seal);
         // Full packs are made durable by the sealer while ingest goes on
-        // (sent after the lock is released: the sealer needs it).
+        // (sent after the lock is released: the sealer needs it). Every
+        // taken pack must be finished, or commits would wait for it forever.
+        let mut first_err = None;
         for s in to_seal {
             let queue = self
                 .seal_queue
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            match queue {
-                Some(q) => {
-                    if let Err(mpsc::SendError(s)) = q.send(s) {
-                        self.finish_seal(s)?;
-                    }
-                }
-                None => self.finish_seal(s)?,
+            let sent = match queue {
+                Some(q) => match q.send(s) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::SendError(s)) => self.finish_seal(s),
+                },
+                None => self.finish_seal(s),
+            };
+            if let Err(e) = sent {
+                first_err.get_or_insert(e);
             }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         r
     }
@@ -475,13 +482,20 @@ impl Shared {
         finished: Result<(Id, u64, u32)>,
     ) -> Result<()> {
         let result = finished.and_then(|(pack, len, records)| {
+            // Manifest segments first, each file in its own batch (bounded
+            // memory); a file becomes visible with its head, below.
+            for (file, m) in &contents.manifests {
+                let mut segs = self.index.batch();
+                segs.put_manifest_segments(file, m);
+                segs.write(false)?;
+            }
             let mut b = self.index.batch();
             for (id, mut loc) in contents.chunks.iter().copied() {
                 loc.pack = pack;
                 b.put_chunk(&id, &loc);
             }
             for (file, m) in &contents.manifests {
-                b.put_manifest(file, m);
+                b.put_file_head(file, m);
             }
             for (key, id) in &contents.features {
                 b.put_feature(key, id);
@@ -508,15 +522,29 @@ impl Shared {
         result
     }
 
-    /// Makes files durable and acknowledgeable: appends manifests not yet
-    /// stored, seals the open pack, then records stat-cache entries and
-    /// counters with a synced WAL. Returns one result per file, in order.
+    /// Makes files durable and acknowledgeable, in the order that keeps a
+    /// crash at any point verifiable: (1) every pack holding their chunks is
+    /// sealed; (2) files whose packs failed are refused, the others' manifests
+    /// are appended and (3) sealed in turn; (4) stat-cache entries and
+    /// counters are written with a synced WAL. One result per file, in order.
     pub fn commit(&self, files: &mut [Completed], unchanged_bytes: u64) -> Result<Vec<Result<()>>> {
+        self.seal_and_wait();
+        let failed = |w: &Writer, f: &Completed| {
+            f.deps.0.iter().find_map(|g| w.aborted.get(g)).map(|why| {
+                Error::Busy(format!(
+                    "a pack holding some of its data could not be written ({why}); re-run `hoard add`"
+                ))
+            })
+        };
         let mut w = self.lock();
+        let mut results: Vec<Result<()>> = files
+            .iter()
+            .map(|f| failed(&w, f).map_or(Ok(()), Err))
+            .collect();
         let ids: Vec<Id> = files.iter().map(|f| f.file).collect();
         let present = self.index.files_present(&ids)?;
-        for (f, present) in files.iter_mut().zip(present) {
-            if present {
+        for ((f, present), r) in files.iter_mut().zip(present).zip(&results) {
+            if present || r.is_err() {
                 continue;
             }
             if let Some(g) = w.pending_manifests.get(&f.file) {
@@ -524,53 +552,59 @@ impl Shared {
                 continue;
             }
             let gen = w.generation;
-            let level = self.params.zstd_level;
             let open = self.open_pack(&mut w)?;
-            if let Err(e) = open
-                .writer
-                .append_manifest(&f.file, &f.manifest.encode(), level)
-            {
+            if let Err(e) = open.writer.append_manifest(&f.file, &f.manifest) {
                 self.abort_open(&mut w);
                 return Err(e);
             }
-            open.contents.manifests.push((f.file, f.manifest.clone()));
+            // Moved, not copied: a 20 GB file's list is tens of MB. The size stays.
+            let m = Manifest {
+                size: f.manifest.size,
+                chunks: std::mem::take(&mut f.manifest.chunks),
+            };
+            open.contents.manifests.push((f.file, m));
             w.pending_manifests.insert(f.file, gen);
             f.deps.0.insert(gen);
         }
-        // Seal what is open, then wait until every pack these files may
-        // depend on (every generation so far) has been sealed or aborted.
-        let to_seal = self.take_for_seal(&mut w);
-        let limit = w.generation;
         drop(w);
-        if let Some(s) = to_seal {
-            self.finish_seal(s)?;
-        }
+        self.seal_and_wait();
         let mut w = self.lock();
-        while w.sealing.range(..limit).next().is_some() {
-            w = self.sealed.wait(w).unwrap_or_else(|e| e.into_inner());
-        }
         let mut b = self.index.batch();
         let mut stats = w.stats;
         stats.logical_bytes += unchanged_bytes;
-        let results: Vec<Result<()>> = files
-            .iter()
-            .map(|f| {
-                if let Some(why) = f.deps.0.iter().find_map(|g| w.aborted.get(g)) {
-                    return Err(Error::Busy(format!(
-                        "a pack holding some of its chunks could not be written ({why}); re-run `hoard add`"
-                    )));
+        for (f, r) in files.iter().zip(results.iter_mut()) {
+            if r.is_ok() {
+                if let Some(e) = failed(&w, f) {
+                    *r = Err(e);
+                    continue;
                 }
                 stats.logical_bytes += f.manifest.size;
                 if let Some((path, entry)) = &f.stat {
                     b.put_stat(path, entry);
                 }
-                Ok(())
-            })
-            .collect();
+            }
+        }
         b.put_stats(&stats);
         b.write(true)?;
         w.stats = stats;
         Ok(results)
+    }
+
+    /// Seals the open pack and waits until every pack taken so far is sealed
+    /// or aborted. A failure is recorded against its generation, where
+    /// [`Shared::commit`] finds it for each file concerned.
+    fn seal_and_wait(&self) {
+        let mut w = self.lock();
+        let to_seal = self.take_for_seal(&mut w);
+        let limit = w.generation;
+        drop(w);
+        if let Some(s) = to_seal {
+            let _ = self.finish_seal(s);
+        }
+        let mut w = self.lock();
+        while w.sealing.range(..limit).next().is_some() {
+            w = self.sealed.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Stat-cache entries for `paths` (absolute path bytes).

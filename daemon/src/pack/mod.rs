@@ -10,6 +10,7 @@ pub mod format;
 use crate::backend::{PackBackend, PackSink};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::manifest::Manifest;
 use crate::sketch::Sketch;
 use format::{Codec, Header, Kind};
 use std::io::Write;
@@ -200,24 +201,41 @@ impl PackWriter {
         )
     }
 
-    /// Appends a file manifest (its encoding is `crate::manifest`).
-    pub fn append_manifest(&mut self, file: &Id, encoded: &[u8], level: i32) -> Result<Placed> {
-        if encoded.len() as u64 > format::MAX_RAW as u64 {
+    /// Appends a file manifest (its encoding is `crate::manifest`), raw:
+    /// it is mostly chunk ids, which do not compress, and streaming it
+    /// keeps a huge file's manifest from being copied in memory.
+    pub fn append_manifest(&mut self, file: &Id, m: &Manifest) -> Result<Placed> {
+        let len = m.encoded_len();
+        if len > format::MAX_RAW as u64 {
             return Err(Error::Config(format!(
                 "file {file} has too many chunks for one manifest record; use a larger chunk size"
             )));
         }
-        let meta = format::encode_manifest_meta(file, &Id::of(encoded));
-        match format::compress_if_smaller(encoded, level) {
-            Some(z) => self.append(Kind::Manifest, Codec::Zstd, &meta, &z, encoded.len() as u32),
-            None => self.append(
-                Kind::Manifest,
-                Codec::Raw,
-                &meta,
-                encoded,
-                encoded.len() as u32,
-            ),
-        }
+        let mut h = blake3::Hasher::new();
+        let _ = m.for_each_piece(|p| {
+            h.update(p);
+            Ok::<(), ()>(())
+        });
+        let meta = format::encode_manifest_meta(file, &h.finalize().into());
+        let header = Header {
+            kind: Kind::Manifest,
+            codec: Codec::Raw,
+            meta_len: meta.len() as u32,
+            raw_len: len as u32,
+            stored_len: len as u32,
+        };
+        self.put(&format::encode_header(&header, &meta))?;
+        self.put(&meta)?;
+        let payload_offset = self.len;
+        m.for_each_piece(|p| self.put(p))?;
+        self.records += 1;
+        Ok(Placed {
+            payload_offset,
+            meta_len: meta.len() as u32,
+            stored_len: len as u32,
+            raw_len: len as u32,
+            codec: Codec::Raw,
+        })
     }
 
     /// Writes the trailer and makes the pack durable; returns its id and length.
