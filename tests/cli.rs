@@ -260,16 +260,23 @@ fn sigterm_stops_the_daemon_cleanly() {
         .contains("hoardd stopped"));
 }
 
-/// kill -9 the daemon in the middle of a large add; every file acknowledged
-/// before the kill restores byte-exact and the store verifies.
-#[test]
-fn kill_9_mid_add_loses_nothing_acknowledged() {
-    let env = Env::new();
+/// What an add interrupted by a signal to the daemon left behind.
+struct Interrupted {
+    contents: std::collections::HashMap<String, Vec<u8>>,
+    /// (path, oid) of every file the client saw acknowledged.
+    acked: Vec<(String, String)>,
+    summary: Option<serde_json::Value>,
+    status: std::process::ExitStatus,
+}
+
+/// Starts `hoard add many --json` over 40 files of 16 MiB and sends `signal`
+/// to the daemon once `after` files are acknowledged; waits for both to end.
+fn interrupted_add(env: &Env, seed: u64, signal: i32, after: usize) -> Interrupted {
     let dir = env.path("many");
     fs::create_dir_all(&dir).unwrap();
     let mut contents = std::collections::HashMap::new();
     for i in 0..40 {
-        let d = data(16 << 20, 100 + i, i % 2 == 0);
+        let d = data(16 << 20, seed + i, i % 2 == 0);
         contents.insert(format!("many/f{i:02}"), d.clone());
         fs::write(dir.join(format!("f{i:02}")), d).unwrap();
     }
@@ -283,72 +290,8 @@ fn kill_9_mid_add_loses_nothing_acknowledged() {
         .spawn()
         .unwrap();
     let mut acked = Vec::new();
-    let reader = BufReader::new(child.stdout.take().unwrap());
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["type"] == "file" {
-            acked.push((
-                v["path"].as_str().unwrap().to_string(),
-                v["oid"].as_str().unwrap().to_string(),
-            ));
-            if acked.len() == 3 {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-    let _ = child.wait();
-    wait_gone(pid);
-    assert!(
-        acked.len() >= 3 && acked.len() < 40,
-        "the kill must land mid-add ({} acked)",
-        acked.len()
-    );
-
-    let v = env.json(&["verify", "--read-data"]);
-    assert_eq!(v.last().unwrap()["problems"], 0, "{v:?}");
-    for (path, oid) in &acked {
-        let o = env.hoard().args(["cat", oid]).output().unwrap();
-        assert!(
-            o.status.success(),
-            "{path}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(o.stdout == contents[path], "{path} restored differently");
-    }
-    // And the add can simply be re-run.
-    let out = env.ok(&["add", "many"]);
-    assert!(out.contains("added 40 files"), "{out}");
-    std::thread::sleep(Duration::from_millis(10));
-}
-
-/// SIGTERM in the middle of an add: the daemon commits what it finished,
-/// abandons the rest cleanly, and exits; the store verifies and every file
-/// reported to the client restores.
-#[test]
-fn sigterm_mid_add_commits_finished_files_and_exits() {
-    let env = Env::new();
-    let dir = env.path("many");
-    fs::create_dir_all(&dir).unwrap();
-    let mut contents = std::collections::HashMap::new();
-    for i in 0..40 {
-        let d = data(16 << 20, 500 + i, true);
-        contents.insert(format!("many/f{i:02}"), d.clone());
-        fs::write(dir.join(format!("f{i:02}")), d).unwrap();
-    }
-    env.ok(&["daemon", "start"]);
-    let pid = env.daemon_pid().unwrap();
-    let mut child = env
-        .hoard()
-        .args(["add", "many", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut acked = Vec::new();
     let mut summary = None;
-    let reader = BufReader::new(child.stdout.take().unwrap());
-    for line in reader.lines() {
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let Ok(line) = line else { break };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         if v["type"] == "file" {
@@ -356,8 +299,8 @@ fn sigterm_mid_add_commits_finished_files_and_exits() {
                 v["path"].as_str().unwrap().to_string(),
                 v["oid"].as_str().unwrap().to_string(),
             ));
-            if acked.len() == 1 {
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+            if acked.len() == after {
+                unsafe { libc::kill(pid, signal) };
             }
         } else if v["type"] == "summary" {
             summary = Some(v);
@@ -366,23 +309,67 @@ fn sigterm_mid_add_commits_finished_files_and_exits() {
     let status = child.wait().unwrap();
     assert!(
         wait_gone_for(pid, Duration::from_secs(30)),
-        "daemon must exit after SIGTERM"
+        "daemon must exit after signal {signal}"
     );
-    assert!(acked.len() < 40, "SIGTERM should have cut the add short");
-    // The add ends with a summary that counts what was stored; it fails
-    // (non-zero) unless everything made it.
-    let summary = summary.expect("a summary even when cut short");
-    assert_eq!(summary["files"].as_u64().unwrap() as usize, acked.len());
-    assert!(!status.success());
+    assert!(
+        acked.len() >= after && acked.len() < 40,
+        "the signal must land mid-add ({} acked)",
+        acked.len()
+    );
+    Interrupted {
+        contents,
+        acked,
+        summary,
+        status,
+    }
+}
+
+/// The store verifies and every acknowledged file restores byte-exact.
+fn assert_acknowledged_files_intact(env: &Env, run: &Interrupted) {
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v.last().unwrap()["problems"], 0, "{v:?}");
+    for (path, oid) in &run.acked {
+        let o = env.hoard().args(["cat", oid]).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.stdout == run.contents[path],
+            "{path} restored differently"
+        );
+    }
+}
+
+/// kill -9 the daemon in the middle of a large add; every file acknowledged
+/// before the kill restores byte-exact and the store verifies.
+#[test]
+fn kill_9_mid_add_loses_nothing_acknowledged() {
+    let env = Env::new();
+    let run = interrupted_add(&env, 100, libc::SIGKILL, 3);
+    assert_acknowledged_files_intact(&env, &run);
+    // And the add can simply be re-run.
+    let out = env.ok(&["add", "many"]);
+    assert!(out.contains("added 40 files"), "{out}");
+}
+
+/// SIGTERM in the middle of an add: the daemon commits what it finished,
+/// abandons the rest cleanly, and exits; the store verifies and every file
+/// reported to the client restores.
+#[test]
+fn sigterm_mid_add_commits_finished_files_and_exits() {
+    let env = Env::new();
+    let run = interrupted_add(&env, 500, libc::SIGTERM, 1);
+    // The add ends with a summary that counts what was stored, and fails
+    // (non-zero) because not everything made it.
+    let summary = run.summary.as_ref().expect("a summary even when cut short");
+    assert_eq!(summary["files"].as_u64().unwrap() as usize, run.acked.len());
+    assert!(!run.status.success());
     let log = fs::read_to_string(env.home.join("hoardd.log")).unwrap();
     assert!(
         log.contains("SIGTERM") && log.contains("hoardd stopped"),
         "{log}"
     );
-    let v = env.json(&["verify", "--read-data"]);
-    assert_eq!(v.last().unwrap()["problems"], 0, "{v:?}");
-    for (path, oid) in &acked {
-        let o = env.hoard().args(["cat", oid]).output().unwrap();
-        assert!(o.stdout == contents[path], "{path} restored differently");
-    }
+    assert_acknowledged_files_intact(&env, &run);
 }

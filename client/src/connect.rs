@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use hoard_proto::paths::Paths;
 use hoard_proto::v1::local_client::LocalClient;
+use hoard_proto::v1::StatusRequest;
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -29,15 +30,18 @@ pub async fn try_connect(paths: &Paths) -> anyhow::Result<Option<Client>> {
             }
         }))
         .await;
-    match channel {
-        Ok(c) => Ok(Some(
-            LocalClient::new(c)
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(16 << 20),
-        )),
-        // A socket nobody listens on: a crashed daemon's leftover.
-        Err(_) => Ok(None),
-    }
+    // A socket nobody listens on is a crashed daemon's leftover; one whose
+    // daemon is still dying accepts and then drops the connection. Only a
+    // daemon that answers counts as running.
+    let Ok(channel) = channel else {
+        return Ok(None);
+    };
+    let mut client = LocalClient::new(channel)
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
+    let answered =
+        tokio::time::timeout(Duration::from_secs(10), client.status(StatusRequest {})).await;
+    Ok(matches!(answered, Ok(Ok(_))).then_some(client))
 }
 
 /// Connects, starting the daemon first if it is not running.

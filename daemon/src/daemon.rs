@@ -30,25 +30,50 @@ pub fn lock_store(paths: &Paths) -> anyhow::Result<StoreLock> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            bail!(
-                "another hoardd (pid {}) is already serving the store {}; stop it with `hoard daemon stop` or use another HOARD_HOME",
-                pid.trim(),
-                paths.store.display()
-            );
-        }
-        Err(fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+    // A holder that is already dead or a zombie is still exiting (its other
+    // threads hold the lock until the last one is gone): wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                f.rewind()?;
+                let _ = f.read_to_string(&mut pid);
+                let holder: Option<i32> = pid.trim().parse().ok();
+                if holder.is_some_and(exiting) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+                bail!(
+                    "another hoardd (pid {}) is already serving the store {}; stop it with `hoard daemon stop` or use another HOARD_HOME",
+                    pid.trim(),
+                    paths.store.display()
+                );
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
         }
     }
     f.set_len(0)?;
     f.rewind()?;
     writeln!(f, "{}", std::process::id())?;
     Ok(StoreLock { _file: f })
+}
+
+/// True if `pid` no longer exists or is a zombie.
+fn exiting(pid: i32) -> bool {
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 fn private_dir(dir: &Path) -> anyhow::Result<()> {

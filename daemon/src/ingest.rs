@@ -981,25 +981,32 @@ mod tests {
         assert_eq!(read_all(&store, &Id::of(&v1)), v1);
     }
 
-    /// A backend whose disk fills up after `room` bytes.
-    struct FillingDisk {
+    /// A local backend with injectable faults: the disk fills up after
+    /// `room` more bytes; the next `fail_commits` pack commits fail (EIO).
+    #[derive(Clone, Default)]
+    struct Faults {
+        room: std::sync::Arc<AtomicU64>,
+        fail_commits: std::sync::Arc<AtomicU64>,
+    }
+
+    struct FaultyDisk {
         inner: crate::backend::LocalDir,
-        room: std::sync::Arc<AtomicU64>,
+        faults: Faults,
     }
 
-    struct FillingSink {
+    struct FaultySink {
         inner: Box<dyn crate::backend::PackSink>,
-        room: std::sync::Arc<AtomicU64>,
+        faults: Faults,
     }
 
-    impl std::io::Write for FillingSink {
+    impl std::io::Write for FaultySink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            let left = self.room.load(Ordering::SeqCst);
+            let left = self.faults.room.load(Ordering::SeqCst);
             if (b.len() as u64) > left {
-                self.room.store(0, Ordering::SeqCst);
+                self.faults.room.store(0, Ordering::SeqCst);
                 return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
             }
-            self.room.fetch_sub(b.len() as u64, Ordering::SeqCst);
+            self.faults.room.fetch_sub(b.len() as u64, Ordering::SeqCst);
             self.inner.write(b)
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -1007,58 +1014,13 @@ mod tests {
         }
     }
 
-    impl crate::backend::PackSink for FillingSink {
+    impl crate::backend::PackSink for FaultySink {
         fn commit(self: Box<Self>, id: &Id) -> Result<()> {
-            self.inner.commit(id)
-        }
-    }
-
-    impl crate::backend::PackBackend for FillingDisk {
-        fn create(&self) -> Result<Box<dyn crate::backend::PackSink>> {
-            Ok(Box::new(FillingSink {
-                inner: self.inner.create()?,
-                room: self.room.clone(),
-            }))
-        }
-        fn read_at(&self, id: &Id, o: u64, b: &mut [u8]) -> Result<()> {
-            self.inner.read_at(id, o, b)
-        }
-        fn open(&self, id: &Id) -> Result<(Box<dyn std::io::Read + Send>, u64)> {
-            self.inner.open(id)
-        }
-        fn list(&self) -> Result<Vec<(Id, u64)>> {
-            self.inner.list()
-        }
-        fn describe(&self, id: &Id) -> String {
-            self.inner.describe(id)
-        }
-    }
-
-    /// A backend whose first `fail` pack commits fail (an fsync error, say).
-    struct FailingCommits {
-        inner: crate::backend::LocalDir,
-        fail: std::sync::Arc<AtomicU64>,
-    }
-
-    struct FailingSink {
-        inner: Box<dyn crate::backend::PackSink>,
-        fail: std::sync::Arc<AtomicU64>,
-    }
-
-    impl std::io::Write for FailingSink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.inner.write(b)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl crate::backend::PackSink for FailingSink {
-        fn commit(self: Box<Self>, id: &Id) -> Result<()> {
-            let left = self.fail.load(Ordering::SeqCst);
-            if left > 0 {
-                self.fail.store(left - 1, Ordering::SeqCst);
+            let fail = &self.faults.fail_commits;
+            if fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
                 return Err(Error::io(
                     "cannot fsync pack",
                     Path::new("test"),
@@ -1069,11 +1031,11 @@ mod tests {
         }
     }
 
-    impl crate::backend::PackBackend for FailingCommits {
+    impl crate::backend::PackBackend for FaultyDisk {
         fn create(&self) -> Result<Box<dyn crate::backend::PackSink>> {
-            Ok(Box::new(FailingSink {
+            Ok(Box::new(FaultySink {
                 inner: self.inner.create()?,
-                fail: self.fail.clone(),
+                faults: self.faults.clone(),
             }))
         }
         fn read_at(&self, id: &Id, o: u64, b: &mut [u8]) -> Result<()> {
@@ -1090,18 +1052,13 @@ mod tests {
         }
     }
 
-    /// Regression: a file's manifest must never become durable before the
-    /// packs holding its chunks. When one of those packs fails to seal, the
-    /// file is refused and the store still verifies (no manifest naming
-    /// chunks that were never stored).
-    #[test]
-    fn a_failed_data_pack_never_leaves_a_manifest_behind() {
-        let d = tempfile::tempdir().unwrap();
-        let fail = std::sync::Arc::new(AtomicU64::new(1));
-        let dir = d.path().join("store");
-        let backend = FailingCommits {
+    /// A small-parameter store on a [`FaultyDisk`] (no faults until set).
+    fn faulty_store(dir: &Path) -> (Store, Faults) {
+        let faults = Faults::default();
+        faults.room.store(u64::MAX, Ordering::SeqCst);
+        let backend = FaultyDisk {
             inner: crate::backend::LocalDir::open(&dir.join("packs")).unwrap(),
-            fail: fail.clone(),
+            faults: faults.clone(),
         };
         let params = StoreParams {
             chunk: ChunkParams::with_avg(4096),
@@ -1109,7 +1066,21 @@ mod tests {
             frame_target: 64 << 10,
             ..StoreParams::default()
         };
-        let store = Store::open_with(&dir, params, Box::new(backend)).unwrap();
+        (
+            Store::open_with(dir, params, Box::new(backend)).unwrap(),
+            faults,
+        )
+    }
+
+    /// Regression: a file's manifest must never become durable before the
+    /// packs holding its chunks. When one of those packs fails to seal, the
+    /// file is refused and the store still verifies (no manifest naming
+    /// chunks that were never stored).
+    #[test]
+    fn a_failed_data_pack_never_leaves_a_manifest_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, faults) = faulty_store(&d.path().join("store"));
+        faults.fail_commits.store(1, Ordering::SeqCst);
         let f = d.path().join("f");
         fs::write(&f, noise(4 << 20, 31)).unwrap();
         let (done, errs, _) = add_paths(&store, &[&f]);
@@ -1132,19 +1103,8 @@ mod tests {
     #[test]
     fn disk_full_is_a_clear_error_and_the_store_still_verifies() {
         let d = tempfile::tempdir().unwrap();
-        let room = std::sync::Arc::new(AtomicU64::new(u64::MAX));
-        let dir = d.path().join("store");
-        let backend = FillingDisk {
-            inner: crate::backend::LocalDir::open(&dir.join("packs")).unwrap(),
-            room: room.clone(),
-        };
-        let params = StoreParams {
-            chunk: ChunkParams::with_avg(4096),
-            pack_target: 1 << 20,
-            frame_target: 64 << 10,
-            ..StoreParams::default()
-        };
-        let store = Store::open_with(&dir, params, Box::new(backend)).unwrap();
+        let (store, faults) = faulty_store(&d.path().join("store"));
+        let room = &faults.room;
         let a = d.path().join("a");
         fs::write(&a, noise(3 << 20, 21)).unwrap();
         let (done, errs, _) = add_paths(&store, &[&a]);

@@ -31,8 +31,9 @@ const fn gear() -> [u64; 256] {
 
 static GEAR: [u64; 256] = gear();
 
-/// Chunks smaller than this get no sketch (too small to be worth a delta).
-pub const MIN_LEN: usize = 1024;
+/// Chunks smaller than this get no sketch: small files and tails rarely
+/// gain from a delta, and each sketch adds index entries.
+pub const MIN_LEN: usize = 4096;
 
 /// The sketch of `data`, or `None` if it is too small to have one.
 pub fn sketch(data: &[u8]) -> Option<Sketch> {
@@ -88,6 +89,6 @@ mod tests {
         assert!(shared(&sa, &sc) >= 2, "{sa:?} {sc:?}");
         let other = sketch(&noise(32 << 10, 2)).unwrap();
         assert_eq!(shared(&sa, &other), 0);
-        assert!(sketch(&a[..100]).is_none());
+        assert!(sketch(&a[..MIN_LEN - 1]).is_none());
     }
 }

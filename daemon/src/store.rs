@@ -482,13 +482,20 @@ impl Shared {
         finished: Result<(Id, u64, u32)>,
     ) -> Result<()> {
         let result = finished.and_then(|(pack, len, records)| {
-            // Manifest segments first, each file in its own batch (bounded
-            // memory); a file becomes visible with its head, below.
+            // Manifest segments first, in batches of bounded size (a 20 GB
+            // file's list is tens of MB); a file becomes visible with its
+            // head, in the final batch below.
+            let mut segs = self.index.batch();
+            let mut batched = 0usize;
             for (file, m) in &contents.manifests {
-                let mut segs = self.index.batch();
                 segs.put_manifest_segments(file, m);
-                segs.write(false)?;
+                batched += m.chunks.len() * crate::manifest::ENTRY_LEN;
+                if batched >= 4 << 20 {
+                    std::mem::replace(&mut segs, self.index.batch()).write(false)?;
+                    batched = 0;
+                }
             }
+            segs.write(false)?;
             let mut b = self.index.batch();
             for (id, mut loc) in contents.chunks.iter().copied() {
                 loc.pack = pack;

@@ -75,10 +75,11 @@ impl Env {
         let o = self.run(args);
         assert!(
             o.status.success(),
-            "hoard {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            "hoard {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log (tail):\n{}",
             o.status,
             String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+            String::from_utf8_lossy(&o.stderr),
+            self.log_tail(30)
         );
         String::from_utf8(o.stdout).expect("utf-8 output")
     }
@@ -91,6 +92,13 @@ impl Env {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
+    }
+
+    /// The last `n` lines of the daemon's log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.home.join("hoardd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     pub fn daemon_pid(&self) -> Option<i32> {
