@@ -188,7 +188,7 @@ impl StatEntry {
 
 /// Store-wide counters, kept in `meta` and updated in the same batch as the
 /// data they count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub logical_bytes: u64,
     pub unique_bytes: u64,

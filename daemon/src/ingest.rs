@@ -953,7 +953,17 @@ mod tests {
     #[test]
     fn a_version_edited_everywhere_is_stored_as_a_delta_and_reads_back_exactly() {
         let d = tempfile::tempdir().unwrap();
-        let store = small_store(&d.path().join("store"));
+        // Chunks of at least sketch::MIN_LEN, so every one gets a sketch.
+        let store = Store::open(
+            &d.path().join("store"),
+            StoreParams {
+                chunk: ChunkParams::with_avg(16384),
+                pack_target: 1 << 20,
+                frame_target: 256 << 10,
+                ..StoreParams::default()
+            },
+        )
+        .unwrap();
         let v1 = text(2 << 20, 77);
         // Every chunk changes (like tar headers with new mtimes).
         let mut v2 = v1.clone();
