@@ -233,6 +233,9 @@ fn commit_and_report(
     sum: &mut Summary,
     emit: &mut dyn FnMut(Event),
 ) {
+    // Parallel ingest completes out of order; report in path order.
+    let mut batch = batch;
+    batch.sort_by(|a, b| a.0.display.cmp(&b.0.display));
     let (entries, mut completed): (Vec<Entry>, Vec<Completed>) = batch.into_iter().unzip();
     match store.commit(&mut completed, unchanged_bytes) {
         Ok(results) => {
