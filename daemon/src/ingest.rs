@@ -992,6 +992,20 @@ mod tests {
         store.reindex(|_, _| {}).unwrap();
         assert_eq!(read_all(&store, &done[0].file), v2);
         assert_eq!(read_all(&store, &Id::of(&v1)), v1);
+        // The rebuilt index still finds bases: the next version is a delta too.
+        let mut v3 = v1.clone();
+        for i in (350..v3.len()).step_by(700) {
+            v3[i] = b'%';
+        }
+        let p3 = d.path().join("v3");
+        fs::write(&p3, &v3).unwrap();
+        let (done3, _, s3) = add_paths(&store, &[&p3]);
+        assert!(
+            s3.new_stored_bytes * 4 < s1.new_stored_bytes,
+            "no delta after reindex: {}",
+            s3.new_stored_bytes
+        );
+        assert_eq!(read_all(&store, &done3[0].file), v3);
     }
 
     /// A local backend with injectable faults: the disk fills up after

@@ -803,7 +803,10 @@ impl Shared {
                 self.backend.describe(pack)
             ))
         };
-        let mut scan = Scanner::new(r, len, false).map_err(bad)?;
+        // Payloads are read so self-contained frames can be re-sketched:
+        // the feature index is part of what the packs alone rebuild.
+        let mut scan = Scanner::new(r, len, true).map_err(bad)?;
+        let mut features: Vec<([u8; 9], Id)> = Vec::new();
         let mut chunks: Vec<(Id, ChunkLoc)> = Vec::new();
         let mut manifests: Vec<(Id, u64, u64, u32, Codec, u32, Id)> = Vec::new();
         let mut unique = 0u64;
@@ -819,6 +822,22 @@ impl Shared {
                         rec.offset,
                     )
                     .map_err(bad)?;
+                    if rec.header.codec == Codec::Zstd {
+                        let payload = rec.payload.as_deref().unwrap_or(&[]);
+                        let raw =
+                            format::decompress(Codec::Zstd, payload, rec.header.raw_len, &[], po)
+                                .map_err(bad)?;
+                        let mut at = 0usize;
+                        for (id, l) in &fm.chunks {
+                            let bytes = &raw[at..at + *l as usize];
+                            at += *l as usize;
+                            for (lane, f) in
+                                crate::sketch::sketch(bytes).iter().flatten().enumerate()
+                            {
+                                features.push((crate::index::feature_key(lane, *f), *id));
+                            }
+                        }
+                    }
                     for (id, l) in fm.chunks {
                         chunks.push((
                             id,
@@ -888,6 +907,9 @@ impl Shared {
                 files += 1;
                 stats.logical_bytes += m.size;
             }
+        }
+        for (key, id) in &features {
+            b.put_feature(key, id);
         }
         b.put_pack(
             pack,
