@@ -493,7 +493,7 @@ fn check_cancel(store: &Store, cancel: &AtomicBool) -> Result<()> {
 fn read_file(
     store: &Store,
     path: &Path,
-    on_block: &mut (dyn FnMut(&Block) -> Result<()> + Send),
+    on_block: &mut (dyn FnMut(Block) -> Result<()> + Send),
 ) -> Result<(Id, Manifest, CacheEntry)> {
     let f = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
     let before = f
@@ -510,7 +510,7 @@ fn read_file(
         manifest
             .chunks
             .extend(block.chunks.iter().map(|c| (c.id, c.len as u32)));
-        on_block(&block).map_err(|e| {
+        on_block(block).map_err(|e| {
             failure = Some(e);
             std::io::Error::other("ingest stopped")
         })
@@ -557,7 +557,8 @@ fn ingest_big(
         let mut deps = Deps::default();
         let mut total = Appended::default();
         let mut frames = FrameBuilder::new(store);
-        let (file, manifest, stat) = read_file(store, &e.path, &mut |block| {
+        let (file, manifest, stat) = read_file(store, &e.path, &mut |block: Block| {
+            let block = &block;
             check_cancel(store, cancel)?;
             let ids: Vec<Id> = block.chunks.iter().map(|c| c.id).collect();
             let indexed = store.indexed(&ids)?;
@@ -596,10 +597,7 @@ fn ingest_small(
             retrying(&e.path, || {
                 let mut blocks = Vec::new();
                 let (file, m, stat) = read_file(store, &e.path, &mut |b| {
-                    blocks.push(Block {
-                        data: b.data.clone(),
-                        chunks: b.chunks.clone(),
-                    });
+                    blocks.push(b);
                     Ok(())
                 })?;
                 Ok((file, m, stat, blocks))
