@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["proto/hoard.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".hoard.v1.ReadReply.data")
+        .bytes(".hoard.v1.CleanRequest.data")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::check::{self, VerifyEvent};
 use crate::error::Error;
 use crate::id::Id;
 use crate::ingest::{self, AddInput, Event};
+use crate::put;
 use crate::store::Store;
 use hoard_proto::v1::{self as pb, local_server::Local};
 use hoard_proto::MAX_DATA_MESSAGE;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 pub struct LocalApi {
     store: Arc<Store>,
@@ -76,6 +77,24 @@ fn add_event(e: Event) -> pb::AddEvent {
         Event::Error { path, message } => E::Error(pb::FileError { path, message }),
     };
     pb::AddEvent { event: Some(event) }
+}
+
+/// How often an idle clean session checks whether staged files are due.
+fn put_tick() -> std::time::Duration {
+    std::time::Duration::from_millis(250)
+}
+
+fn clean_msg(m: pb::CleanRequest) -> Option<put::Msg> {
+    use pb::clean_request::Msg as M;
+    Some(match m.msg? {
+        M::Begin(b) => put::Msg::Begin {
+            path: b.path,
+            display: b.display,
+        },
+        M::Data(d) => put::Msg::Data(d),
+        M::End(_) => put::Msg::End,
+        M::Flush(_) => put::Msg::Flush,
+    })
 }
 
 fn problem(p: check::Problem) -> pb::Problem {
@@ -295,6 +314,147 @@ impl Local for LocalApi {
             zstd_level: p.zstd_level as u32,
             frame_target: p.frame_target,
         }))
+    }
+
+    type CleanStream = Events<pb::CleanReply>;
+
+    async fn clean(
+        &self,
+        req: Request<Streaming<pb::CleanRequest>>,
+    ) -> Result<Response<Self::CleanStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            use pb::clean_reply::Reply as R;
+            let send = |r: R| {
+                tx.blocking_send(Ok(pb::CleanReply { reply: Some(r) }))
+                    .is_ok()
+            };
+            let result = |p: put::Put, path: &str| pb::FileResult {
+                oid: p.file.0.to_vec(),
+                path: path.to_string(),
+                size: p.size,
+                unchanged: false,
+            };
+            let flushed = |f: put::Flushed| {
+                R::Flushed(pb::CleanFlushed {
+                    files: f.files,
+                    errors: f
+                        .errors
+                        .into_iter()
+                        .map(|(path, message)| pb::FileError { path, message })
+                        .collect(),
+                })
+            };
+            let mut session = put::Session::new(&store);
+            loop {
+                let waited = rt.block_on(tokio::time::timeout(put_tick(), inbound.message()));
+                let msg = match waited {
+                    Err(_) => {
+                        session.flush_if_due();
+                        continue;
+                    }
+                    Ok(Ok(Some(m))) => clean_msg(m),
+                    Ok(Ok(None)) | Ok(Err(_)) => break,
+                };
+                match msg {
+                    Some(put::Msg::Begin { path, display }) => {
+                        if let Some(mut k) = session.known(&path).map(|p| result(p, &display)) {
+                            k.unchanged = true;
+                            if !send(R::Known(k)) {
+                                break;
+                            }
+                            continue;
+                        }
+                        if !send(R::Proceed(pb::CleanProceed {})) {
+                            break;
+                        }
+                        let mut next = || match rt.block_on(inbound.message()) {
+                            Ok(Some(m)) => clean_msg(m),
+                            _ => None,
+                        };
+                        let mut reader = put::MsgReader::new(&mut next);
+                        let r = session.put(&display, &mut reader);
+                        let drained = reader.drain();
+                        let reply = match r {
+                            Ok(p) => R::Stored(result(p, &display)),
+                            Err(e) => R::Error(pb::FileError {
+                                path: display,
+                                message: e.to_string(),
+                            }),
+                        };
+                        if !send(reply) || drained.is_err() {
+                            break;
+                        }
+                        session.flush_if_due();
+                    }
+                    Some(put::Msg::Flush) => {
+                        if !send(flushed(session.flush())) {
+                            break;
+                        }
+                    }
+                    Some(put::Msg::Data(_)) | Some(put::Msg::End) | None => {
+                        let _ = tx.blocking_send(Err(Status::invalid_argument(
+                            "clean stream: content outside a file (expected `begin` first)",
+                        )));
+                        break;
+                    }
+                }
+            }
+            // The client closed its side (or went away): keep what it sent.
+            let f = session.flush();
+            if !f.errors.is_empty() {
+                tracing::warn!(lost = f.errors.len(), first = ?f.errors.first(), "clean session: files could not be made durable");
+            }
+            let _ = send(flushed(f));
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn has(&self, req: Request<pb::HasRequest>) -> Result<Response<pb::HasReply>, Status> {
+        let ids = req
+            .into_inner()
+            .oids
+            .iter()
+            .map(|b| parse_oid(b))
+            .collect::<Result<Vec<Id>, Status>>()?;
+        let present =
+            tokio::task::block_in_place(|| self.store.index.files_present(&ids)).map_err(status)?;
+        Ok(Response::new(pb::HasReply { present }))
+    }
+
+    async fn lookup(
+        &self,
+        req: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupReply>, Status> {
+        let paths = req.into_inner().paths;
+        let oids = tokio::task::block_in_place(|| put::lookup(&self.store, &paths))
+            .map_err(status)?
+            .into_iter()
+            .map(|o| o.map(|id| id.0.to_vec()).unwrap_or_default())
+            .collect();
+        Ok(Response::new(pb::LookupReply { oids }))
+    }
+
+    async fn remember(
+        &self,
+        req: Request<pb::RememberRequest>,
+    ) -> Result<Response<pb::RememberReply>, Status> {
+        let mut files = Vec::new();
+        for f in req.into_inner().files {
+            files.push(put::Written {
+                path: PathBuf::from(&f.path),
+                file: parse_oid(&f.oid)?,
+                size: f.size,
+                mtime_ns: f.mtime_ns,
+                ino: f.ino,
+            });
+        }
+        let recorded =
+            tokio::task::block_in_place(|| put::remember(&self.store, &files)).map_err(status)?;
+        Ok(Response::new(pb::RememberReply { recorded }))
     }
 
     async fn shutdown(

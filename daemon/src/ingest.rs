@@ -358,22 +358,22 @@ fn plan_work(entries: Vec<Entry>) -> Vec<Work> {
     work
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
 
-fn mtime_ns(m: &Metadata) -> i64 {
+pub(crate) fn mtime_ns(m: &Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
 }
 
-fn ctime_ns(m: &Metadata) -> i64 {
+pub(crate) fn ctime_ns(m: &Metadata) -> i64 {
     m.ctime() * 1_000_000_000 + m.ctime_nsec()
 }
 
-fn same_file_state(c: &StatEntry, m: &Metadata) -> bool {
+pub(crate) fn same_file_state(c: &StatEntry, m: &Metadata) -> bool {
     m.is_file()
         && c.size == m.len()
         && c.mtime_ns == mtime_ns(m)
@@ -422,7 +422,7 @@ type CacheEntry = Option<(Vec<u8>, StatEntry)>;
 type SmallRead = (Id, Manifest, CacheEntry, Vec<Block>);
 
 /// New chunks of consecutive blocks, grouped into frames in order.
-struct FrameBuilder {
+pub(crate) struct FrameBuilder {
     target: usize,
     level: i32,
     groups: Vec<FrameGroup>,
@@ -431,7 +431,7 @@ struct FrameBuilder {
 }
 
 impl FrameBuilder {
-    fn new(store: &Store) -> Self {
+    pub(crate) fn new(store: &Store) -> Self {
         FrameBuilder {
             target: store.params().frame_target as usize,
             level: store.params().zstd_level,
@@ -442,7 +442,7 @@ impl FrameBuilder {
 
     /// Queues the chunks of `block` that `indexed` says are not stored;
     /// returns how many were already there (or repeats).
-    fn add(&mut self, block: &Block, indexed: &[bool]) -> u64 {
+    pub(crate) fn add(&mut self, block: &Block, indexed: &[bool]) -> u64 {
         let mut reused = 0;
         for (c, &have) in block.chunks.iter().zip(indexed) {
             if have || !self.queued.insert(c.id) {
@@ -466,7 +466,12 @@ impl FrameBuilder {
 
     /// Compresses the queued groups in parallel (as deltas where that pays)
     /// and appends them.
-    fn flush(&mut self, store: &Store, deps: &mut Deps) -> Result<Appended> {
+    /// Raw bytes queued and not yet flushed.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.groups.iter().map(|(_, raw)| raw.len()).sum()
+    }
+
+    pub(crate) fn flush(&mut self, store: &Store, deps: &mut Deps) -> Result<Appended> {
         let mut frames: Vec<Frame> = std::mem::take(&mut self.groups)
             .into_iter()
             .map(|(chunks, raw)| Frame::uncompressed(chunks, raw))
@@ -658,13 +663,13 @@ fn ingest_small(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chunker::ChunkParams;
     use crate::store::StoreParams;
     use proptest::prelude::*;
 
-    fn small_store(dir: &Path) -> Store {
+    pub(crate) fn small_store(dir: &Path) -> Store {
         Store::open(
             dir,
             StoreParams {
@@ -701,7 +706,7 @@ mod tests {
         (done, errs, sum)
     }
 
-    fn read_all(store: &Store, id: &Id) -> Vec<u8> {
+    pub(crate) fn read_all(store: &Store, id: &Id) -> Vec<u8> {
         let mut out = Vec::new();
         store
             .read_range(id, 0, None, &mut |b| {
@@ -712,7 +717,7 @@ mod tests {
         out
     }
 
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
             .map(|i| {

@@ -19,6 +19,7 @@ pub mod index;
 pub mod ingest;
 pub mod manifest;
 pub mod pack;
+pub mod put;
 pub mod sketch;
 pub mod store;
 
