@@ -3,6 +3,7 @@
 
 mod cmd;
 mod connect;
+mod git;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +68,83 @@ enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+    /// Set up git to use hoard: filter config (global unless --local or
+    /// --system) and, inside a repository, its hooks (existing hooks are
+    /// chained, not replaced).
+    Install {
+        #[arg(long, conflicts_with = "system")]
+        local: bool,
+        #[arg(long)]
+        system: bool,
+    },
+    /// Undo `hoard install`: remove the filter config and hoard's hooks
+    /// (restoring hooks it had chained).
+    Uninstall {
+        #[arg(long, conflicts_with = "system")]
+        local: bool,
+        #[arg(long)]
+        system: bool,
+    },
+    /// Store files matching PATTERN (gitattributes syntax) in hoard: adds
+    /// `PATTERN filter=hoard diff=hoard merge=hoard -text` to .gitattributes.
+    /// Without patterns, lists what is tracked.
+    Track { patterns: Vec<String> },
+    /// Stop tracking PATTERN (files already committed stay pointers).
+    Untrack {
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// List tracked files at REV (default HEAD): oid, `*` if the content is
+    /// local or `-` if only the pointer is, size, path.
+    LsFiles {
+        rev: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tracked files to be committed, modified, missing from the store, or
+    /// still pointers in the work tree.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch the content of the selected files at REV (default HEAD) and
+    /// write it into the work tree in place of their pointers. Never
+    /// overwrites a modified file; respects sparse checkout.
+    Pull {
+        /// Only paths matching (repeatable, or comma-separated; default: config hoard.fetchinclude).
+        #[arg(long, short = 'I', value_delimiter = ',')]
+        include: Vec<String>,
+        /// Not paths matching (default: config hoard.fetchexclude).
+        #[arg(long, short = 'X', value_delimiter = ',')]
+        exclude: Vec<String>,
+        #[arg(default_value = "HEAD")]
+        rev: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the content of pointers in the work tree whose content is
+    /// local now (fetches nothing).
+    Checkout {
+        #[arg(long, short = 'I', value_delimiter = ',')]
+        include: Vec<String>,
+        #[arg(long, short = 'X', value_delimiter = ',')]
+        exclude: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// git's long-running filter (started by git; see `hoard install`).
+    FilterProcess,
+    /// Single-shot clean filter: content on stdin, pointer on stdout.
+    Clean { path: Option<PathBuf> },
+    /// Single-shot smudge filter: pointer on stdin, content on stdout.
+    Smudge { path: Option<PathBuf> },
+    /// What hoard's git hooks run.
+    #[command(hide = true)]
+    Hook {
+        name: String,
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -93,11 +171,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Command::Daemon {
-        action: DaemonAction::Run,
-    } = cli.command
-    {
-        return report(cmd::daemon::run(&paths));
+    match &cli.command {
+        Command::Daemon {
+            action: DaemonAction::Run,
+        } => return report(cmd::daemon::run(&paths)),
+        Command::FilterProcess => return report(git::filter::filter_process(&paths)),
+        Command::Clean { path } => return report(git::filter::clean_once(&paths, path.as_deref())),
+        Command::Smudge { path } => {
+            return report(git::filter::smudge_once(&paths, path.as_deref()))
+        }
+        _ => {}
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -142,6 +225,43 @@ async fn dispatch(command: Command, paths: &Paths) -> anyhow::Result<()> {
             DaemonAction::Status { json } => cmd::daemon::status(paths, json).await,
             DaemonAction::Run => cmd::daemon::run(paths),
         },
+        Command::Install { local, system } => cmd::git::install(scope(local, system)),
+        Command::Uninstall { local, system } => cmd::git::uninstall(scope(local, system)),
+        Command::Track { patterns } => cmd::git::track(patterns),
+        Command::Untrack { patterns } => cmd::git::untrack(patterns),
+        Command::LsFiles { rev, json } => {
+            let repo = git::Repo::discover()?;
+            let mut c = connect::connect(paths).await?;
+            git::verbs::ls_files(&mut c, &repo, rev.as_deref(), json).await
+        }
+        Command::Status { json } => {
+            let repo = git::Repo::discover()?;
+            let mut c = connect::connect(paths).await?;
+            git::verbs::status(&mut c, &repo, json).await
+        }
+        Command::Pull {
+            include,
+            exclude,
+            rev,
+            json,
+        } => cmd::git::pull(paths, &include, &exclude, &rev, true, json).await,
+        Command::Checkout {
+            include,
+            exclude,
+            json,
+        } => cmd::git::pull(paths, &include, &exclude, "HEAD", false, json).await,
+        Command::Hook { name, args } => cmd::git::hook(paths, &name, &args).await,
+        Command::FilterProcess | Command::Clean { .. } | Command::Smudge { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
+    }
+}
+
+fn scope(local: bool, system: bool) -> git::setup::Scope {
+    match (local, system) {
+        (true, _) => git::setup::Scope::Local,
+        (_, true) => git::setup::Scope::System,
+        _ => git::setup::Scope::Global,
     }
 }
 

@@ -1,0 +1,194 @@
+//! Which pointers a revision or the index holds, read with git's plumbing
+//! (`ls-tree`, `ls-files --format`, `cat-file --batch`): never by walking
+//! the work tree.
+
+use super::pointer::{self, Pointer};
+use super::{nul_records, Repo};
+use anyhow::{bail, Context};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+
+/// A pointer file at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    /// Path relative to the top of the work tree, `/`-separated, as git has it.
+    pub path: String,
+    pub pointer: Pointer,
+}
+
+/// A blob small enough to be a pointer, at a path.
+struct Candidate {
+    path: String,
+    blob: String,
+}
+
+/// Pointers in the tree of `rev` (a commit or tree-ish).
+pub fn at_rev(repo: &Repo, rev: &str) -> anyhow::Result<Vec<Tracked>> {
+    let out = repo
+        .git(["ls-tree", "-r", "-z", "-l", "--full-tree", rev, "--"])
+        .with_context(|| format!("cannot list the files of revision {rev:?}"))?;
+    let mut cands = Vec::new();
+    for rec in nul_records(&out) {
+        // "<mode> SP <type> SP <object> SP+ <size> TAB <path>"
+        let rec = std::str::from_utf8(rec).context("git printed a non-UTF-8 path")?;
+        let Some((meta, path)) = rec.split_once('\t') else {
+            continue;
+        };
+        let f: Vec<&str> = meta.split_whitespace().collect();
+        if let [mode, "blob", blob, size] = f[..] {
+            if is_file_mode(mode) && size.parse::<usize>().is_ok_and(|s| s <= pointer::MAX_LEN) {
+                cands.push(Candidate {
+                    path: path.to_string(),
+                    blob: blob.to_string(),
+                });
+            }
+        }
+    }
+    read_pointers(repo, cands)
+}
+
+/// Pointers staged in the index (stage 0 only).
+pub fn in_index(repo: &Repo) -> anyhow::Result<Vec<Tracked>> {
+    let out = repo.git([
+        "ls-files",
+        "-z",
+        "--cached",
+        "--format=%(objectmode) %(objectname) %(objectsize) %(stage) %(path)",
+    ])?;
+    let mut cands = Vec::new();
+    for rec in nul_records(&out) {
+        let rec = std::str::from_utf8(rec).context("git printed a non-UTF-8 path")?;
+        let mut f = rec.splitn(5, ' ');
+        let (Some(mode), Some(blob), Some(size), Some(stage), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if stage == "0"
+            && is_file_mode(mode)
+            && size.parse::<usize>().is_ok_and(|s| s <= pointer::MAX_LEN)
+        {
+            cands.push(Candidate {
+                path: path.to_string(),
+                blob: blob.to_string(),
+            });
+        }
+    }
+    read_pointers(repo, cands)
+}
+
+/// Pointers among `(object, path)` pairs (from `git rev-list --objects`):
+/// sizes are checked first, so large blobs are never read.
+pub fn from_objects(repo: &Repo, objects: Vec<(String, String)>) -> anyhow::Result<Vec<Tracked>> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut child = Command::new("git")
+        .args([
+            "cat-file",
+            "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+        ])
+        .current_dir(&repo.work_tree)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot run git cat-file")?;
+    let mut stdin = child.stdin.take().context("git cat-file has no stdin")?;
+    let names: Vec<String> = objects.iter().map(|(o, _)| o.clone()).collect();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        for n in names {
+            writeln!(stdin, "{n}")?;
+        }
+        Ok(())
+    });
+    let out = BufReader::new(child.stdout.take().context("git cat-file has no stdout")?);
+    let mut cands = Vec::new();
+    for ((blob, path), line) in objects.into_iter().zip(out.lines()) {
+        let line = line?;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [_, "blob", size] = f[..] {
+            if size.parse::<usize>().is_ok_and(|s| s <= pointer::MAX_LEN) {
+                cands.push(Candidate { path, blob });
+            }
+        }
+    }
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("git cat-file writer panicked"))??;
+    let _ = child.wait();
+    read_pointers(repo, cands)
+}
+
+/// Paths marked skip-worktree (outside a sparse checkout): never fetched or
+/// written.
+pub fn skip_worktree(repo: &Repo) -> anyhow::Result<HashSet<String>> {
+    let out = repo.git(["ls-files", "-z", "-t", "--cached"])?;
+    Ok(nul_records(&out)
+        .filter_map(|r| r.strip_prefix(b"S "))
+        .filter_map(|p| std::str::from_utf8(p).ok().map(str::to_string))
+        .collect())
+}
+
+fn is_file_mode(mode: &str) -> bool {
+    mode == "100644" || mode == "100755"
+}
+
+/// Reads candidate blobs through one `git cat-file --batch` and keeps those
+/// that are pointers.
+fn read_pointers(repo: &Repo, cands: Vec<Candidate>) -> anyhow::Result<Vec<Tracked>> {
+    if cands.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut child = Command::new("git")
+        .args(["cat-file", "--batch"])
+        .current_dir(&repo.work_tree)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot run git cat-file")?;
+    let mut stdin = child.stdin.take().context("git cat-file has no stdin")?;
+    let names: Vec<String> = cands.iter().map(|c| c.blob.clone()).collect();
+    // Written from another thread: git's output must be read meanwhile.
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        for n in names {
+            writeln!(stdin, "{n}")?;
+        }
+        Ok(())
+    });
+    let mut out = BufReader::new(child.stdout.take().context("git cat-file has no stdout")?);
+    let mut found = Vec::new();
+    let mut header = String::new();
+    for c in cands {
+        header.clear();
+        out.read_line(&mut header)?;
+        // "<oid> <type> <size>\n<content>\n", or "<name> missing\n".
+        let f: Vec<&str> = header.split_whitespace().collect();
+        let size = match f[..] {
+            [_, "blob", size] => size.parse::<usize>().context("bad git cat-file output")?,
+            _ => bail!(
+                "git cannot read blob {} of {}: {}",
+                c.blob,
+                c.path,
+                header.trim()
+            ),
+        };
+        let mut body = vec![0u8; size + 1];
+        out.read_exact(&mut body)?;
+        body.pop();
+        if let Some(p) = Pointer::parse(&body) {
+            found.push(Tracked {
+                path: c.path,
+                pointer: p,
+            });
+        }
+    }
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("git cat-file writer panicked"))??;
+    drop(out);
+    let _ = child.wait();
+    Ok(found)
+}
