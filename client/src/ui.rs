@@ -36,9 +36,14 @@ pub fn percent(part: u64, whole: u64) -> String {
 
 /// The daemon's message, without gRPC's framing.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    let m = s.message();
+    let connection = m.is_empty()
+        || m.contains("transport")
+        || m.contains("h2 protocol")
+        || m.contains("connection");
     match s.code() {
-        tonic::Code::Unavailable if s.message().contains("transport") || s.message().is_empty() => {
-            anyhow::anyhow!("lost the connection to the daemon ({}); is it still running? `hoard daemon status`", s.message())
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal if connection => {
+            anyhow::anyhow!("lost the connection to the daemon ({m}); run the command again (the daemon is started on demand), or see `hoard daemon status`")
         }
         _ => anyhow::anyhow!("{}", s.message()),
     }

@@ -422,13 +422,16 @@ mod tests {
         let a_str = a.to_str().unwrap().to_string();
         assert_eq!(s.known(&a_str).map(|p| p.file), Some(done[0].file));
         assert_eq!(
-            lookup(&store, &[a_str.clone()]).unwrap(),
+            lookup(&store, std::slice::from_ref(&a_str)).unwrap(),
             vec![Some(done[0].file)]
         );
         // Modified: no longer vouched for.
         std::fs::write(&a, b"changed").unwrap();
         assert_eq!(s.known(&a_str), None);
-        assert_eq!(lookup(&store, &[a_str.clone()]).unwrap(), vec![None]);
+        assert_eq!(
+            lookup(&store, std::slice::from_ref(&a_str)).unwrap(),
+            vec![None]
+        );
 
         // A file written from the store is remembered only as written.
         let b = dir.path().join("b.bin");

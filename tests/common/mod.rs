@@ -2,6 +2,8 @@
 //! binaries, each test with its own store directory, daemons stopped on drop.
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -5,7 +5,9 @@
 //!
 //! stdout belongs to the protocol: everything else goes to stderr.
 //!
-//! - clean: content that already is a pointer passes through; otherwise it
+//! - clean: content that already is a pointer, and empty content, pass
+//!   through (git compares an empty work-tree file without filtering it, so
+//!   it must stay empty in the repository too); otherwise it
 //!   streams to the daemon (which answers from its stat cache when it
 //!   already holds the work-tree file) and the pointer is returned.
 //! - smudge: anything that is not a pointer passes through unchanged. With
@@ -139,7 +141,7 @@ impl Core {
         let tx = s.tx.clone();
         self.rt
             .block_on(tx.send(CleanRequest { msg: Some(msg) }))
-            .map_err(|_| anyhow::anyhow!("lost the connection to the daemon"))
+            .map_err(|_| anyhow::anyhow!("lost the connection to the daemon; run the command again (the daemon is started on demand), or see `hoard daemon status`"))
     }
 
     fn reply(&mut self) -> anyhow::Result<Reply> {
@@ -166,7 +168,12 @@ impl Core {
         content
             .take(pointer::MAX_LEN as u64 + 1)
             .read_to_end(&mut prefix)?;
-        if prefix.len() <= pointer::MAX_LEN && Pointer::parse(&prefix).is_some() {
+        // An empty file stays empty: git never filters an empty work-tree
+        // file when it compares, so a pointer for it would always show as
+        // modified (git-lfs does the same).
+        if prefix.is_empty()
+            || (prefix.len() <= pointer::MAX_LEN && Pointer::parse(&prefix).is_some())
+        {
             return Ok(prefix);
         }
         let r = self.clean_stream(display, abs, prefix, content);

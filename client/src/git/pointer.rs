@@ -197,7 +197,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic_and_only_canonical_text_parses(b in proptest::collection::vec(any::<u8>(), 0..260)) {
             if let Some(p) = Pointer::parse(&b) {
-                prop_assert_eq!(p.encode().as_bytes(), &b[..]);
+                prop_assert_eq!(p.encode().into_bytes(), b);
             }
         }
 
@@ -209,7 +209,7 @@ mod tests {
             b[i] = to;
             if let Some(q) = Pointer::parse(&b) {
                 // Only a different digit in the oid or size can still parse.
-                prop_assert_eq!(q.encode().as_bytes(), &b[..]);
+                prop_assert_eq!(q.encode().into_bytes(), b);
             }
         }
     }
