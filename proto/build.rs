@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".hoard.v1.ReadReply.data")
         .bytes(".hoard.v1.CleanRequest.data")
+        .bytes(".hoard.v1.CleanWhole.content")
+        .bytes(".hoard.v1.ReadBatchReply.data")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -572,3 +572,47 @@ fn a_daemon_killed_mid_checkout_gives_a_clear_error_and_a_rerun_completes() {
     }
     assert_clean(&u, &repo);
 }
+
+#[test]
+fn a_daemon_killed_mid_add_is_reported_and_renormalize_restores_every_object() {
+    let u = User::new();
+    let repo = u.repo("r", &["*.dat"]);
+    let n = 400;
+    for i in 0..n {
+        write(
+            &repo,
+            &format!("d/f{i:03}.dat"),
+            &data(30_000, 5000 + i as u64, false),
+        );
+    }
+    let child = u.git_cmd(&repo, &["add", "-A"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    u.env.kill_daemon();
+    let o = common::wait_output(child, std::time::Duration::from_secs(120), "git add");
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("add during the kill: {} {err}", o.status);
+    // Whatever the kill hit is named, with the way to store it again.
+    if err.contains("not stored") {
+        assert!(err.contains("--renormalize"), "{err}");
+    }
+    // The rerun stores everything git points to.
+    u.git_ok(&repo, &["add", "--renormalize", "."]);
+    u.git_ok(&repo, &["add", "-A"]);
+    u.git_ok(&repo, &["commit", "-q", "-m", "all"]);
+    let listed = u.hoard_json(&repo, &["ls-files"]);
+    assert_eq!(listed.len(), n);
+    let missing: Vec<_> = listed.iter().filter(|f| f["present"] != true).collect();
+    assert!(
+        missing.is_empty(),
+        "objects missing after the rerun: {missing:?}"
+    );
+    // And they read back: a fresh checkout of everything.
+    std::fs::remove_dir_all(repo.join("d")).unwrap();
+    u.git_ok(&repo, &["checkout", "--", "."]);
+    for i in 0..n {
+        assert_eq!(
+            read(&repo, &format!("d/f{i:03}.dat")),
+            data(30_000, 5000 + i as u64, false)
+        );
+    }
+}

@@ -94,6 +94,10 @@ fn clean_msg(m: pb::CleanRequest) -> Option<put::Msg> {
         M::Data(d) => put::Msg::Data(d),
         M::End(_) => put::Msg::End,
         M::Flush(_) => put::Msg::Flush,
+        M::Whole(w) => put::Msg::Whole {
+            display: w.display,
+            content: w.content,
+        },
     })
 }
 
@@ -390,6 +394,19 @@ impl Local for LocalApi {
                         }
                         session.flush_if_due();
                     }
+                    Some(put::Msg::Whole { display, content }) => {
+                        let reply = match session.put(&display, &content[..]) {
+                            Ok(p) => R::Stored(result(p, &display)),
+                            Err(e) => R::Error(pb::FileError {
+                                path: display,
+                                message: e.to_string(),
+                            }),
+                        };
+                        if !send(reply) {
+                            break;
+                        }
+                        session.flush_if_due();
+                    }
                     Some(put::Msg::Flush) => {
                         if !send(flushed(session.flush())) {
                             break;
@@ -409,6 +426,64 @@ impl Local for LocalApi {
                 tracing::warn!(lost = f.errors.len(), first = ?f.errors.first(), "clean session: files could not be made durable");
             }
             let _ = send(flushed(f));
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type ReadBatchStream = Events<pb::ReadBatchReply>;
+
+    async fn read_batch(
+        &self,
+        req: Request<pb::ReadBatchRequest>,
+    ) -> Result<Response<Self::ReadBatchStream>, Status> {
+        let oids = req.into_inner().oids;
+        if oids.len() > hoard_proto::READ_BATCH_FILES {
+            return Err(Status::invalid_argument(format!(
+                "at most {} files per ReadBatch",
+                hoard_proto::READ_BATCH_FILES
+            )));
+        }
+        let ids = oids
+            .iter()
+            .map(|b| parse_oid(b))
+            .collect::<Result<Vec<Id>, Status>>()?;
+        let (tx, rx) = mpsc::channel(8);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            for (i, id) in ids.iter().enumerate() {
+                let index = i as u32;
+                let failed = |e: Error| pb::ReadBatchReply {
+                    index,
+                    not_found: matches!(e, Error::NotFound(_)),
+                    error: e.to_string(),
+                    ..Default::default()
+                };
+                let reply = match store.file_size(id) {
+                    Ok(Some(size)) if size <= hoard_proto::READ_BATCH_MAX_FILE => {
+                        let mut buf = Vec::with_capacity(size as usize);
+                        match store.read_range(id, 0, None, &mut |d: &[u8]| {
+                            buf.extend_from_slice(d);
+                            Ok(())
+                        }) {
+                            Ok(_) => pb::ReadBatchReply {
+                                index,
+                                data: buf.into(),
+                                last: true,
+                                ..Default::default()
+                            },
+                            Err(e) => failed(e),
+                        }
+                    }
+                    Ok(Some(size)) => failed(Error::Config(format!(
+                        "{id} is {size} bytes, too large for ReadBatch; use Read"
+                    ))),
+                    Ok(None) => failed(Error::NotFound(format!("{id} is not in this store"))),
+                    Err(e) => failed(e),
+                };
+                if tx.blocking_send(Ok(reply)).is_err() {
+                    return;
+                }
+            }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -165,6 +165,22 @@ type NextBlock = (Vec<u8>, Vec<(usize, usize)>, bool);
 
 /// Cut points of `buf`; unless `eof`, the final piece (cut only because the
 /// data ended) is left out so it can be cut again with the following bytes.
+/// Cuts a whole file that is already in memory, on the calling thread
+/// only: for small files, where handing blocks between threads costs more
+/// than the work. Same chunks and ids as [`chunk_stream`].
+pub fn chunk_buffer(data: Vec<u8>, params: ChunkParams) -> (Id, Block) {
+    let file = Id::of(&data);
+    let chunks = cut_block(&data, params, true)
+        .into_iter()
+        .map(|(offset, len)| Cut {
+            offset,
+            len,
+            id: Id::of(&data[offset..offset + len]),
+        })
+        .collect();
+    (file, Block { data, chunks })
+}
+
 fn cut_block(buf: &[u8], p: ChunkParams, eof: bool) -> Vec<(usize, usize)> {
     if buf.is_empty() {
         return Vec::new();

@@ -9,7 +9,7 @@
 //! session flushes at least every [`COMMIT_EVERY`], when asked, and at its
 //! end. A flush that fails names every staged file it could not keep.
 
-use crate::chunker::{chunk_stream, Block};
+use crate::chunker::{chunk_buffer, chunk_stream, Block};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::StatEntry;
@@ -22,6 +22,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Files up to this size are read whole and cut on the session's thread
+/// (and may be sent in one message).
+pub const SMALL_FILE: usize = hoard_proto::MAX_DATA_MESSAGE;
 /// Queued new-chunk bytes that trigger compressing and appending them.
 const FLUSH_FRAMES_AT: usize = 8 << 20;
 
@@ -32,6 +35,11 @@ pub enum Msg {
     Begin {
         path: String,
         display: String,
+    },
+    /// A whole small file in one message.
+    Whole {
+        display: String,
+        content: bytes::Bytes,
     },
     Data(bytes::Bytes),
     End,
@@ -94,7 +102,39 @@ impl<'s> Session<'s> {
     }
 
     /// Chunks one file's content from `content` and stages it.
-    pub fn put(&mut self, display: &str, content: impl Read + Send) -> Result<Put> {
+    pub fn put(&mut self, display: &str, mut content: impl Read + Send) -> Result<Put> {
+        let received = |e| Error::Io {
+            context: format!("cannot receive the content of {display}"),
+            source: e,
+        };
+        // Small files (most of a git repository) are cut on this thread:
+        // the pipelined chunker's hand-offs cost more than their work.
+        let mut head = Vec::new();
+        (&mut content)
+            .take(SMALL_FILE as u64 + 1)
+            .read_to_end(&mut head)
+            .map_err(received)?;
+        if head.len() <= SMALL_FILE {
+            let (file, block) = chunk_buffer(head, self.store.params().chunk);
+            let manifest = Manifest {
+                size: block.data.len() as u64,
+                chunks: block.chunks.iter().map(|c| (c.id, c.len as u32)).collect(),
+            };
+            let ids: Vec<Id> = block.chunks.iter().map(|c| c.id).collect();
+            let queued = self.store.indexed(&ids).and_then(|indexed| {
+                self.frames.add(&block, &indexed);
+                if self.frames.queued_bytes() >= FLUSH_FRAMES_AT {
+                    self.frames.flush(self.store, &mut self.deps)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = queued {
+                self.reset(&format!("an earlier file failed: {e}"));
+                return Err(e);
+            }
+            return Ok(self.stage(display, file, manifest));
+        }
+        let content = io::Cursor::new(head).chain(content);
         let store = self.store;
         let mut manifest = Manifest::default();
         let mut failure = None;
@@ -126,11 +166,13 @@ impl<'s> Session<'s> {
             self.reset(&format!("an earlier file failed: {e}"));
             return Err(e);
         }
-        let (file, size) = res.map_err(|e| Error::Io {
-            context: format!("cannot receive the content of {display}"),
-            source: e,
-        })?;
+        let (file, size) = res.map_err(received)?;
         manifest.size = size;
+        Ok(self.stage(display, file, manifest))
+    }
+
+    fn stage(&mut self, display: &str, file: Id, manifest: Manifest) -> Put {
+        let size = manifest.size;
         self.staged.push((
             display.to_string(),
             Completed {
@@ -140,7 +182,7 @@ impl<'s> Session<'s> {
                 stat: None,
             },
         ));
-        Ok(Put { file, size })
+        Put { file, size }
     }
 
     /// Is a flush due (staged files older than [`COMMIT_EVERY`])?

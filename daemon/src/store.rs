@@ -175,6 +175,9 @@ pub struct Shared {
     sealed: Condvar,
     seal_queue: Mutex<Option<mpsc::SyncSender<Sealing>>>,
     shutdown: AtomicBool,
+    /// Frames decoded recently by any reader: many small files share a frame
+    /// (a checkout reads them one call each), so each frame is decoded once.
+    recent: Mutex<FrameCache>,
 }
 
 const PARAMS_FILE: &str = "store.toml";
@@ -217,6 +220,7 @@ impl Store {
             sealed: Condvar::new(),
             seal_queue: Mutex::new(Some(tx)),
             shutdown: AtomicBool::new(false),
+            recent: Mutex::new(FrameCache::with_slots(RECENT_FRAMES)),
         });
         shared.recover()?;
         let s = shared.clone();
@@ -722,6 +726,10 @@ impl Shared {
         };
         if Id::of(&data) != *id {
             cache.forget(&(loc.pack, loc.payload_offset));
+            self.recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(&(loc.pack, loc.payload_offset));
             return Err(corrupt("its content does not hash to its id".into()));
         }
         Ok(data)
@@ -732,6 +740,15 @@ impl Shared {
     fn frame(&self, loc: &ChunkLoc, cache: &mut FrameCache) -> Result<Arc<Vec<u8>>> {
         let key = (loc.pack, loc.payload_offset);
         if let Some(f) = cache.get(&key) {
+            return Ok(f);
+        }
+        let shared = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key);
+        if let Some(f) = shared {
+            cache.put(key, f.clone());
             return Ok(f);
         }
         let mut stored = vec![0u8; loc.stored_len as usize];
@@ -751,6 +768,10 @@ impl Shared {
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         let raw = Arc::new(raw);
         cache.put(key, raw.clone());
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, raw.clone());
         Ok(raw)
     }
 
@@ -969,16 +990,30 @@ pub struct WritesPaused<'a>(MutexGuard<'a, Writer>);
 
 /// Recently decoded frames: sequential reads decode each frame once, and a
 /// delta frame's bases stay at hand.
-#[derive(Default)]
 pub(crate) struct FrameCache {
     frames: Vec<(FrameKey, Arc<Vec<u8>>)>,
+    slots: usize,
 }
+
+impl Default for FrameCache {
+    fn default() -> Self {
+        Self::with_slots(8)
+    }
+}
+
+/// Frames (about 1 MiB each) the store-wide cache keeps.
+const RECENT_FRAMES: usize = 32;
 
 /// A frame is named by its pack and payload offset.
 type FrameKey = (Id, u64);
 
 impl FrameCache {
-    const SLOTS: usize = 8;
+    pub(crate) fn with_slots(slots: usize) -> Self {
+        FrameCache {
+            frames: Vec::with_capacity(slots),
+            slots,
+        }
+    }
 
     fn get(&mut self, key: &(Id, u64)) -> Option<Arc<Vec<u8>>> {
         let i = self.frames.iter().position(|(k, _)| k == key)?;
@@ -989,7 +1024,7 @@ impl FrameCache {
     }
 
     fn put(&mut self, key: (Id, u64), frame: Arc<Vec<u8>>) {
-        if self.frames.len() >= Self::SLOTS {
+        if self.frames.len() >= self.slots {
             self.frames.remove(0);
         }
         self.frames.push((key, frame));

@@ -13,3 +13,7 @@ pub const MAX_DATA_MESSAGE: usize = 1 << 20;
 
 /// Number of file results batched into one `FileResults` message.
 pub const FILE_RESULTS_BATCH: usize = 1024;
+
+/// Files per `ReadBatch` call, and the largest file it carries.
+pub const READ_BATCH_FILES: usize = 64;
+pub const READ_BATCH_MAX_FILE: u64 = MAX_DATA_MESSAGE as u64;

@@ -26,7 +26,7 @@ use gix_packetline::PacketLineRef;
 use hoard_proto::paths::Paths;
 use hoard_proto::v1::{
     clean_reply::Reply, clean_request::Msg, CleanBegin, CleanEnd, CleanFlush, CleanReply,
-    CleanRequest, ReadReply, ReadRequest,
+    CleanRequest, CleanWhole, ReadReply, ReadRequest,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufWriter, Read, Seek, Write};
@@ -58,7 +58,10 @@ type Output = BufWriter<io::StdoutLock<'static>>;
 /// Talks to the daemon for the filter: a clean session and reads, with a
 /// reconnect (and daemon restart) when the connection is lost.
 pub struct Core {
+    /// Drives this thread's calls (clean, reads) without thread hand-offs.
     rt: tokio::runtime::Runtime,
+    /// Background fetches of delayed files: their own runtime and connection.
+    bg: Option<(tokio::runtime::Runtime, Client)>,
     paths: Paths,
     client: Option<Client>,
     session: Option<CleanSession>,
@@ -73,12 +76,47 @@ struct CleanSession {
     rx: Streaming<CleanReply>,
     /// Files stored since the last flush (not yet durable).
     staged: bool,
+    /// Small files answered to git before the daemon confirmed them (their
+    /// id is computed here), oldest first; the daemon's answers arrive in
+    /// this order.
+    expect: VecDeque<(String, Pointer)>,
+}
+
+/// Checks the daemon's answer about a file sent ahead of it.
+fn confirm(
+    expect: &mut VecDeque<(String, Pointer)>,
+    lost: &mut Vec<String>,
+    r: Result<Option<CleanReply>, tonic::Status>,
+) -> anyhow::Result<()> {
+    let reply = match r {
+        Ok(Some(CleanReply { reply: Some(r) })) => r,
+        Ok(_) => bail!("the daemon closed the clean stream"),
+        Err(e) => return Err(crate::ui::status_error(e)),
+    };
+    let Some((display, p)) = expect.pop_front() else {
+        bail!("unexpected answer from the daemon: {reply:?}");
+    };
+    let why = match reply {
+        Reply::Stored(s) if s.oid[..] == p.oid[..] && s.size == p.size => return Ok(()),
+        Reply::Stored(s) => format!(
+            "the daemon stored it as {} ({} bytes), not as its pointer says",
+            hex::encode(&s.oid),
+            s.size
+        ),
+        Reply::Error(e) => e.message,
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    };
+    eprintln!("hoard: {display}: not stored: {why} — run `git add --renormalize -- <path>` once the daemon runs again");
+    lost.push(display);
+    Ok(())
 }
 
 /// Where a smudged file's content comes from.
 enum Source {
     /// Fetched ahead and verified; the permit holds its memory budget.
     Buffer(Vec<u8>, OwnedSemaphorePermit),
+    /// The same, fetched in a batch that shares one permit.
+    Shared(Vec<u8>, Arc<OwnedSemaphorePermit>),
     /// Present locally; streamed from the daemon on request.
     Stream,
     /// Not local: the pointer stays.
@@ -88,13 +126,13 @@ enum Source {
 
 impl Core {
     pub fn new(paths: &Paths) -> anyhow::Result<Core> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
         Ok(Core {
             rt,
+            bg: None,
             paths: paths.clone(),
             client: None,
             session: None,
@@ -113,9 +151,31 @@ impl Core {
     }
 
     /// Forgets the connection after a failure, so the next file reconnects.
+    /// Files sent ahead and not yet confirmed count as not stored.
     fn lost_connection(&mut self) {
+        if let Some(s) = self.session.take() {
+            for (display, _) in s.expect {
+                eprintln!("hoard: {display}: not stored: the connection to the daemon was lost — run `git add --renormalize -- <path>` once the daemon runs again");
+                self.lost.push(display);
+            }
+        }
         self.client = None;
-        self.session = None;
+        self.bg = None;
+    }
+
+    /// The runtime and connection that fetch delayed files in the background.
+    fn background(&mut self) -> anyhow::Result<(&tokio::runtime::Runtime, Client)> {
+        if self.bg.is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let c = rt.block_on(connect::connect(&self.paths))?;
+            self.bg = Some((rt, c));
+        }
+        let (rt, c) = self.bg.as_ref().expect("set above");
+        Ok((rt, c.clone()))
     }
 
     fn session(&mut self) -> anyhow::Result<&mut CleanSession> {
@@ -131,21 +191,53 @@ impl Core {
                 tx,
                 rx: replies,
                 staged: false,
+                expect: VecDeque::new(),
             });
         }
         Ok(self.session.as_mut().expect("opened above"))
     }
 
+    /// Sends a message, taking in the daemon's answers about files sent
+    /// ahead meanwhile (so neither side can wait on the other forever).
     fn send(&mut self, msg: Msg) -> anyhow::Result<()> {
-        let s = self.session()?;
-        let tx = s.tx.clone();
-        self.rt
-            .block_on(tx.send(CleanRequest { msg: Some(msg) }))
-            .map_err(|_| anyhow::anyhow!("lost the connection to the daemon; run the command again (the daemon is started on demand), or see `hoard daemon status`"))
+        self.session()?;
+        let Core {
+            rt, session, lost, ..
+        } = self;
+        let s = session.as_mut().expect("opened above");
+        let mut req = Some(CleanRequest { msg: Some(msg) });
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    biased;
+                    permit = s.tx.reserve() => {
+                        let permit = permit.map_err(|_| anyhow::anyhow!("lost the connection to the daemon; run the command again (the daemon is started on demand), or see `hoard daemon status`"))?;
+                        if let Some(r) = req.take() {
+                            permit.send(r);
+                        }
+                        return Ok(());
+                    }
+                    r = s.rx.message(), if !s.expect.is_empty() => confirm(&mut s.expect, lost, r)?,
+                }
+            }
+        })
+    }
+
+    /// Waits for the daemon's answers about every file sent ahead.
+    fn settle(&mut self) -> anyhow::Result<()> {
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        while !s.expect.is_empty() {
+            let r = self.rt.block_on(s.rx.message());
+            confirm(&mut s.expect, &mut self.lost, r)?;
+        }
+        Ok(())
     }
 
     fn reply(&mut self) -> anyhow::Result<Reply> {
         self.session()?;
+        self.settle()?;
         let Core { rt, session, .. } = self;
         let rx = &mut session.as_mut().expect("opened above").rx;
         match rt.block_on(rx.message()) {
@@ -164,9 +256,10 @@ impl Core {
         abs: Option<&Path>,
         content: &mut dyn Read,
     ) -> anyhow::Result<Vec<u8>> {
-        let mut prefix = Vec::with_capacity(pointer::MAX_LEN + 1);
+        // Up to one message's worth: most files fit and travel whole.
+        let mut prefix = Vec::new();
         content
-            .take(pointer::MAX_LEN as u64 + 1)
+            .take(SEND_PIECE as u64 + 1)
             .read_to_end(&mut prefix)?;
         // An empty file stays empty: git never filters an empty work-tree
         // file when it compares, so a pointer for it would always show as
@@ -190,6 +283,24 @@ impl Core {
         prefix: Vec<u8>,
         content: &mut dyn Read,
     ) -> anyhow::Result<Pointer> {
+        if prefix.len() <= SEND_PIECE {
+            // Small: git gets the pointer at once (the id is computed here)
+            // and the content goes to the daemon behind it; its answers are
+            // checked as they come, and all of them before any flush.
+            let p = Pointer {
+                oid: *blake3::hash(&prefix).as_bytes(),
+                size: prefix.len() as u64,
+            };
+            self.send(Msg::Whole(CleanWhole {
+                display: display.to_string(),
+                content: prefix.into(),
+            }))?;
+            if let Some(s) = self.session.as_mut() {
+                s.expect.push_back((display.to_string(), p));
+                s.staged = true;
+            }
+            return Ok(p);
+        }
         self.send(Msg::Begin(CleanBegin {
             path: abs
                 .and_then(|p| p.to_str())
@@ -227,16 +338,21 @@ impl Core {
                     self.send(Msg::Data(buf.into()))?;
                 }
                 self.send(Msg::End(CleanEnd {}))?;
-                match self.reply()? {
-                    Reply::Stored(s) => {
-                        if let Some(sess) = self.session.as_mut() {
-                            sess.staged = true;
-                        }
-                        pointer_of(&s.oid, s.size)
-                    }
-                    Reply::Error(e) => bail!("{}", e.message),
-                    other => bail!("unexpected answer from the daemon: {other:?}"),
+                self.stored()
+            }
+            Reply::Error(e) => bail!("{}", e.message),
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        }
+    }
+
+    /// The daemon's answer to a file's content.
+    fn stored(&mut self) -> anyhow::Result<Pointer> {
+        match self.reply()? {
+            Reply::Stored(s) => {
+                if let Some(sess) = self.session.as_mut() {
+                    sess.staged = true;
                 }
+                pointer_of(&s.oid, s.size)
             }
             Reply::Error(e) => bail!("{}", e.message),
             other => bail!("unexpected answer from the daemon: {other:?}"),
@@ -256,7 +372,7 @@ impl Core {
                 }
                 for e in f.errors {
                     eprintln!(
-                        "hoard: {}: not stored: {} — run `git add` on it again",
+                        "hoard: {}: not stored: {} — run `git add --renormalize -- <path>` once the daemon runs again",
                         e.path, e.message
                     );
                     self.lost.push(e.path);
@@ -267,14 +383,11 @@ impl Core {
         }
     }
 
-    /// Opens a read of `p`; `None` when the content is not local.
-    fn open_read(&mut self, p: &Pointer) -> anyhow::Result<Option<Streaming<ReadReply>>> {
+    /// Opens a read of `p` from the local store; `None` when it lacks it.
+    fn open_local(&mut self, p: &Pointer) -> anyhow::Result<Option<Streaming<ReadReply>>> {
         self.flush()?;
         let mut client = self.client()?;
         let r = self.rt.block_on(async {
-            if fetch::fetch(&mut client, &[*p]).await?.missing() > 0 {
-                return Ok(None);
-            }
             let s = client
                 .read(ReadRequest {
                     oid: p.oid.to_vec(),
@@ -292,6 +405,22 @@ impl Core {
             self.lost_connection();
         }
         r
+    }
+
+    /// Opens a read of `p`, fetching it first if it is not local; `None`
+    /// when it cannot be found.
+    fn open_read(&mut self, p: &Pointer) -> anyhow::Result<Option<Streaming<ReadReply>>> {
+        if let Some(s) = self.open_local(p)? {
+            return Ok(Some(s));
+        }
+        let mut client = self.client()?;
+        let found = self
+            .rt
+            .block_on(fetch::fetch(&mut client, std::slice::from_ref(p)))?;
+        if found.missing() > 0 {
+            return Ok(None);
+        }
+        self.open_local(p)
     }
 
     fn note_missing(&mut self, path: &str, p: &Pointer) {
@@ -323,7 +452,7 @@ impl Core {
         flushed?;
         if !self.lost.is_empty() {
             bail!(
-                "{} cleaned files could not be made durable (named above); run `git add` on them again",
+                "{} cleaned files could not be made durable (named above): git already holds their pointers, so run `git add --renormalize -- <paths>` to store them again",
                 self.lost.len()
             );
         }
@@ -576,13 +705,12 @@ impl Process {
                 }
             };
         };
+        // With `delay`, git goes on with other files while the content is
+        // fetched in the background, small files in batches.
         if can_delay {
-            if let Err(e) = self.core.flush() {
-                eprintln!("hoard: {e:#}");
-            }
-            match self.core.client() {
-                Ok(c) => {
-                    self.delayed.start(&self.core.rt, c, path, p);
+            match self.core.background() {
+                Ok((rt, c)) => {
+                    self.delayed.start(rt, c, path, p);
                     write_status(out, "delayed")?;
                 }
                 Err(e) => {
@@ -605,6 +733,7 @@ impl Process {
     ) -> anyhow::Result<()> {
         match src {
             Source::Buffer(b, _permit) => Ok(respond(out, &b)?),
+            Source::Shared(b, _permit) => Ok(respond(out, &b)?),
             Source::Missing => {
                 self.core.note_missing(path, &p);
                 Ok(respond(out, p.encode().as_bytes())?)
@@ -619,21 +748,32 @@ impl Process {
                     Ok(None) => return self.deliver(path, p, Source::Missing, out),
                     Err(e) => return self.deliver(path, p, Source::Failed(format!("{e:#}")), out),
                 };
-                write_status(out, "success")?;
-                let r = self.stream_to_git(stream, &p, out);
-                encode::flush_to_write(&mut *out)?;
-                match r {
-                    Ok(()) => encode::flush_to_write(&mut *out)?,
-                    Err(e) => {
-                        eprintln!("hoard: cannot smudge {path}: {e:#}");
-                        // Overrides the success announced before the content.
-                        write_status(out, "error")?;
-                        0
-                    }
-                };
-                Ok(())
+                self.deliver_stream(path, &p, stream, out)
             }
         }
+    }
+
+    /// Answers git with content streamed from the daemon.
+    fn deliver_stream(
+        &mut self,
+        path: &str,
+        p: &Pointer,
+        stream: Streaming<ReadReply>,
+        out: &mut Output,
+    ) -> anyhow::Result<()> {
+        write_status(out, "success")?;
+        let r = self.stream_to_git(stream, p, out);
+        encode::flush_to_write(&mut *out)?;
+        match r {
+            Ok(()) => encode::flush_to_write(&mut *out)?,
+            Err(e) => {
+                eprintln!("hoard: cannot smudge {path}: {e:#}");
+                // Overrides the success announced before the content.
+                write_status(out, "error")?;
+                0
+            }
+        };
+        Ok(())
     }
 
     /// Streams content from the daemon to git, checking it hashes to the oid.
@@ -677,10 +817,15 @@ impl Process {
     }
 }
 
-/// Files answered `delayed`, fetched in the background.
+/// Files answered `delayed`, fetched in the background: small ones in
+/// batches of [`hoard_proto::READ_BATCH_FILES`] per call, larger ones one by
+/// one, [`PREFETCH_PARALLEL`] calls at a time, within [`PREFETCH_BUDGET`].
 struct Delayed {
     /// Started and not yet finished.
     outstanding: usize,
+    /// Small files waiting to fill a batch.
+    batch: Vec<(String, Pointer)>,
+    fetcher: Option<(tokio::runtime::Handle, Client)>,
     done_tx: std_mpsc::Sender<(String, Pointer, Source)>,
     done_rx: std_mpsc::Receiver<(String, Pointer, Source)>,
     /// Finished and announced to git, waiting for it to ask.
@@ -694,6 +839,8 @@ impl Delayed {
         let (done_tx, done_rx) = std_mpsc::channel();
         Delayed {
             outstanding: 0,
+            batch: Vec::new(),
+            fetcher: None,
             done_tx,
             done_rx,
             available: HashMap::new(),
@@ -704,6 +851,14 @@ impl Delayed {
 
     fn start(&mut self, rt: &tokio::runtime::Runtime, client: Client, path: String, p: Pointer) {
         self.outstanding += 1;
+        self.fetcher = Some((rt.handle().clone(), client.clone()));
+        if p.size <= hoard_proto::READ_BATCH_MAX_FILE {
+            self.batch.push((path, p));
+            if self.batch.len() >= hoard_proto::READ_BATCH_FILES {
+                self.dispatch();
+            }
+            return;
+        }
         let tx = self.done_tx.clone();
         let parallel = self.parallel.clone();
         let memory = self.memory.clone();
@@ -716,9 +871,32 @@ impl Delayed {
         });
     }
 
+    /// Sends the waiting small files as one batch.
+    fn dispatch(&mut self) {
+        let Some((rt, client)) = self.fetcher.clone() else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return;
+        }
+        let tx = self.done_tx.clone();
+        let parallel = self.parallel.clone();
+        let memory = self.memory.clone();
+        rt.spawn(async move {
+            let Ok(_permit) = parallel.acquire_owned().await else {
+                return;
+            };
+            for (path, p, src) in prefetch_batch(client, batch, memory).await {
+                let _ = tx.send((path, p, src));
+            }
+        });
+    }
+
     /// Blocks until at least one delayed file is ready (none when nothing
     /// is outstanding) and returns the paths that are.
     fn wait_available(&mut self) -> Vec<String> {
+        self.dispatch();
         let mut ready = Vec::new();
         if self.outstanding > 0 {
             if let Ok(first) = self.done_rx.recv() {
@@ -743,10 +921,88 @@ impl Delayed {
     }
 }
 
+/// Fetches a batch of small files in one call; those the store lacks go
+/// through [`fetch::fetch`] and are read one by one if it finds them.
+async fn prefetch_batch(
+    mut client: Client,
+    batch: Vec<(String, Pointer)>,
+    memory: Arc<Semaphore>,
+) -> Vec<(String, Pointer, Source)> {
+    let bytes: u64 = batch.iter().map(|(_, p)| p.size).sum();
+    let permit = match memory.acquire_many_owned((bytes >> 10) as u32 + 1).await {
+        Ok(p) => p,
+        Err(_) => {
+            return batch
+                .into_iter()
+                .map(|(path, p)| (path, p, Source::Failed("shutting down".into())))
+                .collect();
+        }
+    };
+    let oids = batch.iter().map(|(_, p)| p.oid.to_vec()).collect();
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); batch.len()];
+    let mut outcome: Vec<Option<Result<(), (bool, String)>>> = vec![None; batch.len()];
+    let read = async {
+        let mut s = client
+            .read_batch(hoard_proto::v1::ReadBatchRequest { oids })
+            .await?
+            .into_inner();
+        while let Some(m) = s.message().await? {
+            let i = m.index as usize;
+            if i >= bufs.len() {
+                continue;
+            }
+            if !m.error.is_empty() {
+                outcome[i] = Some(Err((m.not_found, m.error)));
+                continue;
+            }
+            bufs[i].extend_from_slice(&m.data);
+            if m.last {
+                outcome[i] = Some(Ok(()));
+            }
+        }
+        Ok::<_, tonic::Status>(())
+    };
+    let failure = read
+        .await
+        .err()
+        .map(|e| crate::ui::status_error(e).to_string());
+    let mut out = Vec::with_capacity(batch.len());
+    // The batch's memory is released once every file is handed over.
+    let permit = Arc::new(permit);
+    for ((path, p), (buf, o)) in batch.into_iter().zip(bufs.into_iter().zip(outcome)) {
+        let src = match (o, &failure) {
+            (Some(Ok(())), _) => {
+                if buf.len() as u64 == p.size && blake3::hash(&buf).as_bytes() == &p.oid {
+                    Source::Shared(buf, permit.clone())
+                } else {
+                    Source::Failed(format!(
+                        "the content read for {} does not match its pointer; run `hoard verify --read-data`",
+                        p.oid_string()
+                    ))
+                }
+            }
+            // Not here: the one place that can find it elsewhere; if it
+            // does, the file is streamed when git asks.
+            (Some(Err((true, _))), _) => {
+                match fetch::fetch(&mut client, std::slice::from_ref(&p)).await {
+                    Ok(f) if f.missing() == 0 => Source::Stream,
+                    Ok(_) => Source::Missing,
+                    Err(e) => Source::Failed(format!("{e:#}")),
+                }
+            }
+            (Some(Err((false, e))), _) => Source::Failed(e),
+            (None, Some(e)) => Source::Failed(e.clone()),
+            (None, None) => Source::Failed("the daemon did not send this file".into()),
+        };
+        out.push((path, p, src));
+    }
+    out
+}
+
 /// Fetches one delayed file: into memory when small, else only checks that
 /// it is local (it is streamed when git asks).
 async fn prefetch(mut client: Client, p: &Pointer, memory: Arc<Semaphore>) -> Source {
-    match fetch::fetch(&mut client, &[*p]).await {
+    match fetch::fetch(&mut client, std::slice::from_ref(p)).await {
         Ok(f) if f.missing() > 0 => return Source::Missing,
         Ok(_) => {}
         Err(e) => return Source::Failed(format!("{e:#}")),
