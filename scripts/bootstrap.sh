@@ -2,7 +2,8 @@
 # Installs the system packages hoard's build and tests need, when missing.
 #   libclang-dev  rocksdb's bindgen
 #   b3sum         tests compare ids with b3sum's output
-# With --bench, also the tools the benches compare against (restic, rsync).
+# With --bench, also the tools the benches compare against (restic, rsync,
+# git-lfs).
 # protobuf is compiled in Rust (protox): no protoc needed.
 set -euo pipefail
 pkgs=()
@@ -12,6 +13,7 @@ command -v b3sum >/dev/null || pkgs+=(b3sum)
 if [[ "${1:-}" == "--bench" ]]; then
   command -v restic >/dev/null || pkgs+=(restic)
   command -v rsync >/dev/null || pkgs+=(rsync)
+  command -v git-lfs >/dev/null || pkgs+=(git-lfs)
 fi
 if ((${#pkgs[@]})); then
   sudo=""

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README command 1: build hoard, start hoardd on the embedded default store
 # (RocksDB index + local packs in $HOARD_HOME, else ~/.local/share/hoard),
-# ingest a generated versioned sample dataset, and show what dedup and
-# compression saved.
+# ingest a generated versioned sample dataset, show what dedup and
+# compression saved, then use it from git (pointers in commits, content in
+# the store, a selective pull in a clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -45,5 +46,35 @@ hoard verify --read-data
 oid=$(hoard add --json "$sample/v3/table.csv" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["oid"])')
 echo "== hoard cat $oid | head -3"
 hoard cat "$oid" | head -3
+
+repo="${TMPDIR:-/tmp}/hoard-demo-repo"
+clone="${TMPDIR:-/tmp}/hoard-demo-clone"
+rm -rf "$repo" "$clone"
+echo
+echo "== git: a repository whose data/ is stored by hoard ($repo)"
+git init -q "$repo"
+cd "$repo"
+git config user.email demo@example.com
+git config user.name demo
+hoard install --local          # filter + hooks for this repository only
+hoard track 'data/**'
+for v in 1 2 3; do
+  rm -rf data && cp -r "$sample/v$v" data
+  git add -A && git commit -q -m "dataset v$v"
+done
+echo "== what git holds for data/table.csv (a pointer):"
+git show HEAD:data/table.csv
+echo "== hoard ls-files"
+hoard ls-files
+echo "== git checkout HEAD~2 (v1 materialized), then back"
+git checkout -q HEAD~2 && head -c 120 data/table.csv && echo " ..."
+git checkout -q - 2>/dev/null || git checkout -q main 2>/dev/null || git checkout -q master
+echo "== clone with the filter off (only pointers), then hoard pull --include 'data/images/**'"
+git -c filter.hoard.process= -c filter.hoard.smudge= -c filter.hoard.required=false clone -q "$repo" "$clone"
+cd "$clone"
+hoard install --local >/dev/null
+hoard pull --include 'data/images/**'
+hoard status
+cd - >/dev/null
 echo
 echo "The daemon keeps running in the background: 'hoard daemon status', 'hoard daemon stop'."

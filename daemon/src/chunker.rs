@@ -257,6 +257,20 @@ mod tests {
     }
 
     #[test]
+    fn in_memory_chunking_matches_streaming() {
+        let p = ChunkParams::with_avg(4096);
+        for (len, seed) in [(0, 1), (1, 2), (1000, 3), (70_000, 4), (1 << 20, 5)] {
+            let data = pseudo_random(len, seed);
+            let (streamed, file, _) = chunks_of(&data, p);
+            let (id, block) = chunk_buffer(data.clone(), p);
+            let direct: Vec<(Id, usize)> = block.chunks.iter().map(|c| (c.id, c.len)).collect();
+            assert_eq!(direct, streamed, "len {len}");
+            assert_eq!(id, file);
+            assert_eq!(block.data, data);
+        }
+    }
+
+    #[test]
     fn empty_input_has_no_chunks() {
         let (c, id, n) = chunks_of(&[], P);
         assert!(c.is_empty());

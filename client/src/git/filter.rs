@@ -49,6 +49,8 @@ const PREFETCH_MAX_FILE: u64 = 32 << 20;
 const PREFETCH_BUDGET: usize = 256 << 20;
 /// Non-pointer content spills to a temporary file beyond this.
 const SPOOL_IN_MEMORY: usize = 64 << 20;
+/// How long `list_available_blobs` waits for any delayed file.
+const DELAYED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Missing files named one by one before only the count is given.
 const MISSING_NAMED: usize = 10;
 
@@ -159,8 +161,9 @@ impl Core {
                 self.lost.push(display);
             }
         }
+        // The background runtime stays: dropping it would cancel delayed
+        // fetches git is still waiting for.
         self.client = None;
-        self.bg = None;
     }
 
     /// The runtime and connection that fetch delayed files in the background.
@@ -708,6 +711,16 @@ impl Process {
         // With `delay`, git goes on with other files while the content is
         // fetched in the background, small files in batches.
         if can_delay {
+            // Content cleaned earlier in this session must be durable (and
+            // readable) before it is read back.
+            if let Err(e) = self.core.flush() {
+                eprintln!("hoard: {e:#}");
+            }
+            // A background connection that failed is replaced once nothing
+            // is in flight on it.
+            if self.delayed.outstanding == 0 && std::mem::take(&mut self.delayed.saw_failure) {
+                self.core.bg = None;
+            }
             match self.core.background() {
                 Ok((rt, c)) => {
                     self.delayed.start(rt, c, path, p);
@@ -823,6 +836,8 @@ impl Process {
 struct Delayed {
     /// Started and not yet finished.
     outstanding: usize,
+    /// A fetch failed since the background connection was made.
+    saw_failure: bool,
     /// Small files waiting to fill a batch.
     batch: Vec<(String, Pointer)>,
     fetcher: Option<(tokio::runtime::Handle, Client)>,
@@ -839,6 +854,7 @@ impl Delayed {
         let (done_tx, done_rx) = std_mpsc::channel();
         Delayed {
             outstanding: 0,
+            saw_failure: false,
             batch: Vec::new(),
             fetcher: None,
             done_tx,
@@ -899,7 +915,9 @@ impl Delayed {
         self.dispatch();
         let mut ready = Vec::new();
         if self.outstanding > 0 {
-            if let Ok(first) = self.done_rx.recv() {
+            // Bounded, so a lost fetch cannot hang git: the files still
+            // delayed then fail, and a rerun fetches them.
+            if let Ok(first) = self.done_rx.recv_timeout(DELAYED_PATIENCE) {
                 ready.push(first);
             }
             while let Ok(more) = self.done_rx.try_recv() {
@@ -910,6 +928,7 @@ impl Delayed {
         let mut queue: VecDeque<_> = ready.into();
         while let Some((path, p, src)) = queue.pop_front() {
             self.outstanding -= 1;
+            self.saw_failure |= matches!(src, Source::Failed(_));
             paths.push(path.clone());
             self.available.insert(path, (p, src));
         }
