@@ -115,6 +115,15 @@ impl<'s> Session<'s> {
             .read_to_end(&mut head)
             .map_err(received)?;
         if head.len() <= SMALL_FILE {
+            // A file the store already holds (git re-cleans files often:
+            // stash, rebase, renormalize) costs one hash and one lookup.
+            let id = Id::of(&head);
+            if self.store.file_size(&id)? == Some(head.len() as u64) {
+                return Ok(Put {
+                    file: id,
+                    size: head.len() as u64,
+                });
+            }
             let (file, block) = chunk_buffer(head, self.store.params().chunk);
             let manifest = Manifest {
                 size: block.data.len() as u64,
@@ -422,6 +431,11 @@ mod tests {
         for (p, f) in puts.iter().zip(&files) {
             assert_eq!(&read_all(&store, &p.file), f);
         }
+        // Sent again: a small stored file is answered without staging.
+        let mut next = msgs(&files[3]);
+        let mut r = MsgReader::new(&mut next);
+        assert_eq!(s.put("again", &mut r).unwrap(), puts[3]);
+        assert!(!s.has_staged());
     }
 
     #[test]
