@@ -79,9 +79,15 @@ impl User {
 
     pub fn git_ok(&self, dir: &Path, args: &[&str]) -> String {
         let o = self.git(dir, args);
+        self.expect_ok("git", args, dir, o)
+    }
+
+    /// stdout of a command that must have succeeded; else a report with
+    /// its output and the daemon's log.
+    fn expect_ok(&self, what: &str, args: &[&str], dir: &Path, o: Output) -> String {
         assert!(
             o.status.success(),
-            "git {args:?} in {} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log (tail):\n{}",
+            "{what} {args:?} in {} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log (tail):\n{}",
             dir.display(),
             o.status,
             String::from_utf8_lossy(&o.stdout),
@@ -105,16 +111,7 @@ impl User {
 
     pub fn hoard_in(&self, dir: &Path, args: &[&str]) -> String {
         let o = self.hoard(dir, args);
-        assert!(
-            o.status.success(),
-            "hoard {args:?} in {} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log (tail):\n{}",
-            dir.display(),
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.env.log_tail(20)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.expect_ok("hoard", args, dir, o)
     }
 
     pub fn hoard_json(&self, dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {

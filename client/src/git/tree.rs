@@ -7,7 +7,7 @@ use super::{nul_records, Repo};
 use anyhow::{bail, Context};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 /// A pointer file at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,26 +84,12 @@ pub fn from_objects(repo: &Repo, objects: Vec<(String, String)>) -> anyhow::Resu
     if objects.is_empty() {
         return Ok(Vec::new());
     }
-    let mut child = Command::new("git")
-        .args([
-            "cat-file",
-            "--batch-check=%(objectname) %(objecttype) %(objectsize)",
-        ])
-        .current_dir(&repo.work_tree)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot run git cat-file")?;
-    let mut stdin = child.stdin.take().context("git cat-file has no stdin")?;
     let names: Vec<String> = objects.iter().map(|(o, _)| o.clone()).collect();
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        for n in names {
-            writeln!(stdin, "{n}")?;
-        }
-        Ok(())
-    });
-    let out = BufReader::new(child.stdout.take().context("git cat-file has no stdout")?);
+    let (mut child, out, writer) = cat_file(
+        repo,
+        "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+        names,
+    )?;
     let mut cands = Vec::new();
     for ((blob, path), line) in objects.into_iter().zip(out.lines()) {
         let line = line?;
@@ -135,14 +121,17 @@ fn is_file_mode(mode: &str) -> bool {
     mode == "100644" || mode == "100755"
 }
 
-/// Reads candidate blobs through one `git cat-file --batch` and keeps those
-/// that are pointers.
-fn read_pointers(repo: &Repo, cands: Vec<Candidate>) -> anyhow::Result<Vec<Tracked>> {
-    if cands.is_empty() {
-        return Ok(Vec::new());
-    }
+type Writer = std::thread::JoinHandle<std::io::Result<()>>;
+
+/// `git cat-file MODE` fed `names`, one per line, from another thread (git's
+/// output must be read meanwhile): the child, its output, the feeding thread.
+fn cat_file(
+    repo: &Repo,
+    mode: &str,
+    names: Vec<String>,
+) -> anyhow::Result<(Child, BufReader<ChildStdout>, Writer)> {
     let mut child = Command::new("git")
-        .args(["cat-file", "--batch"])
+        .args(["cat-file", mode])
         .current_dir(&repo.work_tree)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -150,15 +139,24 @@ fn read_pointers(repo: &Repo, cands: Vec<Candidate>) -> anyhow::Result<Vec<Track
         .spawn()
         .context("cannot run git cat-file")?;
     let mut stdin = child.stdin.take().context("git cat-file has no stdin")?;
-    let names: Vec<String> = cands.iter().map(|c| c.blob.clone()).collect();
-    // Written from another thread: git's output must be read meanwhile.
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         for n in names {
             writeln!(stdin, "{n}")?;
         }
         Ok(())
     });
-    let mut out = BufReader::new(child.stdout.take().context("git cat-file has no stdout")?);
+    let out = BufReader::new(child.stdout.take().context("git cat-file has no stdout")?);
+    Ok((child, out, writer))
+}
+
+/// Reads candidate blobs through one `git cat-file --batch` and keeps those
+/// that are pointers.
+fn read_pointers(repo: &Repo, cands: Vec<Candidate>) -> anyhow::Result<Vec<Tracked>> {
+    if cands.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = cands.iter().map(|c| c.blob.clone()).collect();
+    let (mut child, mut out, writer) = cat_file(repo, "--batch", names)?;
     let mut found = Vec::new();
     let mut header = String::new();
     for c in cands {

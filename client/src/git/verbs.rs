@@ -512,14 +512,7 @@ pub async fn hook_post_commit(client: &mut Client, repo: &Repo) -> anyhow::Resul
         .into_iter()
         .filter(|t| changed.contains(&t.path))
         .collect();
-    let pointers: Vec<Pointer> = tracked.iter().map(|t| t.pointer).collect();
-    let present = fetch::local(client, &pointers).await?.present;
-    let missing: Vec<&Tracked> = tracked
-        .iter()
-        .zip(present)
-        .filter(|(_, p)| !p)
-        .map(|(t, _)| t)
-        .collect();
+    let missing = not_local(client, &tracked).await?;
     for t in &missing {
         eprintln!(
             "hoard: warning: the commit references {} for {} but the store does not hold it; `hoard add {}` if you still have the file",
@@ -529,6 +522,21 @@ pub async fn hook_post_commit(client: &mut Client, repo: &Repo) -> anyhow::Resul
         );
     }
     Ok(())
+}
+
+/// The tracked files whose content the local store lacks.
+async fn not_local<'t>(
+    client: &mut Client,
+    tracked: &'t [Tracked],
+) -> anyhow::Result<Vec<&'t Tracked>> {
+    let pointers: Vec<Pointer> = tracked.iter().map(|t| t.pointer).collect();
+    let present = fetch::local(client, &pointers).await?.present;
+    Ok(tracked
+        .iter()
+        .zip(present)
+        .filter(|(_, p)| !p)
+        .map(|(t, _)| t)
+        .collect())
 }
 
 /// pre-push REMOTE URL, refs on stdin: the content of every pointer in the
@@ -565,14 +573,7 @@ pub async fn hook_pre_push(client: &mut Client, repo: &Repo, remote: &str) -> an
         .map(|(o, p)| (o.to_string(), p.to_string()))
         .collect();
     let tracked = tree::from_objects(repo, objects)?;
-    let pointers: Vec<Pointer> = tracked.iter().map(|t| t.pointer).collect();
-    let present = fetch::local(client, &pointers).await?.present;
-    let missing: Vec<&Tracked> = tracked
-        .iter()
-        .zip(present)
-        .filter(|(_, p)| !p)
-        .map(|(t, _)| t)
-        .collect();
+    let missing = not_local(client, &tracked).await?;
     if !missing.is_empty() {
         for t in missing.iter().take(20) {
             eprintln!(
