@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hoard.v1.CleanRequest.data")
         .bytes(".hoard.v1.CleanWhole.content")
         .bytes(".hoard.v1.ReadBatchReply.data")
+        .bytes(".hoard.v1.ChunkData.data")
         .compile_fds(fds)?;
     Ok(())
 }

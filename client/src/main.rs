@@ -4,6 +4,7 @@
 mod cmd;
 mod connect;
 mod git;
+mod remote;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -132,6 +133,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Other daemons to sync with (their Peer API).
+    Remote {
+        #[command(subcommand)]
+        action: RemoteAction,
+    },
+    /// Tokens other daemons present to this one's Peer API.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Send objects to a remote: [REMOTE] [OID|REV...] (default: the files
+    /// tracked at HEAD). Only what the remote lacks travels.
+    Push {
+        args: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring objects from a remote into the local store: [REMOTE] [OID|REV...].
+    Fetch {
+        args: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// git's long-running filter (started by git; see `hoard install`).
     FilterProcess,
     /// Single-shot clean filter: content on stdin, pointer on stdout.
@@ -144,6 +168,46 @@ enum Command {
         name: String,
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RemoteAction {
+    /// Add (or update) a remote: NAME http://HOST:PORT [--token TOKEN].
+    Add {
+        name: String,
+        url: String,
+        #[arg(long)]
+        token: Option<String>,
+    },
+    Remove {
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token (printed once): --read to fetch, --write to push too.
+    Create {
+        #[arg(long, conflicts_with = "write", required_unless_present = "write")]
+        read: bool,
+        #[arg(long)]
+        write: bool,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke {
+        id: String,
     },
 }
 
@@ -251,6 +315,29 @@ async fn dispatch(command: Command, paths: &Paths) -> anyhow::Result<()> {
             json,
         } => cmd::git::pull(paths, &include, &exclude, "HEAD", false, json).await,
         Command::Hook { name, args } => cmd::git::hook(paths, &name, &args).await,
+        Command::Remote { action } => match action {
+            RemoteAction::Add { name, url, token } => {
+                cmd::peer::remote_add(paths, &name, &url, token)
+            }
+            RemoteAction::Remove { name } => cmd::peer::remote_remove(paths, &name),
+            RemoteAction::List { json } => cmd::peer::remote_list(paths, json),
+        },
+        Command::Token { action } => {
+            let c = connect::connect(paths).await?;
+            match action {
+                TokenAction::Create {
+                    write, note, json, ..
+                } => cmd::peer::token_create(c, write, note, json).await,
+                TokenAction::List { json } => cmd::peer::token_list(c, json).await,
+                TokenAction::Revoke { id } => cmd::peer::token_revoke(c, &id).await,
+            }
+        }
+        Command::Push { args, json } => {
+            cmd::peer::transfer(connect::connect(paths).await?, paths, args, true, json).await
+        }
+        Command::Fetch { args, json } => {
+            cmd::peer::transfer(connect::connect(paths).await?, paths, args, false, json).await
+        }
         Command::FilterProcess | Command::Clean { .. } | Command::Smudge { .. } => {
             unreachable!("handled before the runtime starts")
         }

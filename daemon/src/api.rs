@@ -18,14 +18,20 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct LocalApi {
     store: Arc<Store>,
+    tokens: Arc<crate::tokens::Tokens>,
     started: Instant,
     shutdown: Arc<Notify>,
 }
 
 impl LocalApi {
-    pub fn new(store: Arc<Store>, shutdown: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        tokens: Arc<crate::tokens::Tokens>,
+        shutdown: Arc<Notify>,
+    ) -> Self {
         LocalApi {
             store,
+            tokens,
             started: Instant::now(),
             shutdown,
         }
@@ -99,6 +105,15 @@ fn clean_msg(m: pb::CleanRequest) -> Option<put::Msg> {
             content: w.content,
         },
     })
+}
+
+fn token_info(e: &crate::tokens::Entry) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: e.id.clone(),
+        scope: e.scope.to_string(),
+        created_unix: e.created_unix,
+        note: e.note.clone(),
+    }
 }
 
 fn problem(p: check::Problem) -> pb::Problem {
@@ -486,6 +501,88 @@ impl Local for LocalApi {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type SyncStream = Events<pb::SyncEvent>;
+
+    async fn sync(
+        &self,
+        req: Request<pb::SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let req = req.into_inner();
+        let oids = req
+            .oids
+            .iter()
+            .map(|b| parse_oid(b))
+            .collect::<Result<Vec<Id>, Status>>()?;
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            use pb::sync_event::Event as E;
+            let mut last = Instant::now();
+            let mut progress = |bytes: u64| {
+                if last.elapsed().as_millis() >= 200 {
+                    last = Instant::now();
+                    let _ = tx.try_send(Ok(pb::SyncEvent {
+                        event: Some(E::Progress(pb::Progress {
+                            files_done: 0,
+                            bytes_done: bytes,
+                        })),
+                    }));
+                }
+            };
+            let r = if req.push {
+                crate::sync::push(&store, &req.url, &req.token, &oids, &mut progress)
+            } else {
+                crate::sync::pull(&store, &req.url, &req.token, &oids, &mut progress)
+            };
+            let msg = r.map_err(status).map(|s| pb::SyncEvent {
+                event: Some(E::Summary(pb::SyncSummary {
+                    files: s.files,
+                    files_already_there: s.files_already_there,
+                    chunks_sent: s.chunks_sent,
+                    chunks_skipped: s.chunks_skipped,
+                    bytes: s.bytes,
+                    missing: s.missing.iter().map(|m| m.0.to_vec()).collect(),
+                })),
+            });
+            let _ = tx.blocking_send(msg);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn token_create(
+        &self,
+        req: Request<pb::TokenCreateRequest>,
+    ) -> Result<Response<pb::TokenCreateReply>, Status> {
+        let req = req.into_inner();
+        let scope = if req.write {
+            crate::tokens::Scope::Write
+        } else {
+            crate::tokens::Scope::Read
+        };
+        let (token, e) = self.tokens.create(scope, &req.note).map_err(status)?;
+        Ok(Response::new(pb::TokenCreateReply {
+            token,
+            info: Some(token_info(&e)),
+        }))
+    }
+
+    async fn token_list(
+        &self,
+        _: Request<pb::TokenListRequest>,
+    ) -> Result<Response<pb::TokenListReply>, Status> {
+        Ok(Response::new(pb::TokenListReply {
+            tokens: self.tokens.list().iter().map(token_info).collect(),
+        }))
+    }
+
+    async fn token_revoke(
+        &self,
+        req: Request<pb::TokenRevokeRequest>,
+    ) -> Result<Response<pb::TokenRevokeReply>, Status> {
+        let revoked = self.tokens.revoke(&req.into_inner().id).map_err(status)?;
+        Ok(Response::new(pb::TokenRevokeReply { revoked }))
     }
 
     async fn has(&self, req: Request<pb::HasRequest>) -> Result<Response<pb::HasReply>, Status> {

@@ -11,6 +11,10 @@
 //!
 //! [daemon]
 //! log = "info"           # tracing filter, e.g. "hoard_daemon=debug"
+//!
+//! [peer]
+//! listen = "127.0.0.1:7420"  # serve the Peer API (or `hoardd run --listen`)
+//! allow_plaintext = false    # required to listen beyond loopback (no TLS yet)
 //! ```
 
 use crate::chunker::ChunkParams;
@@ -25,6 +29,18 @@ pub struct Config {
     pub store: StoreSection,
     #[serde(default)]
     pub daemon: DaemonSection,
+    #[serde(default)]
+    pub peer: PeerSection,
+}
+
+/// The Peer API (other daemons syncing with this one).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// TCP address to serve it on, e.g. "127.0.0.1:7420"; off when absent.
+    pub listen: Option<String>,
+    /// Serve it without TLS on an address other than loopback.
+    pub allow_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -9,6 +9,7 @@ use hoard_proto::paths::Paths;
 use hoard_proto::v1::local_server::LocalServer;
 use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -85,9 +86,13 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or a shutdown request.
-pub fn run(paths: Paths) -> anyhow::Result<()> {
+pub fn run(paths: Paths, listen: Option<String>) -> anyhow::Result<()> {
     private_dir(&paths.store)?;
     let config = Config::load(&paths.config)?;
+    let peer = peer_listen(
+        listen.or(config.peer.listen.clone()),
+        config.peer.allow_plaintext.unwrap_or(false),
+    )?;
     let _lock = lock_store(&paths)?;
     let store = Arc::new(
         Store::open(&paths.store, config.new_store_params())
@@ -98,7 +103,8 @@ pub fn run(paths: Paths) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(store.clone(), &paths))?;
+    let tokens = Arc::new(crate::tokens::Tokens::open(&paths.store)?);
+    rt.block_on(serve(store.clone(), tokens, &paths, peer))?;
     rt.shutdown_timeout(Duration::from_secs(30));
     // In-flight blocking work was cancelled and has committed what it finished.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -110,7 +116,28 @@ pub fn run(paths: Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(store: Arc<Store>, paths: &Paths) -> anyhow::Result<()> {
+/// The Peer API's address, if it is to be served: plaintext only on
+/// loopback unless explicitly allowed.
+fn peer_listen(
+    listen: Option<String>,
+    allow_plaintext: bool,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(l) = listen else { return Ok(None) };
+    let addr: SocketAddr = l.parse().with_context(|| {
+        format!("peer listen address {l:?} is not IP:PORT (e.g. 127.0.0.1:7420)")
+    })?;
+    if !addr.ip().is_loopback() && !allow_plaintext {
+        bail!("refusing to serve the Peer API without TLS on {addr}: tokens would cross the network in clear. Listen on loopback (behind an SSH tunnel or a TLS proxy), or set `allow_plaintext = true` under [peer] in config.toml");
+    }
+    Ok(Some(addr))
+}
+
+async fn serve(
+    store: Arc<Store>,
+    tokens: Arc<crate::tokens::Tokens>,
+    paths: &Paths,
+    peer: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     if let Some(dir) = paths.socket.parent() {
         private_dir(dir)?;
@@ -140,7 +167,37 @@ async fn serve(store: Arc<Store>, paths: &Paths) -> anyhow::Result<()> {
     fs::set_permissions(&paths.socket, fs::Permissions::from_mode(0o600))?;
 
     let shutdown = Arc::new(Notify::new());
-    let api = LocalApi::new(store.clone(), shutdown.clone());
+    let api = LocalApi::new(store.clone(), tokens.clone(), shutdown.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let peer_server = match peer {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for peers on {addr}"))?;
+            tracing::info!(%addr, "serving the Peer API");
+            let svc = hoard_proto::v1::peer_server::PeerServer::new(crate::sync::PeerApi::new(
+                store.clone(),
+                tokens,
+            ))
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20);
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .initial_stream_window_size(4 << 20)
+                    .initial_connection_window_size(16 << 20)
+                    .tcp_nodelay(true)
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(l),
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        },
+                    ),
+            ))
+        }
+        None => None,
+    };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let stop_store = store.clone();
@@ -151,6 +208,7 @@ async fn serve(store: Arc<Store>, paths: &Paths) -> anyhow::Result<()> {
             _ = shutdown.notified() => {}
         }
         stop_store.begin_shutdown();
+        let _ = stop_tx.send(true);
     };
     let svc = LocalServer::new(api)
         .max_decoding_message_size(16 << 20)
@@ -163,6 +221,13 @@ async fn serve(store: Arc<Store>, paths: &Paths) -> anyhow::Result<()> {
         )
         .await;
     let _ = fs::remove_file(&paths.socket);
+    if let Some(p) = peer_server {
+        match p.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the Peer API server failed"),
+            Err(e) => tracing::error!(error = %e, "the Peer API server panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     result.context("local API server failed")
 }
 

@@ -22,6 +22,8 @@ pub mod pack;
 pub mod put;
 pub mod sketch;
 pub mod store;
+pub mod sync;
+pub mod tokens;
 
 pub use error::{Error, Result};
 pub use id::Id;

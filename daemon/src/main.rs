@@ -24,7 +24,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve in the foreground (the default).
-    Run,
+    Run {
+        /// Also serve the Peer API on this TCP address (overrides [peer] listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,8 +37,8 @@ fn main() -> std::process::ExitCode {
         let paths = Paths::resolve(cli.store.as_deref()).map_err(anyhow::Error::msg)?;
         let config = Config::load(&paths.config)?;
         daemon::init_logging(config.daemon.log.as_deref());
-        match cli.command.unwrap_or(Command::Run) {
-            Command::Run => daemon::run(paths),
+        match cli.command.unwrap_or(Command::Run { listen: None }) {
+            Command::Run { listen } => daemon::run(paths, listen),
         }
     })();
     match result {

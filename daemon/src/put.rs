@@ -194,6 +194,34 @@ impl<'s> Session<'s> {
         Put { file, size }
     }
 
+    /// Queues one chunk received from a peer (its id already verified).
+    /// Returns false when the store already had it.
+    pub fn put_chunk(&mut self, id: Id, data: Vec<u8>) -> Result<bool> {
+        let len = data.len();
+        let block = Block {
+            data,
+            chunks: vec![crate::chunker::Cut { offset: 0, len, id }],
+        };
+        let indexed = self.store.indexed(&[id])?;
+        let queued = self.frames.add(&block, &indexed) == 0;
+        if self.frames.queued_bytes() >= FLUSH_FRAMES_AT {
+            if let Err(e) = self.frames.flush(self.store, &mut self.deps) {
+                self.reset(&format!("a chunk could not be stored: {e}"));
+                return Err(e);
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Appends every queued chunk and waits until it is durable and
+    /// indexed (no files are involved).
+    pub fn seal(&mut self) -> Result<()> {
+        self.frames.flush(self.store, &mut self.deps)?;
+        self.deps = Deps::default();
+        self.store.commit(&mut [], 0)?;
+        Ok(())
+    }
+
     /// Is a flush due (staged files older than [`COMMIT_EVERY`])?
     pub fn due(&self) -> bool {
         !self.staged.is_empty() && self.last_flush.elapsed() >= COMMIT_EVERY

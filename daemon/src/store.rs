@@ -990,7 +990,7 @@ pub struct WritesPaused<'a>(MutexGuard<'a, Writer>);
 
 /// Recently decoded frames: sequential reads decode each frame once, and a
 /// delta frame's bases stay at hand.
-pub(crate) struct FrameCache {
+pub struct FrameCache {
     frames: Vec<(FrameKey, Arc<Vec<u8>>)>,
     slots: usize,
 }

@@ -17,3 +17,8 @@ pub const FILE_RESULTS_BATCH: usize = 1024;
 /// Files per `ReadBatch` call, and the largest file it carries.
 pub const READ_BATCH_FILES: usize = 64;
 pub const READ_BATCH_MAX_FILE: u64 = MAX_DATA_MESSAGE as u64;
+
+/// Version of the Peer protocol this build speaks.
+pub const PEER_PROTOCOL: u32 = 1;
+/// Ids per `IdList` a peer accepts, and manifest entries per piece.
+pub const PEER_BATCH: usize = 4096;

@@ -66,7 +66,7 @@ pub async fn pull(
     let repo = Repo::discover()?;
     let filter = verbs::PathFilter::new(&repo, include, exclude)?;
     let mut client = connect::connect(paths).await?;
-    let report = verbs::pull(&mut client, &repo, rev, &filter, fetch_first, None).await?;
+    let report = verbs::pull(&mut client, paths, &repo, rev, &filter, fetch_first, None).await?;
     verbs::print_pull(&report, json, if fetch_first { "pull" } else { "checkout" })
 }
 
@@ -79,20 +79,25 @@ pub async fn hook(paths: &Paths, name: &str, args: &[String]) -> anyhow::Result<
             if args.get(2).map(String::as_str) == Some("0") {
                 return Ok(());
             }
-            git::verbs::hook_after_update(&mut client, &repo, args.first().map(String::as_str))
-                .await
+            git::verbs::hook_after_update(
+                &mut client,
+                paths,
+                &repo,
+                args.first().map(String::as_str),
+            )
+            .await
         }
         "post-merge" => {
             let prev = repo
                 .git(["rev-parse", "-q", "--verify", "ORIG_HEAD"])
                 .ok()
                 .map(|o| String::from_utf8_lossy(&o).trim().to_string());
-            git::verbs::hook_after_update(&mut client, &repo, prev.as_deref()).await
+            git::verbs::hook_after_update(&mut client, paths, &repo, prev.as_deref()).await
         }
         "post-commit" => git::verbs::hook_post_commit(&mut client, &repo).await,
         "pre-push" => {
             let remote = args.first().map(String::as_str).unwrap_or("origin");
-            git::verbs::hook_pre_push(&mut client, &repo, remote).await
+            git::verbs::hook_pre_push(&mut client, paths, &repo, remote).await
         }
         other => bail!("unknown hook {other:?}; run `hoard install` to refresh the hooks"),
     }

@@ -2,6 +2,7 @@
 pub mod add;
 pub mod daemon;
 pub mod git;
+pub mod peer;
 pub mod read;
 pub mod store;
 

@@ -1,10 +1,11 @@
-//! Making objects local. This is the one place the filter, `pull` and
-//! `checkout` ask for content; today its only source is the local store,
-//! and peer sync adds remotes here without changing any caller.
+//! Making objects local. This is the one place the filter and `pull` ask
+//! for content: the local store, then the default remote.
 
 use super::pointer::Pointer;
 use crate::connect::Client;
+use crate::remote::Remotes;
 use crate::ui;
+use hoard_proto::paths::Paths;
 use hoard_proto::v1::HasRequest;
 
 /// Ids asked about per request.
@@ -23,11 +24,29 @@ impl Fetched {
     }
 }
 
-/// Makes the content of `objects` local where it can be found.
-pub async fn fetch(client: &mut Client, objects: &[Pointer]) -> anyhow::Result<Fetched> {
-    // The local store is the only source until peer sync adds remotes:
-    // then the missing ones are asked of them here.
-    local(client, objects).await
+/// Makes the content of `objects` local where it can be found: the local
+/// store first, then the default remote (`origin`, or the only one).
+pub async fn fetch(
+    client: &mut Client,
+    paths: &Paths,
+    objects: &[Pointer],
+) -> anyhow::Result<Fetched> {
+    let mut f = local(client, objects).await?;
+    if f.missing() == 0 {
+        return Ok(f);
+    }
+    let Some((_, remote)) = Remotes::load(paths)?.pick(None) else {
+        return Ok(f);
+    };
+    let missing: Vec<Vec<u8>> = objects
+        .iter()
+        .zip(&f.present)
+        .filter(|(_, p)| !**p)
+        .map(|(o, _)| o.oid.to_vec())
+        .collect();
+    crate::remote::sync(client, &remote, false, missing, true).await?;
+    f = local(client, objects).await?;
+    Ok(f)
 }
 
 /// Which of `objects` the local store holds, without fetching anything.
@@ -56,6 +75,6 @@ pub async fn local(client: &mut Client, objects: &[Pointer]) -> anyhow::Result<F
 /// What to tell a user whose content is not here.
 pub fn missing_hint(path: &str) -> String {
     format!(
-        "its content is not in this machine's store; `hoard pull --include '{path}'` writes it once the store has it"
+        "its content is neither in this machine's store nor on a remote; `hoard pull --include '{path}'` writes it once it is available (`hoard remote add` names where to fetch from)"
     )
 }

@@ -417,9 +417,11 @@ impl Core {
             return Ok(Some(s));
         }
         let mut client = self.client()?;
-        let found = self
-            .rt
-            .block_on(fetch::fetch(&mut client, std::slice::from_ref(p)))?;
+        let found = self.rt.block_on(fetch::fetch(
+            &mut client,
+            &self.paths,
+            std::slice::from_ref(p),
+        ))?;
         if found.missing() > 0 {
             return Ok(None);
         }
@@ -721,9 +723,10 @@ impl Process {
             if self.delayed.outstanding == 0 && std::mem::take(&mut self.delayed.saw_failure) {
                 self.core.bg = None;
             }
+            let paths = self.core.paths.clone();
             match self.core.background() {
                 Ok((rt, c)) => {
-                    self.delayed.start(rt, c, path, p);
+                    self.delayed.start(rt, c, &paths, path, p);
                     write_status(out, "delayed")?;
                 }
                 Err(e) => {
@@ -840,7 +843,7 @@ struct Delayed {
     saw_failure: bool,
     /// Small files waiting to fill a batch.
     batch: Vec<(String, Pointer)>,
-    fetcher: Option<(tokio::runtime::Handle, Client)>,
+    fetcher: Option<(tokio::runtime::Handle, Client, Paths)>,
     done_tx: std_mpsc::Sender<(String, Pointer, Source)>,
     done_rx: std_mpsc::Receiver<(String, Pointer, Source)>,
     /// Finished and announced to git, waiting for it to ask.
@@ -865,9 +868,16 @@ impl Delayed {
         }
     }
 
-    fn start(&mut self, rt: &tokio::runtime::Runtime, client: Client, path: String, p: Pointer) {
+    fn start(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        client: Client,
+        paths: &Paths,
+        path: String,
+        p: Pointer,
+    ) {
         self.outstanding += 1;
-        self.fetcher = Some((rt.handle().clone(), client.clone()));
+        self.fetcher = Some((rt.handle().clone(), client.clone(), paths.clone()));
         if p.size <= hoard_proto::READ_BATCH_MAX_FILE {
             self.batch.push((path, p));
             if self.batch.len() >= hoard_proto::READ_BATCH_FILES {
@@ -878,9 +888,10 @@ impl Delayed {
         let tx = self.done_tx.clone();
         let parallel = self.parallel.clone();
         let memory = self.memory.clone();
+        let paths = paths.clone();
         rt.spawn(async move {
             let src = match parallel.acquire_owned().await {
-                Ok(_permit) => prefetch(client, &p, memory).await,
+                Ok(_permit) => prefetch(client, &paths, &p, memory).await,
                 Err(_) => Source::Failed("shutting down".into()),
             };
             let _ = tx.send((path, p, src));
@@ -889,7 +900,7 @@ impl Delayed {
 
     /// Sends the waiting small files as one batch.
     fn dispatch(&mut self) {
-        let Some((rt, client)) = self.fetcher.clone() else {
+        let Some((rt, client, paths)) = self.fetcher.clone() else {
             return;
         };
         let batch = std::mem::take(&mut self.batch);
@@ -903,7 +914,7 @@ impl Delayed {
             let Ok(_permit) = parallel.acquire_owned().await else {
                 return;
             };
-            for (path, p, src) in prefetch_batch(client, batch, memory).await {
+            for (path, p, src) in prefetch_batch(client, &paths, batch, memory).await {
                 let _ = tx.send((path, p, src));
             }
         });
@@ -944,6 +955,7 @@ impl Delayed {
 /// through [`fetch::fetch`] and are read one by one if it finds them.
 async fn prefetch_batch(
     mut client: Client,
+    paths: &Paths,
     batch: Vec<(String, Pointer)>,
     memory: Arc<Semaphore>,
 ) -> Vec<(String, Pointer, Source)> {
@@ -1003,7 +1015,7 @@ async fn prefetch_batch(
             // Not here: the one place that can find it elsewhere; if it
             // does, the file is streamed when git asks.
             (Some(Err((true, _))), _) => {
-                match fetch::fetch(&mut client, std::slice::from_ref(&p)).await {
+                match fetch::fetch(&mut client, paths, std::slice::from_ref(&p)).await {
                     Ok(f) if f.missing() == 0 => Source::Stream,
                     Ok(_) => Source::Missing,
                     Err(e) => Source::Failed(format!("{e:#}")),
@@ -1020,8 +1032,13 @@ async fn prefetch_batch(
 
 /// Fetches one delayed file: into memory when small, else only checks that
 /// it is local (it is streamed when git asks).
-async fn prefetch(mut client: Client, p: &Pointer, memory: Arc<Semaphore>) -> Source {
-    match fetch::fetch(&mut client, std::slice::from_ref(p)).await {
+async fn prefetch(
+    mut client: Client,
+    paths: &Paths,
+    p: &Pointer,
+    memory: Arc<Semaphore>,
+) -> Source {
+    match fetch::fetch(&mut client, paths, std::slice::from_ref(p)).await {
         Ok(f) if f.missing() > 0 => return Source::Missing,
         Ok(_) => {}
         Err(e) => return Source::Failed(format!("{e:#}")),

@@ -105,6 +105,7 @@ pub struct PullReport {
 /// what is already local): the selected pointers of `rev`.
 pub async fn pull(
     client: &mut Client,
+    paths: &hoard_proto::paths::Paths,
     repo: &Repo,
     rev: &str,
     filter: &PathFilter,
@@ -123,7 +124,7 @@ pub async fn pull(
     };
     let pointers: Vec<Pointer> = selected.iter().map(|t| t.pointer).collect();
     let present = if fetch_first {
-        fetch::fetch(client, &pointers).await?.present
+        fetch::fetch(client, paths, &pointers).await?.present
     } else {
         fetch::local(client, &pointers).await?.present
     };
@@ -456,6 +457,7 @@ const NULL_OID: &str = "0000000000000000000000000000000000000000";
 /// left them as pointers when it was not).
 pub async fn hook_after_update(
     client: &mut Client,
+    paths: &hoard_proto::paths::Paths,
     repo: &Repo,
     prev: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -477,7 +479,7 @@ pub async fn hook_after_update(
         return Ok(());
     }
     let filter = PathFilter::new(repo, &[], &[])?;
-    let report = pull(client, repo, "HEAD", &filter, false, only.as_ref()).await?;
+    let report = pull(client, paths, repo, "HEAD", &filter, false, only.as_ref()).await?;
     if report.materialized > 0 {
         eprintln!(
             "hoard: wrote {} files whose content is now available",
@@ -542,7 +544,12 @@ async fn not_local<'t>(
 /// pre-push REMOTE URL, refs on stdin: the content of every pointer in the
 /// commits being pushed must be here (so it can be sent). Until a hoard
 /// remote is configured, content stays in this store.
-pub async fn hook_pre_push(client: &mut Client, repo: &Repo, remote: &str) -> anyhow::Result<()> {
+pub async fn hook_pre_push(
+    client: &mut Client,
+    paths: &hoard_proto::paths::Paths,
+    repo: &Repo,
+    remote: &str,
+) -> anyhow::Result<()> {
     let mut revs = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let line = line?;
@@ -587,5 +594,22 @@ pub async fn hook_pre_push(client: &mut Client, repo: &Repo, remote: &str) -> an
             missing.len()
         );
     }
+    // The hoard remote named like the git remote, else the default one.
+    let remotes = crate::remote::Remotes::load(paths)?;
+    let Some((name, r)) = remotes.pick(Some(remote)).or_else(|| remotes.pick(None)) else {
+        if !tracked.is_empty() {
+            eprintln!("hoard: no hoard remote is configured, so the content of {} files stays in this store; `hoard remote add origin URL --token TOKEN` to share it", tracked.len());
+        }
+        return Ok(());
+    };
+    let oids: Vec<Vec<u8>> = tracked.iter().map(|t| t.pointer.oid.to_vec()).collect();
+    let s = crate::remote::sync(client, &r, true, oids, false).await?;
+    eprintln!(
+        "hoard: pushed {} files to {name} ({} chunks, {}; {} chunks it already had)",
+        s.files,
+        s.chunks_sent,
+        ui::bytes(s.bytes),
+        s.chunks_skipped
+    );
     Ok(())
 }

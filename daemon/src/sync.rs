@@ -1,0 +1,767 @@
+//! Peer sync: the `Peer` gRPC service other daemons call, and this daemon's
+//! side of a transfer (pull from / push to a peer).
+//!
+//! Negotiation is by ids, never by bytes: the puller learns which files it
+//! lacks, gets their manifests, works out which chunks it lacks and asks for
+//! only those; push mirrors it, asking the peer what it lacks. Whoever
+//! receives checks every chunk against its id before it is stored, and
+//! every manifest against its file id (the BLAKE3 of the reassembled
+//! content, read back from the store) before the file is recorded. Chunks
+//! are made durable in batches, so an interrupted transfer resumes where it
+//! stopped: a rerun asks again and is sent only what is still missing.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::manifest::Manifest;
+use crate::put::Session;
+use crate::store::{Completed, Deps, FrameCache, Store};
+use crate::tokens::{Scope, Tokens};
+use hoard_proto::v1::{self as pb, peer_client::PeerClient, peer_server::Peer};
+use hoard_proto::{PEER_BATCH, PEER_PROTOCOL};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Received bytes after which chunks are made durable (resume points).
+const SEAL_EVERY: u64 = 64 << 20;
+/// Files whose manifests are checked and recorded together.
+const MANIFEST_BATCH: usize = 256;
+/// Entries a manifest may have (a 512 GiB file of 32 KiB chunks).
+const MAX_MANIFEST_ENTRIES: usize = 1 << 24;
+
+// ---- checks on what a peer sends -------------------------------------------
+
+/// A chunk from a peer: the right size and the right hash, or refused.
+fn check_chunk(store: &Store, id: &Id, data: &[u8], peer: &str) -> Result<()> {
+    if data.is_empty() || data.len() > store.params().chunk.max as usize {
+        return Err(Error::Corrupt(format!(
+            "{peer} sent chunk {} of {} bytes, outside this store's chunk sizes; refused",
+            id.hex(),
+            data.len()
+        )));
+    }
+    if Id::of(data) != *id {
+        return Err(Error::Corrupt(format!(
+            "{peer} sent data for chunk {} that does not hash to it; refused, nothing of it stored",
+            id.hex()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks manifests against their file ids (reading the content back from
+/// the store, so every chunk must be here) and records the good ones.
+/// Returns (recorded, already had).
+pub fn accept_manifests(
+    store: &Store,
+    files: Vec<(Id, Manifest)>,
+    peer: &str,
+) -> Result<(u64, u64)> {
+    let mut had = 0;
+    let mut good = Vec::new();
+    for (file, m) in files {
+        if store.file_size(&file)?.is_some() {
+            had += 1;
+            continue;
+        }
+        verify_manifest(store, &file, &m, peer)?;
+        good.push(Completed {
+            file,
+            manifest: m,
+            deps: Deps::default(),
+            stat: None,
+        });
+    }
+    let n = good.len() as u64;
+    if !good.is_empty() {
+        for r in store.commit(&mut good, 0)? {
+            r?;
+        }
+    }
+    Ok((n, had))
+}
+
+fn verify_manifest(store: &Store, file: &Id, m: &Manifest, peer: &str) -> Result<()> {
+    let bad = |why: String| {
+        Error::Corrupt(format!(
+            "{peer} sent a manifest for {file} that {why}; refused"
+        ))
+    };
+    let max = store.params().chunk.max;
+    let total: u64 = m.chunks.iter().map(|c| c.1 as u64).sum();
+    if total != m.size {
+        return Err(bad(format!(
+            "lists {total} bytes of chunks for a {}-byte file",
+            m.size
+        )));
+    }
+    if m.chunks.iter().any(|c| c.1 == 0 || c.1 > max) {
+        return Err(bad("has chunks outside this store's chunk sizes".into()));
+    }
+    let mut h = blake3::Hasher::new();
+    let mut cache = FrameCache::default();
+    for piece in m.chunks.chunks(PEER_BATCH) {
+        let ids: Vec<Id> = piece.iter().map(|c| c.0).collect();
+        let locs = store.index.chunk_locs(&ids)?;
+        for ((id, len), loc) in piece.iter().zip(locs) {
+            let loc = loc.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "chunk {} of {file} is not here; the chunks must arrive before the manifest",
+                    id.hex()
+                ))
+            })?;
+            let data = store.read_chunk(id, &loc, &mut cache)?;
+            if data.len() != *len as usize {
+                return Err(bad(format!("gives chunk {} the wrong length", id.hex())));
+            }
+            h.update(&data);
+        }
+    }
+    if h.finalize().as_bytes() != &file.0 {
+        return Err(bad("does not hash to it".into()));
+    }
+    Ok(())
+}
+
+/// Reassembles manifest pieces into whole manifests.
+#[derive(Default)]
+struct Pieces {
+    open: HashMap<Id, Manifest>,
+    done: Vec<(Id, Manifest)>,
+}
+
+impl Pieces {
+    fn add(&mut self, p: pb::ManifestPiece, peer: &str) -> Result<()> {
+        let file = Id::from_slice(&p.file).ok_or_else(|| {
+            Error::Corrupt(format!("{peer} sent a manifest with a malformed file id"))
+        })?;
+        if p.chunk_ids.len() != p.chunk_lens.len() || p.chunk_ids.len() > PEER_BATCH {
+            return Err(Error::Corrupt(format!(
+                "{peer} sent a malformed manifest piece for {file}"
+            )));
+        }
+        let m = self.open.entry(file).or_insert_with(|| Manifest {
+            size: p.size,
+            chunks: Vec::new(),
+        });
+        if m.size != p.size || m.chunks.len() + p.chunk_ids.len() > MAX_MANIFEST_ENTRIES {
+            return Err(Error::Corrupt(format!(
+                "{peer} sent inconsistent manifest pieces for {file}"
+            )));
+        }
+        for (id, len) in p.chunk_ids.iter().zip(p.chunk_lens) {
+            let id = Id::from_slice(id).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "{peer} sent a malformed chunk id in the manifest of {file}"
+                ))
+            })?;
+            m.chunks.push((id, len));
+        }
+        if p.last {
+            if let Some(m) = self.open.remove(&file) {
+                self.done.push((file, m));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pieces_of(file: &Id, m: &Manifest) -> Vec<pb::ManifestPiece> {
+    let mut out = Vec::new();
+    let mut chunks = m.chunks.chunks(PEER_BATCH).peekable();
+    if chunks.peek().is_none() {
+        out.push(pb::ManifestPiece {
+            file: file.0.to_vec(),
+            size: m.size,
+            last: true,
+            ..Default::default()
+        });
+    }
+    while let Some(c) = chunks.next() {
+        out.push(pb::ManifestPiece {
+            file: file.0.to_vec(),
+            size: m.size,
+            chunk_ids: c.iter().map(|x| x.0 .0.to_vec()).collect(),
+            chunk_lens: c.iter().map(|x| x.1).collect(),
+            last: chunks.peek().is_none(),
+        });
+    }
+    out
+}
+
+fn ids_of(list: &[Vec<u8>], peer: &str) -> Result<Vec<Id>> {
+    if list.len() > PEER_BATCH {
+        return Err(Error::Config(format!(
+            "{peer} asked about {} ids at once; at most {PEER_BATCH}",
+            list.len()
+        )));
+    }
+    list.iter()
+        .map(|b| {
+            Id::from_slice(b).ok_or_else(|| Error::Config(format!("{peer} sent a malformed id")))
+        })
+        .collect()
+}
+
+// ---- the Peer service ----------------------------------------------------------
+
+pub struct PeerApi {
+    store: Arc<Store>,
+    tokens: Arc<Tokens>,
+}
+
+impl PeerApi {
+    pub fn new(store: Arc<Store>, tokens: Arc<Tokens>) -> Self {
+        PeerApi { store, tokens }
+    }
+
+    /// Checks the call's bearer token against the scope it needs; returns
+    /// how to name the caller in messages.
+    fn authorize<T>(&self, req: &Request<T>, need: Scope) -> std::result::Result<String, Status> {
+        let peer = req
+            .remote_addr()
+            .map(|a| format!("peer {a}"))
+            .unwrap_or_else(|| "a peer".into());
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("no token: give one with `hoard remote add NAME URL --token TOKEN` (made on this side by `hoard token create`)"))?;
+        match self.tokens.check(token) {
+            None => Err(Status::unauthenticated("unknown or revoked token")),
+            Some(s) if s < need => Err(Status::permission_denied(format!(
+                "this token has {s} access; {need} access is needed (`hoard token create --{need}`)"
+            ))),
+            Some(_) => Ok(peer),
+        }
+    }
+}
+
+type Events<T> = ReceiverStream<std::result::Result<T, Status>>;
+
+fn status(e: Error) -> Status {
+    crate::api::status(e)
+}
+
+#[tonic::async_trait]
+impl Peer for PeerApi {
+    async fn hello(
+        &self,
+        req: Request<pb::HelloRequest>,
+    ) -> std::result::Result<Response<pb::HelloReply>, Status> {
+        self.authorize(&req, Scope::Read)?;
+        let p = self.store.params().chunk;
+        Ok(Response::new(pb::HelloReply {
+            protocol: PEER_PROTOCOL,
+            chunk_min: p.min,
+            chunk_avg: p.avg,
+            chunk_max: p.max,
+        }))
+    }
+
+    async fn have_files(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<pb::Presence>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let present =
+            tokio::task::block_in_place(|| self.store.index.files_present(&ids)).map_err(status)?;
+        Ok(Response::new(pb::Presence { present }))
+    }
+
+    async fn have_chunks(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<pb::Presence>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let present = tokio::task::block_in_place(|| self.store.indexed(&ids)).map_err(status)?;
+        Ok(Response::new(pb::Presence { present }))
+    }
+
+    type GetManifestsStream = Events<pb::ManifestPiece>;
+
+    async fn get_manifests(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetManifestsStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let (tx, rx) = mpsc::channel(8);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            for id in ids {
+                match store.index.manifest(&id) {
+                    Ok(Some(m)) => {
+                        for p in pieces_of(&id, &m) {
+                            if tx.blocking_send(Ok(p)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(status(e)));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type GetChunksStream = Events<pb::ChunkData>;
+
+    async fn get_chunks(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetChunksStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cache = FrameCache::default();
+            let r = (|| -> Result<()> {
+                let locs = store.index.chunk_locs(&ids)?;
+                for (id, loc) in ids.iter().zip(locs) {
+                    let Some(loc) = loc else { continue };
+                    let data = store.read_chunk(id, &loc, &mut cache)?;
+                    let msg = pb::ChunkData {
+                        id: id.0.to_vec(),
+                        data: data.into(),
+                    };
+                    if tx.blocking_send(Ok(msg)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                let _ = tx.blocking_send(Err(status(e)));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn put_chunks(
+        &self,
+        req: Request<Streaming<pb::ChunkData>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        let peer = self.authorize(&req, Scope::Write)?;
+        let mut inbound = req.into_inner();
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
+            let mut session = Session::new(&store);
+            let mut reply = pb::PutReply::default();
+            let mut since_seal = 0u64;
+            let outcome = (|| -> Result<()> {
+                while let Some(c) = rt
+                    .block_on(inbound.message())
+                    .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
+                {
+                    let id = Id::from_slice(&c.id).ok_or_else(|| {
+                        Error::Corrupt(format!("{peer} sent a malformed chunk id"))
+                    })?;
+                    check_chunk(&store, &id, &c.data, &peer)?;
+                    since_seal += c.data.len() as u64;
+                    if session.put_chunk(id, c.data.to_vec())? {
+                        reply.stored += 1;
+                    } else {
+                        reply.already_had += 1;
+                    }
+                    if since_seal >= SEAL_EVERY {
+                        session.seal()?;
+                        since_seal = 0;
+                    }
+                }
+                Ok(())
+            })();
+            // What arrived intact before any failure is kept.
+            session.seal()?;
+            outcome.map(|_| reply)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("receiving chunks failed: {e}")))?;
+        r.map(Response::new).map_err(status)
+    }
+
+    async fn put_manifests(
+        &self,
+        req: Request<Streaming<pb::ManifestPiece>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        let peer = self.authorize(&req, Scope::Write)?;
+        let mut inbound = req.into_inner();
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
+            let mut pieces = Pieces::default();
+            let mut reply = pb::PutReply::default();
+            while let Some(p) = rt
+                .block_on(inbound.message())
+                .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
+            {
+                pieces.add(p, &peer)?;
+                if pieces.done.len() >= MANIFEST_BATCH {
+                    let (n, had) =
+                        accept_manifests(&store, std::mem::take(&mut pieces.done), &peer)?;
+                    reply.stored += n;
+                    reply.already_had += had;
+                }
+            }
+            if !pieces.open.is_empty() {
+                return Err(Error::Corrupt(format!(
+                    "{peer} ended a manifest stream in the middle of a file"
+                )));
+            }
+            let (n, had) = accept_manifests(&store, pieces.done, &peer)?;
+            reply.stored += n;
+            reply.already_had += had;
+            Ok(reply)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("receiving manifests failed: {e}")))?;
+        r.map(Response::new).map_err(status)
+    }
+}
+
+// ---- this daemon's side of a transfer ---------------------------------------
+
+/// What a transfer did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub files: u64,
+    pub files_already_there: u64,
+    pub chunks_sent: u64,
+    pub chunks_skipped: u64,
+    pub bytes: u64,
+    /// Files asked for that the peer does not have.
+    pub missing: Vec<Id>,
+}
+
+/// Progress: bytes moved so far.
+pub type Progress<'a> = &'a mut dyn FnMut(u64);
+
+type Client = PeerClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: Request<()>) -> std::result::Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn net(peer: &str, what: &str, e: Status) -> Error {
+    match e.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            Error::Config(format!("{peer} refused {what}: {}", e.message()))
+        }
+        _ => Error::Busy(format!("{what} with {peer} failed: {}", e.message())),
+    }
+}
+
+async fn connect(url: &str, token: &str, store: &Store) -> Result<Client> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::Config(format!("bad remote URL {url:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(10))
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| {
+        Error::Busy(format!(
+            "cannot reach {url}: {e}; is its daemon running with `listen` set?"
+        ))
+    })?;
+    let auth = if token.is_empty() {
+        Auth(None)
+    } else {
+        Auth(Some(format!("Bearer {token}").parse().map_err(|_| {
+            Error::Config("the token has characters a header cannot hold".into())
+        })?))
+    };
+    let mut c = PeerClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(8 << 20)
+        .max_encoding_message_size(8 << 20);
+    let hello = c
+        .hello(pb::HelloRequest {
+            protocol: PEER_PROTOCOL,
+        })
+        .await
+        .map_err(|e| net(url, "the handshake", e))?
+        .into_inner();
+    let p = store.params().chunk;
+    if hello.protocol != PEER_PROTOCOL {
+        return Err(Error::Config(format!(
+            "{url} speaks peer protocol {}, this daemon {PEER_PROTOCOL}; upgrade the older one",
+            hello.protocol
+        )));
+    }
+    if (hello.chunk_min, hello.chunk_avg, hello.chunk_max) != (p.min, p.avg, p.max) {
+        return Err(Error::Config(format!(
+            "{url} cuts chunks at {}/{}/{} bytes (min/avg/max), this store at {}/{}/{}: their chunk ids never match, so syncing would deduplicate nothing. Sync stores made with the same chunk_avg",
+            hello.chunk_min, hello.chunk_avg, hello.chunk_max, p.min, p.avg, p.max
+        )));
+    }
+    Ok(c)
+}
+
+/// Brings `files` from the peer at `url` into this store.
+pub fn pull(
+    store: &Store,
+    url: &str,
+    token: &str,
+    files: &[Id],
+    progress: Progress,
+) -> Result<Summary> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))?;
+    let mut peer = rt.block_on(connect(url, token, store))?;
+    let mut sum = Summary::default();
+    let present = store.index.files_present(files)?;
+    let want: Vec<Id> = files
+        .iter()
+        .zip(present)
+        .filter(|(_, p)| !p)
+        .map(|(f, _)| *f)
+        .collect();
+    sum.files_already_there = (files.len() - want.len()) as u64;
+    // Manifests.
+    let mut pieces = Pieces::default();
+    for batch in want.chunks(PEER_BATCH) {
+        let mut s = rt
+            .block_on(peer.get_manifests(pb::IdList {
+                ids: batch.iter().map(|f| f.0.to_vec()).collect(),
+            }))
+            .map_err(|e| net(url, "sending manifests", e))?
+            .into_inner();
+        let asked: HashSet<Id> = batch.iter().copied().collect();
+        while let Some(p) = rt
+            .block_on(s.message())
+            .map_err(|e| net(url, "sending manifests", e))?
+        {
+            if Id::from_slice(&p.file).is_none_or(|f| !asked.contains(&f)) {
+                return Err(Error::Corrupt(format!(
+                    "{url} sent a manifest that was not asked for; refused"
+                )));
+            }
+            pieces.add(p, url)?;
+        }
+    }
+    if !pieces.open.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "{url} sent an incomplete manifest; refused"
+        )));
+    }
+    let got: HashSet<Id> = pieces.done.iter().map(|(f, _)| *f).collect();
+    sum.missing = want.iter().filter(|f| !got.contains(f)).copied().collect();
+    // Chunks this store lacks.
+    let mut needed: Vec<Id> = Vec::new();
+    let mut seen = HashSet::new();
+    for (_, m) in &pieces.done {
+        for (c, _) in &m.chunks {
+            if seen.insert(*c) {
+                needed.push(*c);
+            }
+        }
+    }
+    let mut missing_chunks = Vec::new();
+    for batch in needed.chunks(PEER_BATCH) {
+        for (c, have) in batch.iter().zip(store.indexed(batch)?) {
+            if have {
+                sum.chunks_skipped += 1;
+            } else {
+                missing_chunks.push(*c);
+            }
+        }
+    }
+    let mut session = Session::new(store);
+    let mut since_seal = 0u64;
+    for batch in missing_chunks.chunks(PEER_BATCH) {
+        let mut asked: HashSet<Id> = batch.iter().copied().collect();
+        let mut s = rt
+            .block_on(peer.get_chunks(pb::IdList {
+                ids: batch.iter().map(|c| c.0.to_vec()).collect(),
+            }))
+            .map_err(|e| net(url, "sending chunks", e))?
+            .into_inner();
+        loop {
+            let next = rt.block_on(s.message());
+            let c = match next {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    // Keep what arrived intact: a rerun resumes from here.
+                    session.seal()?;
+                    return Err(net(url, "sending chunks", e));
+                }
+            };
+            let id = Id::from_slice(&c.id)
+                .filter(|id| asked.remove(id))
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "{url} sent a chunk that was not asked for (or twice); refused"
+                    ))
+                })?;
+            check_chunk(store, &id, &c.data, url)?;
+            sum.bytes += c.data.len() as u64;
+            since_seal += c.data.len() as u64;
+            progress(sum.bytes);
+            session.put_chunk(id, c.data.to_vec())?;
+            sum.chunks_sent += 1;
+            if since_seal >= SEAL_EVERY {
+                session.seal()?;
+                since_seal = 0;
+            }
+        }
+        if !asked.is_empty() {
+            session.seal()?;
+            return Err(Error::NotFound(format!(
+                "{url} lacks {} chunks of the files asked for (its store is damaged? run `hoard verify` there)",
+                asked.len()
+            )));
+        }
+    }
+    session.seal()?;
+    let files_done = pieces.done;
+    for batch in files_done.chunks(MANIFEST_BATCH) {
+        let (n, had) = accept_manifests(store, batch.to_vec(), url)?;
+        sum.files += n;
+        sum.files_already_there += had;
+    }
+    Ok(sum)
+}
+
+/// Sends `files` (and the chunks of them the peer lacks) to the peer at `url`.
+pub fn push(
+    store: &Store,
+    url: &str,
+    token: &str,
+    files: &[Id],
+    progress: Progress,
+) -> Result<Summary> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))?;
+    let mut peer = rt.block_on(connect(url, token, store))?;
+    let mut sum = Summary::default();
+    let mut send = Vec::new();
+    for batch in files.chunks(PEER_BATCH) {
+        let present = rt
+            .block_on(peer.have_files(pb::IdList {
+                ids: batch.iter().map(|f| f.0.to_vec()).collect(),
+            }))
+            .map_err(|e| net(url, "the file check", e))?
+            .into_inner()
+            .present;
+        for (f, p) in batch.iter().zip(present) {
+            if p {
+                sum.files_already_there += 1;
+            } else {
+                send.push(*f);
+            }
+        }
+    }
+    let mut manifests = Vec::new();
+    for f in &send {
+        let m = store.index.manifest(f)?.ok_or_else(|| {
+            Error::NotFound(format!("{f} is not in this store, so it cannot be pushed"))
+        })?;
+        manifests.push((*f, m));
+    }
+    let mut needed = Vec::new();
+    let mut seen = HashSet::new();
+    for (_, m) in &manifests {
+        for (c, _) in &m.chunks {
+            if seen.insert(*c) {
+                needed.push(*c);
+            }
+        }
+    }
+    let mut to_send = Vec::new();
+    for batch in needed.chunks(PEER_BATCH) {
+        let present = rt
+            .block_on(peer.have_chunks(pb::IdList {
+                ids: batch.iter().map(|c| c.0.to_vec()).collect(),
+            }))
+            .map_err(|e| net(url, "the chunk check", e))?
+            .into_inner()
+            .present;
+        for (c, p) in batch.iter().zip(present) {
+            if p {
+                sum.chunks_skipped += 1;
+            } else {
+                to_send.push(*c);
+            }
+        }
+    }
+    // Chunks, read here on one thread while the runtime sends them.
+    let (tx, rx) = mpsc::channel::<pb::ChunkData>(16);
+    let r = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<(u64, u64)> {
+            let mut cache = FrameCache::default();
+            let (mut n, mut bytes) = (0u64, 0u64);
+            for batch in to_send.chunks(PEER_BATCH) {
+                let locs = store.index.chunk_locs(batch)?;
+                for (id, loc) in batch.iter().zip(locs) {
+                    let loc = loc.ok_or_else(|| {
+                        Error::Corrupt(format!("chunk {} is missing from the index", id.hex()))
+                    })?;
+                    let data = store.read_chunk(id, &loc, &mut cache)?;
+                    bytes += data.len() as u64;
+                    n += 1;
+                    if tx
+                        .blocking_send(pb::ChunkData {
+                            id: id.0.to_vec(),
+                            data: data.into(),
+                        })
+                        .is_err()
+                    {
+                        return Ok((n, bytes));
+                    }
+                }
+            }
+            Ok((n, bytes))
+        });
+        let sent = rt.block_on(peer.put_chunks(ReceiverStream::new(rx)));
+        let read = reader
+            .join()
+            .map_err(|_| Error::Busy("the chunk reader panicked".into()))?;
+        let reply = sent
+            .map_err(|e| net(url, "receiving chunks", e))?
+            .into_inner();
+        let (n, bytes) = read?;
+        Ok::<_, Error>((reply, n, bytes))
+    });
+    let (reply, n, bytes) = r?;
+    sum.chunks_sent = n;
+    sum.chunks_skipped += reply.already_had;
+    sum.bytes = bytes;
+    progress(bytes);
+    let pieces: Vec<pb::ManifestPiece> = manifests
+        .iter()
+        .flat_map(|(f, m)| pieces_of(f, m))
+        .collect();
+    let reply = rt
+        .block_on(peer.put_manifests(tokio_stream::iter(pieces)))
+        .map_err(|e| net(url, "receiving manifests", e))?
+        .into_inner();
+    sum.files = reply.stored;
+    sum.files_already_there += reply.already_had;
+    Ok(sum)
+}
