@@ -765,3 +765,109 @@ pub fn push(
     sum.files_already_there += reply.already_had;
     Ok(sum)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::tests::{add_paths, noise, read_all, small_store};
+
+    #[test]
+    fn chunks_that_do_not_hash_to_their_id_or_are_oversized_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let store = small_store(d.path());
+        let data = noise(3000, 1);
+        let id = Id::of(&data);
+        assert!(check_chunk(&store, &id, &data, "p").is_ok());
+        let mut bad = data.clone();
+        bad[7] ^= 1;
+        let e = check_chunk(&store, &id, &bad, "peer x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("peer x") && e.contains(&id.hex()), "{e}");
+        let huge = noise(store.params().chunk.max as usize + 1, 2);
+        assert!(check_chunk(&store, &Id::of(&huge), &huge, "p").is_err());
+        assert!(check_chunk(&store, &Id::of(&[]), &[], "p").is_err());
+    }
+
+    #[test]
+    fn manifests_are_checked_against_the_content_before_they_are_recorded() {
+        let d = tempfile::tempdir().unwrap();
+        let src = small_store(&d.path().join("src"));
+        let dst = small_store(&d.path().join("dst"));
+        let f = d.path().join("f");
+        let content = noise(200_000, 3);
+        std::fs::write(&f, &content).unwrap();
+        let (done, _, _) = add_paths(&src, &[&f]);
+        let file = done[0].file;
+        let m = src.index.manifest(&file).unwrap().unwrap();
+
+        // Before its chunks: refused, nothing recorded.
+        let e = accept_manifests(&dst, vec![(file, m.clone())], "p").unwrap_err();
+        assert!(e.to_string().contains("must arrive before"), "{e}");
+        // The chunks arrive (verified), then a lying manifest is refused.
+        let mut s = Session::new(&dst);
+        let mut cache = FrameCache::default();
+        let locs = src
+            .index
+            .chunk_locs(&m.chunks.iter().map(|c| c.0).collect::<Vec<_>>())
+            .unwrap();
+        for ((id, _), loc) in m.chunks.iter().zip(locs) {
+            let data = src.read_chunk(id, &loc.unwrap(), &mut cache).unwrap();
+            check_chunk(&dst, id, &data, "p").unwrap();
+            s.put_chunk(*id, data).unwrap();
+        }
+        s.seal().unwrap();
+        let mut swapped = m.clone();
+        swapped.chunks.swap(0, 1);
+        let e = accept_manifests(&dst, vec![(file, swapped)], "p").unwrap_err();
+        assert!(e.to_string().contains("does not hash"), "{e}");
+        let mut wrong_size = m.clone();
+        wrong_size.size += 1;
+        assert!(accept_manifests(&dst, vec![(file, wrong_size)], "p").is_err());
+        assert_eq!(dst.file_size(&file).unwrap(), None);
+        // The true one is recorded and reads back.
+        assert_eq!(
+            accept_manifests(&dst, vec![(file, m.clone())], "p").unwrap(),
+            (1, 0)
+        );
+        assert_eq!(read_all(&dst, &file), content);
+        assert_eq!(
+            accept_manifests(&dst, vec![(file, m)], "p").unwrap(),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn manifest_pieces_must_be_consistent() {
+        let f = Id::of(b"x");
+        let piece = |size, n: usize, last| pb::ManifestPiece {
+            file: f.0.to_vec(),
+            size,
+            chunk_ids: vec![Id::of(b"c").0.to_vec(); n],
+            chunk_lens: vec![1; n],
+            last,
+        };
+        let mut p = Pieces::default();
+        p.add(piece(2, 1, false), "p").unwrap();
+        assert!(
+            p.add(piece(3, 1, true), "p").is_err(),
+            "size changed between pieces"
+        );
+        let mut p = Pieces::default();
+        let mut bad = piece(1, 1, true);
+        bad.chunk_lens.push(4);
+        assert!(p.add(bad, "p").is_err(), "ids and lengths differ in number");
+        let mut bad = piece(1, 1, true);
+        bad.file = vec![1, 2, 3];
+        assert!(p.add(bad, "p").is_err(), "malformed file id");
+        assert!(
+            p.add(piece(1, PEER_BATCH + 1, true), "p").is_err(),
+            "oversized piece"
+        );
+        let mut p = Pieces::default();
+        p.add(piece(2, 1, false), "p").unwrap();
+        p.add(piece(2, 1, true), "p").unwrap();
+        assert_eq!(p.done.len(), 1);
+        assert_eq!(p.done[0].1.chunks.len(), 2);
+    }
+}

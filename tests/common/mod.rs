@@ -247,3 +247,53 @@ pub fn age(path: &Path) {
         .expect("open to age");
     f.set_modified(t).expect("set mtime");
 }
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+impl Env {
+    /// Starts this env's daemon serving the Peer API on a free loopback
+    /// port; returns its URL.
+    pub fn start_hub(&self) -> String {
+        let port = free_port();
+        self.start_hub_at(port);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Starts this env's daemon serving the Peer API on `port`.
+    pub fn start_hub_at(&self, port: u16) {
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::create_dir_all(&self.home).expect("hub home");
+        let log = std::fs::File::create(self.home.join("hoardd.log")).expect("hub log");
+        let mut child = self
+            .hoardd()
+            .args(["run", "--listen", &addr])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn hub");
+        // Reaped when it exits (Drop stops it).
+        std::thread::spawn(move || child.wait());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.daemon_pid().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "hub did not start:\n{}",
+                self.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `hoard token create --read|--write` on this env's daemon.
+    pub fn token(&self, write: bool) -> String {
+        let v = self.json(&["token", "create", if write { "--write" } else { "--read" }]);
+        v[0]["token"].as_str().expect("token").to_string()
+    }
+}

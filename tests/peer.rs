@@ -1,0 +1,236 @@
+//! Peer sync end to end: several daemons on loopback, each with its own
+//! store and port.
+
+mod common;
+
+use common::git::{read, write, User};
+use common::{data, Env};
+
+fn oid_of(env: &Env, path: &std::path::Path) -> String {
+    let v = env.json(&["add", path.to_str().unwrap()]);
+    v[0]["oid"].as_str().unwrap().to_string()
+}
+
+fn summary(env: &Env, args: &[&str]) -> serde_json::Value {
+    let v = env.json(args);
+    v.last().cloned().expect("a summary")
+}
+
+#[test]
+fn push_and_fetch_move_only_missing_chunks_and_check_tokens() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let (rw, ro) = (hub.token(true), hub.token(false));
+
+    let a = Env::new();
+    std::fs::create_dir_all(a.path("d")).unwrap();
+    let big = data(6_000_000, 1, true);
+    std::fs::write(a.path("d/big.csv"), &big).unwrap();
+    std::fs::write(a.path("d/small.bin"), data(50_000, 2, false)).unwrap();
+    let o_big = oid_of(&a, &a.path("d/big.csv"));
+    let o_small = oid_of(&a, &a.path("d/small.bin"));
+    a.ok(&["remote", "add", "origin", &url, "--token", &rw]);
+
+    let s = summary(&a, &["push", &o_big, &o_small]);
+    assert_eq!(s["files"], 2, "{s}");
+    assert!(s["chunks_sent"].as_u64().unwrap() > 10, "{s}");
+    // Again: nothing travels.
+    let s = summary(&a, &["push", &o_big, &o_small]);
+    assert_eq!(
+        (s["files"].as_u64(), s["chunks_sent"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert_eq!(hub.ok(&["cat", &o_big]).as_bytes(), &big[..]);
+
+    // A 1 % edit: about the changed chunks travel.
+    let mut edited = big.clone();
+    for b in &mut edited[3_000_000..3_060_000] {
+        *b = b'x';
+    }
+    std::fs::write(a.path("d/big2.csv"), &edited).unwrap();
+    let o_big2 = oid_of(&a, &a.path("d/big2.csv"));
+    let s = summary(&a, &["push", &o_big2]);
+    let (sent, skipped) = (
+        s["chunks_sent"].as_u64().unwrap(),
+        s["chunks_skipped"].as_u64().unwrap(),
+    );
+    assert!(sent <= 6 && skipped > 20 * sent, "{s}");
+
+    // Another daemon fetches with a read token: byte-exact, then 0 chunks.
+    let c = Env::new();
+    c.ok(&["remote", "add", "origin", &url, "--token", &ro]);
+    let s = summary(&c, &["fetch", &o_big, &o_big2, &o_small]);
+    assert_eq!(s["files"], 3, "{s}");
+    assert_eq!(c.ok(&["cat", &o_big2]).as_bytes(), &edited[..]);
+    let s = summary(&c, &["fetch", &o_big, &o_big2, &o_small]);
+    assert_eq!(s["chunks_sent"], 0, "{s}");
+    c.ok(&["verify", "--read-data"]);
+
+    // Auth: a read token cannot push; no token, a wrong or a revoked one is refused.
+    std::fs::write(c.path("mine.bin"), data(10_000, 9, false)).unwrap();
+    let mine = oid_of(&c, &c.path("mine.bin"));
+    let o = c.run(&["push", &mine]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("write access is needed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for token in [None, Some("hoard_00000000_00"), Some(ro.as_str())] {
+        let d = Env::new();
+        let mut args = vec!["remote", "add", "origin", &url];
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        if token == Some(ro.as_str()) {
+            let id = hub
+                .json(&["token", "list"])
+                .iter()
+                .find(|t| t["scope"] == "read")
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            hub.ok(&["token", "revoke", &id]);
+        }
+        d.ok(&args);
+        let o = d.run(&["fetch", &o_small]);
+        assert!(!o.status.success(), "{token:?} was let in");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("token"), "{token:?}: {err}");
+    }
+    // Nothing bad was stored anywhere.
+    hub.ok(&["verify", "--read-data"]);
+}
+
+#[test]
+fn git_push_sends_content_and_a_clone_elsewhere_gets_it_on_checkout() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let (rw, ro) = (hub.token(true), hub.token(false));
+
+    let alice = User::new();
+    alice.hoard_in(
+        &alice.home,
+        &["remote", "add", "origin", &url, "--token", &rw],
+    );
+    let repo = alice.repo("r", &["data/**"]);
+    let a = data(900_000, 3, false);
+    let b = data(2_500_000, 4, true);
+    write(&repo, "data/a.bin", &a);
+    write(&repo, "data/b.csv", &b);
+    alice.git_ok(&repo, &["add", "-A"]);
+    alice.git_ok(&repo, &["commit", "-q", "-m", "data"]);
+    let bare = alice.path("remote.git");
+    alice.git_ok(
+        &alice.home,
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
+    alice.git_ok(&repo, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    let o = alice.git(&repo, &["push", "-q", "origin", "main"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("pushed 2 files"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Bob's store is empty; his checkout fetches from the hub.
+    let bob = User::new();
+    bob.hoard_in(
+        &bob.home,
+        &["remote", "add", "origin", &url, "--token", &ro],
+    );
+    let clone = bob.path("clone");
+    bob.git_ok(
+        &bob.home,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(read(&clone, "data/a.bin"), a);
+    assert_eq!(read(&clone, "data/b.csv"), b);
+    let st = bob.git_ok(&clone, &["status", "--porcelain"]);
+    assert!(st.is_empty(), "{st}");
+
+    // Carol clones without fetching, then pulls only some paths.
+    let carol = User::new();
+    carol.hoard_in(
+        &carol.home,
+        &["remote", "add", "origin", &url, "--token", &ro],
+    );
+    let c2 = carol.path("c2");
+    let o = carol
+        .git_cmd(
+            &carol.home,
+            &["clone", "-q", bare.to_str().unwrap(), c2.to_str().unwrap()],
+        )
+        .env("HOARD_HOME", carol.path("no-remote-store"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = carol.hoard_json(&c2, &["pull", "--include", "data/a.bin"]);
+    assert_eq!(r[0]["materialized"], 1, "{r:?}");
+    assert_eq!(read(&c2, "data/a.bin"), a);
+    assert_ne!(read(&c2, "data/b.csv"), b);
+}
+
+#[test]
+fn a_push_killed_mid_transfer_resumes_without_resending_what_arrived() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let rw = hub.token(true);
+    let a = Env::new();
+    let content = data(200 << 20, 7, false);
+    std::fs::write(a.path("big.bin"), &content).unwrap();
+    let oid = oid_of(&a, &a.path("big.bin"));
+    a.ok(&["remote", "add", "origin", &url, "--token", &rw]);
+
+    let child = a
+        .hoard()
+        .args(["push", &oid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the hub once some chunks are durable there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let packs = || {
+        if hub.home.join("packs").exists() {
+            hub.packs().len()
+        } else {
+            0
+        }
+    };
+    while packs() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing arrived at the hub"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    hub.kill_daemon();
+    let o = common::wait_output(child, std::time::Duration::from_secs(120), "push");
+    assert!(
+        !o.status.success(),
+        "the push should have failed when the hub died"
+    );
+
+    // Same store, same address: the hub comes back and the push resumes.
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    hub.start_hub_at(port);
+    let s = summary(&a, &["push", &oid]);
+    assert_eq!(s["files"], 1, "{s}");
+    assert!(
+        s["chunks_skipped"].as_u64().unwrap() > 0,
+        "nothing was kept from the first attempt: {s}"
+    );
+    assert!(s["bytes"].as_u64().unwrap() < content.len() as u64, "{s}");
+    hub.ok(&["verify", "--read-data"]);
+    let got = hub.run(&["cat", &oid]);
+    assert!(got.stdout == content, "content differs after resuming");
+}
