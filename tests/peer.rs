@@ -234,3 +234,106 @@ fn a_push_killed_mid_transfer_resumes_without_resending_what_arrived() {
     let got = hub.run(&["cat", &oid]);
     assert!(got.stdout == content, "content differs after resuming");
 }
+
+#[test]
+fn tls_hubs_are_trusted_by_pinned_fingerprint_or_ca_and_plaintext_stays_on_loopback() {
+    let hub = Env::new();
+    let port = common::free_port();
+    std::fs::create_dir_all(&hub.home).unwrap();
+    let mut child = hub
+        .hoardd()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--tls"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::spawn(move || child.wait());
+    while hub.daemon_pid().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&hub.ok(&["daemon", "status", "--json"])).unwrap();
+    let fp = st["peer_fingerprint"].as_str().unwrap().to_string();
+    assert!(fp.starts_with("blake3:"), "{st}");
+    let rw = hub.token(true);
+
+    let a = Env::new();
+    std::fs::write(a.path("f.bin"), data(300_000, 11, false)).unwrap();
+    let oid = oid_of(&a, &a.path("f.bin"));
+    let https = format!("https://127.0.0.1:{port}");
+    a.ok(&[
+        "remote",
+        "add",
+        "pinned",
+        &https,
+        "--token",
+        &rw,
+        "--fingerprint",
+        &fp,
+    ]);
+    let s = summary(&a, &["push", "pinned", &oid]);
+    assert_eq!(s["files"], 1, "{s}");
+
+    // The self-signed certificate is its own CA; its name is localhost.
+    let ca = hub.home.join("peer-tls/cert.pem");
+    a.ok(&[
+        "remote",
+        "add",
+        "ca",
+        &format!("https://localhost:{port}"),
+        "--token",
+        &rw,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    let s = summary(&a, &["fetch", "ca", &oid]);
+    assert_eq!(s["files_already_there"], 1, "{s}");
+
+    let wrong = format!("blake3:{}", "1".repeat(64));
+    for (name, extra) in [
+        ("wrongpin", vec!["--fingerprint", wrong.as_str()]),
+        ("noroots", vec![]),
+    ] {
+        let mut args = vec!["remote", "add", name, &https, "--token", &rw];
+        args.extend(extra);
+        a.ok(&args);
+        let o = a.run(&["push", name, &oid]);
+        assert!(!o.status.success(), "{name} was trusted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("certificate"), "{name}: {err}");
+    }
+    a.ok(&[
+        "remote",
+        "add",
+        "plain",
+        &format!("http://127.0.0.1:{port}"),
+        "--token",
+        &rw,
+    ]);
+    let o = a.run(&["push", "plain", &oid]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("https://"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Plaintext beyond loopback is refused at start.
+    let other = Env::new();
+    std::fs::create_dir_all(&other.home).unwrap();
+    let o = other
+        .hoardd()
+        .args([
+            "run",
+            "--listen",
+            &format!("0.0.0.0:{}", common::free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("without TLS"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

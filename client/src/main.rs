@@ -173,12 +173,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RemoteAction {
-    /// Add (or update) a remote: NAME http://HOST:PORT [--token TOKEN].
+    /// Add (or update) a remote: NAME https://HOST:PORT --token TOKEN
+    /// [--fingerprint blake3:… | --ca FILE]; http:// for a plaintext hub.
     Add {
         name: String,
         url: String,
         #[arg(long)]
         token: Option<String>,
+        /// https: pin the hub's certificate (`hoard daemon status` there prints it).
+        #[arg(long, conflicts_with = "ca")]
+        fingerprint: Option<String>,
+        /// https: a CA certificate (PEM) the hub's certificate chains to.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     Remove {
         name: String,
@@ -316,9 +323,13 @@ async fn dispatch(command: Command, paths: &Paths) -> anyhow::Result<()> {
         } => cmd::git::pull(paths, &include, &exclude, "HEAD", false, json).await,
         Command::Hook { name, args } => cmd::git::hook(paths, &name, &args).await,
         Command::Remote { action } => match action {
-            RemoteAction::Add { name, url, token } => {
-                cmd::peer::remote_add(paths, &name, &url, token)
-            }
+            RemoteAction::Add {
+                name,
+                url,
+                token,
+                fingerprint,
+                ca,
+            } => cmd::peer::remote_add(paths, &name, &url, token, fingerprint, ca),
             RemoteAction::Remove { name } => cmd::peer::remote_remove(paths, &name),
             RemoteAction::List { json } => cmd::peer::remote_list(paths, json),
         },

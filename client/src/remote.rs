@@ -27,6 +27,12 @@ pub struct Remote {
     pub url: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// https: the hub certificate's fingerprint (`blake3:<hex>`) to pin.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
+    /// https: a CA certificate file (PEM) the hub's certificate chains to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca: String,
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -84,11 +90,15 @@ impl Remotes {
     }
 }
 
-/// Checks a remote URL: `http://HOST:PORT` (TLS is not built yet).
+/// Checks a remote URL: `https://HOST:PORT`, or `http://HOST:PORT` for a
+/// hub serving plaintext (on loopback).
 pub fn check_url(url: &str) -> anyhow::Result<()> {
-    let rest = url.strip_prefix("http://").with_context(|| {
-        format!("remote URL {url:?} must look like http://HOST:PORT (the hub's `listen` address)")
-    })?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .with_context(|| {
+            format!("remote URL {url:?} must look like https://HOST:PORT (the hub's `listen` address; http:// for a plaintext hub on loopback)")
+        })?;
     if rest.is_empty() || !rest.contains(':') {
         bail!("remote URL {url:?} needs a port, e.g. http://127.0.0.1:7420");
     }
@@ -109,6 +119,13 @@ pub async fn sync(
             token: remote.token.clone(),
             push,
             oids,
+            fingerprint: remote.fingerprint.clone(),
+            ca_pem: if remote.ca.is_empty() {
+                Vec::new()
+            } else {
+                std::fs::read(&remote.ca)
+                    .with_context(|| format!("cannot read the CA certificate {}", remote.ca))?
+            },
         })
         .await
         .map_err(ui::status_error)?

@@ -37,10 +37,9 @@ pub fn percent(part: u64, whole: u64) -> String {
 /// The daemon's message, without gRPC's framing.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     let m = s.message();
-    let connection = m.is_empty()
-        || m.contains("transport")
-        || m.contains("h2 protocol")
-        || m.contains("connection");
+    // Failures of this client's own connection carry their cause; a status
+    // the daemon sent does not (whatever words its message holds).
+    let connection = m.is_empty() || std::error::Error::source(&s).is_some();
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal if connection => {
             anyhow::anyhow!("lost the connection to the daemon ({m}); run the command again (the daemon is started on demand), or see `hoard daemon status`")

@@ -18,6 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct LocalApi {
     store: Arc<Store>,
+    /// The Peer API's address and TLS fingerprint, when served.
+    peer: (String, String),
     tokens: Arc<crate::tokens::Tokens>,
     started: Instant,
     shutdown: Arc<Notify>,
@@ -27,10 +29,12 @@ impl LocalApi {
     pub fn new(
         store: Arc<Store>,
         tokens: Arc<crate::tokens::Tokens>,
+        peer: (String, String),
         shutdown: Arc<Notify>,
     ) -> Self {
         LocalApi {
             store,
+            peer,
             tokens,
             started: Instant::now(),
             shutdown,
@@ -332,6 +336,8 @@ impl Local for LocalApi {
             chunk_max: p.chunk.max,
             zstd_level: p.zstd_level as u32,
             frame_target: p.frame_target,
+            peer_listen: self.peer.0.clone(),
+            peer_fingerprint: self.peer.1.clone(),
         }))
     }
 
@@ -531,10 +537,21 @@ impl Local for LocalApi {
                     }));
                 }
             };
+            let addr = crate::sync::PeerAddr {
+                url: req.url.clone(),
+                token: req.token.clone(),
+                trust: if !req.fingerprint.is_empty() {
+                    crate::tls::Trust::Pinned(req.fingerprint.clone())
+                } else if !req.ca_pem.is_empty() {
+                    crate::tls::Trust::Ca(req.ca_pem.clone())
+                } else {
+                    crate::tls::Trust::System
+                },
+            };
             let r = if req.push {
-                crate::sync::push(&store, &req.url, &req.token, &oids, &mut progress)
+                crate::sync::push(&store, &addr, &oids, &mut progress)
             } else {
-                crate::sync::pull(&store, &req.url, &req.token, &oids, &mut progress)
+                crate::sync::pull(&store, &addr, &oids, &mut progress)
             };
             let msg = r.map_err(status).map(|s| pb::SyncEvent {
                 event: Some(E::Summary(pb::SyncSummary {

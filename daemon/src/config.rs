@@ -13,8 +13,11 @@
 //! log = "info"           # tracing filter, e.g. "hoard_daemon=debug"
 //!
 //! [peer]
-//! listen = "127.0.0.1:7420"  # serve the Peer API (or `hoardd run --listen`)
-//! allow_plaintext = false    # required to listen beyond loopback (no TLS yet)
+//! listen = "0.0.0.0:7420"   # serve the Peer API (or `hoardd run --listen`)
+//! tls = true                 # (or `hoardd run --tls`); self-signed unless:
+//! tls_cert = "/path/cert.pem"
+//! tls_key = "/path/key.pem"
+//! allow_plaintext = false    # plaintext beyond loopback only if true
 //! ```
 
 use crate::chunker::ChunkParams;
@@ -39,6 +42,12 @@ pub struct Config {
 pub struct PeerSection {
     /// TCP address to serve it on, e.g. "127.0.0.1:7420"; off when absent.
     pub listen: Option<String>,
+    /// Serve it over TLS (on by itself when a certificate is given).
+    pub tls: Option<bool>,
+    /// The certificate and key (PEM) to serve; neither: a self-signed
+    /// certificate kept in the store (`peer-tls/`).
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     /// Serve it without TLS on an address other than loopback.
     pub allow_plaintext: Option<bool>,
 }

@@ -86,13 +86,30 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or a shutdown request.
-pub fn run(paths: Paths, listen: Option<String>) -> anyhow::Result<()> {
+pub fn run(paths: Paths, listen: Option<String>, tls: bool) -> anyhow::Result<()> {
     private_dir(&paths.store)?;
     let config = Config::load(&paths.config)?;
-    let peer = peer_listen(
-        listen.or(config.peer.listen.clone()),
-        config.peer.allow_plaintext.unwrap_or(false),
-    )?;
+    let p = &config.peer;
+    let tls = tls || p.tls.unwrap_or(false) || p.tls_cert.is_some();
+    let peer = match peer_listen(
+        listen.or(p.listen.clone()),
+        tls,
+        p.allow_plaintext.unwrap_or(false),
+    )? {
+        Some(addr) => {
+            let cert = if tls {
+                Some(crate::tls::server_cert(
+                    &paths.store,
+                    p.tls_cert.as_deref(),
+                    p.tls_key.as_deref(),
+                )?)
+            } else {
+                None
+            };
+            Some((addr, cert))
+        }
+        None => None,
+    };
     let _lock = lock_store(&paths)?;
     let store = Arc::new(
         Store::open(&paths.store, config.new_store_params())
@@ -120,14 +137,15 @@ pub fn run(paths: Paths, listen: Option<String>) -> anyhow::Result<()> {
 /// loopback unless explicitly allowed.
 fn peer_listen(
     listen: Option<String>,
+    tls: bool,
     allow_plaintext: bool,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(l) = listen else { return Ok(None) };
     let addr: SocketAddr = l.parse().with_context(|| {
         format!("peer listen address {l:?} is not IP:PORT (e.g. 127.0.0.1:7420)")
     })?;
-    if !addr.ip().is_loopback() && !allow_plaintext {
-        bail!("refusing to serve the Peer API without TLS on {addr}: tokens would cross the network in clear. Listen on loopback (behind an SSH tunnel or a TLS proxy), or set `allow_plaintext = true` under [peer] in config.toml");
+    if !addr.ip().is_loopback() && !tls && !allow_plaintext {
+        bail!("refusing to serve the Peer API without TLS on {addr}: tokens would cross the network in clear. Add `--tls` (or `tls = true` under [peer] in config.toml), or set `allow_plaintext = true` there to force it");
     }
     Ok(Some(addr))
 }
@@ -136,7 +154,7 @@ async fn serve(
     store: Arc<Store>,
     tokens: Arc<crate::tokens::Tokens>,
     paths: &Paths,
-    peer: Option<SocketAddr>,
+    peer: Option<(SocketAddr, Option<crate::tls::ServerCert>)>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     if let Some(dir) = paths.socket.parent() {
@@ -167,14 +185,36 @@ async fn serve(
     fs::set_permissions(&paths.socket, fs::Permissions::from_mode(0o600))?;
 
     let shutdown = Arc::new(Notify::new());
-    let api = LocalApi::new(store.clone(), tokens.clone(), shutdown.clone());
+    let peer_info = peer
+        .as_ref()
+        .map(|(a, c)| {
+            (
+                a.to_string(),
+                c.as_ref()
+                    .map(|c| c.fingerprint.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    let api = LocalApi::new(store.clone(), tokens.clone(), peer_info, shutdown.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let peer_server = match peer {
-        Some(addr) => {
+        Some((addr, cert)) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for peers on {addr}"))?;
-            tracing::info!(%addr, "serving the Peer API");
+            let mut builder = tonic::transport::Server::builder();
+            match &cert {
+                Some(c) => {
+                    tracing::info!(%addr, fingerprint = %c.fingerprint, "serving the Peer API over TLS");
+                    builder = builder
+                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                            tonic::transport::Identity::from_pem(&c.cert_pem, &c.key_pem),
+                        ))
+                        .context("cannot set up TLS for the Peer API")?;
+                }
+                None => tracing::info!(%addr, "serving the Peer API (plaintext)"),
+            }
             let svc = hoard_proto::v1::peer_server::PeerServer::new(crate::sync::PeerApi::new(
                 store.clone(),
                 tokens,
@@ -183,7 +223,7 @@ async fn serve(
             .max_encoding_message_size(8 << 20);
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(
-                tonic::transport::Server::builder()
+                builder
                     .initial_stream_window_size(4 << 20)
                     .initial_connection_window_size(16 << 20)
                     .tcp_nodelay(true)

@@ -23,6 +23,7 @@ pub mod put;
 pub mod sketch;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod tokens;
 
 pub use error::{Error, Result};

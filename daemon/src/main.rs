@@ -28,6 +28,9 @@ enum Command {
         /// Also serve the Peer API on this TCP address (overrides [peer] listen).
         #[arg(long)]
         listen: Option<String>,
+        /// Serve the Peer API over TLS (self-signed unless [peer] tls_cert/tls_key).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -37,8 +40,11 @@ fn main() -> std::process::ExitCode {
         let paths = Paths::resolve(cli.store.as_deref()).map_err(anyhow::Error::msg)?;
         let config = Config::load(&paths.config)?;
         daemon::init_logging(config.daemon.log.as_deref());
-        match cli.command.unwrap_or(Command::Run { listen: None }) {
-            Command::Run { listen } => daemon::run(paths, listen),
+        match cli.command.unwrap_or(Command::Run {
+            listen: None,
+            tls: false,
+        }) {
+            Command::Run { listen, tls } => daemon::run(paths, listen, tls),
         }
     })();
     match result {

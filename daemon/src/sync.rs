@@ -473,18 +473,43 @@ fn net(peer: &str, what: &str, e: Status) -> Error {
     }
 }
 
-async fn connect(url: &str, token: &str, store: &Store) -> Result<Client> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| Error::Config(format!("bad remote URL {url:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(10))
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| {
-        Error::Busy(format!(
-            "cannot reach {url}: {e}; is its daemon running with `listen` set?"
-        ))
-    })?;
+/// Where a peer is and how to trust it.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    /// `http://HOST:PORT` (plaintext) or `https://HOST:PORT`.
+    pub url: String,
+    pub token: String,
+    /// For https.
+    pub trust: crate::tls::Trust,
+}
+
+async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
+    let (url, token) = (addr.url.as_str(), addr.token.as_str());
+    let tune = |e: Endpoint| {
+        e.connect_timeout(Duration::from_secs(10))
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .tcp_nodelay(true)
+    };
+    let channel = if url.starts_with("https://") {
+        crate::tls::connect(url, &addr.trust, tune).await?
+    } else if url.starts_with("http://") {
+        tune(
+            Endpoint::from_shared(url.to_string())
+                .map_err(|e| Error::Config(format!("bad remote URL {url:?}: {e}")))?,
+        )
+        .connect()
+        .await
+        .map_err(|e| {
+            Error::Busy(format!(
+                "cannot reach {url}: {e}; is its daemon running with `listen` set?"
+            ))
+        })?
+    } else {
+        return Err(Error::Config(format!(
+            "remote URL {url:?} must start with http:// or https://"
+        )));
+    };
     let auth = if token.is_empty() {
         Auth(None)
     } else {
@@ -500,7 +525,17 @@ async fn connect(url: &str, token: &str, store: &Store) -> Result<Client> {
             protocol: PEER_PROTOCOL,
         })
         .await
-        .map_err(|e| net(url, "the handshake", e))?
+        .map_err(|e| {
+            let plain = url.starts_with("http://") && e.code() != tonic::Code::Unauthenticated;
+            let e = net(url, "the handshake", e);
+            if plain {
+                Error::Busy(format!(
+                    "{e} (if the hub serves TLS, its URL starts with https://)"
+                ))
+            } else {
+                e
+            }
+        })?
         .into_inner();
     let p = store.params().chunk;
     if hello.protocol != PEER_PROTOCOL {
@@ -519,18 +554,13 @@ async fn connect(url: &str, token: &str, store: &Store) -> Result<Client> {
 }
 
 /// Brings `files` from the peer at `url` into this store.
-pub fn pull(
-    store: &Store,
-    url: &str,
-    token: &str,
-    files: &[Id],
-    progress: Progress,
-) -> Result<Summary> {
+pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
+    let url = addr.url.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))?;
-    let mut peer = rt.block_on(connect(url, token, store))?;
+    let mut peer = rt.block_on(connect(addr, store))?;
     let mut sum = Summary::default();
     let present = store.index.files_present(files)?;
     let want: Vec<Id> = files
@@ -647,18 +677,13 @@ pub fn pull(
 }
 
 /// Sends `files` (and the chunks of them the peer lacks) to the peer at `url`.
-pub fn push(
-    store: &Store,
-    url: &str,
-    token: &str,
-    files: &[Id],
-    progress: Progress,
-) -> Result<Summary> {
+pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
+    let url = addr.url.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))?;
-    let mut peer = rt.block_on(connect(url, token, store))?;
+    let mut peer = rt.block_on(connect(addr, store))?;
     let mut sum = Summary::default();
     let mut send = Vec::new();
     for batch in files.chunks(PEER_BATCH) {

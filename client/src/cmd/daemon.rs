@@ -90,7 +90,8 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({"running": true, "pid": s.pid, "version": s.version, "store": s.store,
                 "uptime_secs": s.uptime_secs, "chunk_min": s.chunk_min, "chunk_avg": s.chunk_avg,
-                "chunk_max": s.chunk_max, "zstd_level": s.zstd_level, "frame_target": s.frame_target})
+                "chunk_max": s.chunk_max, "zstd_level": s.zstd_level, "frame_target": s.frame_target,
+                "peer_listen": s.peer_listen, "peer_fingerprint": s.peer_fingerprint})
         );
     } else {
         println!(
@@ -107,6 +108,16 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
             s.zstd_level,
             ui::bytes(s.frame_target as u64)
         );
+        if !s.peer_listen.is_empty() {
+            if s.peer_fingerprint.is_empty() {
+                println!("peers   http://{} (plaintext)", s.peer_listen);
+            } else {
+                println!(
+                    "peers   https://{} (TLS certificate {})",
+                    s.peer_listen, s.peer_fingerprint
+                );
+            }
+        }
     }
     Ok(())
 }

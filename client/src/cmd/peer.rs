@@ -15,15 +15,34 @@ pub fn remote_add(
     name: &str,
     url: &str,
     token: Option<String>,
+    fingerprint: Option<String>,
+    ca: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     remote::check_url(url)?;
     if name.is_empty() || name.contains(['/', ' ', '\n']) {
         bail!("{name:?} cannot name a remote: use letters, digits, '-' or '_'");
     }
     let mut r = Remotes::load(paths)?;
+    let fingerprint = fingerprint.unwrap_or_default();
+    if !fingerprint.is_empty() && parse_oid(&fingerprint).is_err() {
+        bail!("{fingerprint:?} is not a fingerprint: the hub's `hoard daemon status` prints it as blake3:<64 hex digits>");
+    }
+    let ca = match ca {
+        Some(p) => {
+            let p = std::path::absolute(&p)?;
+            std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            p.display().to_string()
+        }
+        None => String::new(),
+    };
+    if url.starts_with("http://") && (!fingerprint.is_empty() || !ca.is_empty()) {
+        bail!("--fingerprint and --ca are for https:// remotes");
+    }
     let new = Remote {
         url: url.to_string(),
         token: token.unwrap_or_default(),
+        fingerprint,
+        ca,
     };
     let verb = if r.remote.insert(name.to_string(), new).is_some() {
         "updated"
