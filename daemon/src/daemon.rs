@@ -219,6 +219,8 @@ async fn serve(
                 store.clone(),
                 tokens,
             ))
+            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
             .max_decoding_message_size(8 << 20)
             .max_encoding_message_size(8 << 20);
             let mut stop = stop_rx.clone();

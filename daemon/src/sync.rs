@@ -17,7 +17,7 @@ use crate::put::Session;
 use crate::store::{Completed, Deps, FrameCache, Store};
 use crate::tokens::{Scope, Tokens};
 use hoard_proto::v1::{self as pb, peer_client::PeerClient, peer_server::Peer};
-use hoard_proto::{PEER_BATCH, PEER_PROTOCOL};
+use hoard_proto::{CHUNK_BATCH_BYTES, PEER_BATCH, PEER_PROTOCOL};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+/// Chunk streams a pull keeps open at once.
+const STREAMS: usize = 4;
 /// Received bytes after which chunks are made durable (resume points).
 const SEAL_EVERY: u64 = 64 << 20;
 /// Files whose manifests are checked and recorded together.
@@ -194,6 +196,80 @@ fn pieces_of(file: &Id, m: &Manifest) -> Vec<pb::ManifestPiece> {
     out
 }
 
+/// Reads `ids` from the store in batches of about [`CHUNK_BATCH_BYTES`],
+/// handing each to `send` (false: stop). Ids the store lacks are skipped.
+fn read_batches(
+    store: &Store,
+    ids: &[Id],
+    send: &mut dyn FnMut(pb::ChunkBatch) -> bool,
+) -> Result<()> {
+    let mut cache = FrameCache::default();
+    let mut batch = pb::ChunkBatch::default();
+    let mut bytes = 0usize;
+    for piece in ids.chunks(PEER_BATCH) {
+        let locs = store.index.chunk_locs(piece)?;
+        for (id, loc) in piece.iter().zip(locs) {
+            let Some(loc) = loc else { continue };
+            let data = store.read_chunk(id, &loc, &mut cache)?;
+            bytes += data.len();
+            batch.chunks.push(pb::ChunkData {
+                id: id.0.to_vec(),
+                data: data.into(),
+            });
+            if bytes >= CHUNK_BATCH_BYTES {
+                if !send(std::mem::take(&mut batch)) {
+                    return Ok(());
+                }
+                bytes = 0;
+            }
+        }
+    }
+    if !batch.chunks.is_empty() {
+        send(batch);
+    }
+    Ok(())
+}
+
+/// What storing a batch did: (new chunks, chunks already here, bytes).
+#[derive(Default, Clone, Copy)]
+struct Received {
+    stored: u64,
+    had: u64,
+    bytes: u64,
+}
+
+/// Checks and queues a batch of chunks from `peer`. With `asked`, every
+/// chunk must be one of those (each once).
+fn receive_batch(
+    store: &Store,
+    session: &mut Session,
+    batch: pb::ChunkBatch,
+    peer: &str,
+    mut asked: Option<&mut HashSet<Id>>,
+) -> Result<Received> {
+    let mut r = Received::default();
+    for c in batch.chunks {
+        let id = Id::from_slice(&c.id)
+            .ok_or_else(|| Error::Corrupt(format!("{peer} sent a malformed chunk id; refused")))?;
+        if let Some(a) = asked.as_deref_mut() {
+            if !a.remove(&id) {
+                return Err(Error::Corrupt(format!(
+                    "{peer} sent chunk {} that was not asked for (or twice); refused",
+                    id.hex()
+                )));
+            }
+        }
+        check_chunk(store, &id, &c.data, peer)?;
+        r.bytes += c.data.len() as u64;
+        if session.put_chunk(id, c.data.to_vec())? {
+            r.stored += 1;
+        } else {
+            r.had += 1;
+        }
+    }
+    Ok(r)
+}
+
 fn ids_of(list: &[Vec<u8>], peer: &str) -> Result<Vec<Id>> {
     if list.len() > PEER_BATCH {
         return Err(Error::Config(format!(
@@ -317,7 +393,7 @@ impl Peer for PeerApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    type GetChunksStream = Events<pb::ChunkData>;
+    type GetChunksStream = Events<pb::ChunkBatch>;
 
     async fn get_chunks(
         &self,
@@ -325,25 +401,10 @@ impl Peer for PeerApi {
     ) -> std::result::Result<Response<Self::GetChunksStream>, Status> {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let mut cache = FrameCache::default();
-            let r = (|| -> Result<()> {
-                let locs = store.index.chunk_locs(&ids)?;
-                for (id, loc) in ids.iter().zip(locs) {
-                    let Some(loc) = loc else { continue };
-                    let data = store.read_chunk(id, &loc, &mut cache)?;
-                    let msg = pb::ChunkData {
-                        id: id.0.to_vec(),
-                        data: data.into(),
-                    };
-                    if tx.blocking_send(Ok(msg)).is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(())
-            })();
+            let r = read_batches(&store, &ids, &mut |b| tx.blocking_send(Ok(b)).is_ok());
             if let Err(e) = r {
                 let _ = tx.blocking_send(Err(status(e)));
             }
@@ -353,7 +414,7 @@ impl Peer for PeerApi {
 
     async fn put_chunks(
         &self,
-        req: Request<Streaming<pb::ChunkData>>,
+        req: Request<Streaming<pb::ChunkBatch>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
         let peer = self.authorize(&req, Scope::Write)?;
         let mut inbound = req.into_inner();
@@ -364,20 +425,14 @@ impl Peer for PeerApi {
             let mut reply = pb::PutReply::default();
             let mut since_seal = 0u64;
             let outcome = (|| -> Result<()> {
-                while let Some(c) = rt
+                while let Some(b) = rt
                     .block_on(inbound.message())
                     .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
                 {
-                    let id = Id::from_slice(&c.id).ok_or_else(|| {
-                        Error::Corrupt(format!("{peer} sent a malformed chunk id"))
-                    })?;
-                    check_chunk(&store, &id, &c.data, &peer)?;
-                    since_seal += c.data.len() as u64;
-                    if session.put_chunk(id, c.data.to_vec())? {
-                        reply.stored += 1;
-                    } else {
-                        reply.already_had += 1;
-                    }
+                    let got = receive_batch(&store, &mut session, b, &peer, None)?;
+                    reply.stored += got.stored;
+                    reply.already_had += got.had;
+                    since_seal += got.bytes;
                     if since_seal >= SEAL_EVERY {
                         session.seal()?;
                         since_seal = 0;
@@ -518,6 +573,8 @@ async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
         })?))
     };
     let mut c = PeerClient::with_interceptor(channel, auth)
+        .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .max_decoding_message_size(8 << 20)
         .max_encoding_message_size(8 << 20);
     let hello = c
@@ -556,7 +613,8 @@ async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
 /// Brings `files` from the peer at `url` into this store.
 pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
     let url = addr.url.as_str();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))?;
@@ -619,52 +677,76 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
             }
         }
     }
+    // Several streams at once; this thread checks and stores what arrives.
     let mut session = Session::new(store);
     let mut since_seal = 0u64;
-    for batch in missing_chunks.chunks(PEER_BATCH) {
-        let mut asked: HashSet<Id> = batch.iter().copied().collect();
-        let mut s = rt
-            .block_on(peer.get_chunks(pb::IdList {
-                ids: batch.iter().map(|c| c.0.to_vec()).collect(),
-            }))
-            .map_err(|e| net(url, "sending chunks", e))?
-            .into_inner();
-        loop {
-            let next = rt.block_on(s.message());
-            let c = match next {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
-                    // Keep what arrived intact: a rerun resumes from here.
-                    session.seal()?;
-                    return Err(net(url, "sending chunks", e));
+    let per_stream = missing_chunks.len().div_ceil(STREAMS).clamp(1, PEER_BATCH);
+    let mut asked: HashSet<Id> = missing_chunks.iter().copied().collect();
+    let (tx, mut rx) = mpsc::channel::<std::result::Result<pb::ChunkBatch, Status>>(2 * STREAMS);
+    let jobs: Vec<Vec<Id>> = missing_chunks
+        .chunks(per_stream)
+        .map(|c| c.to_vec())
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(jobs.into_iter()));
+    for _ in 0..STREAMS {
+        let (tx, queue, mut peer) = (tx.clone(), queue.clone(), peer.clone());
+        rt.spawn(async move {
+            loop {
+                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(job) = job else { return };
+                let call = peer
+                    .get_chunks(pb::IdList {
+                        ids: job.iter().map(|c| c.0.to_vec()).collect(),
+                    })
+                    .await;
+                let mut s = match call {
+                    Ok(s) => s.into_inner(),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                loop {
+                    match s.message().await {
+                        Ok(Some(b)) => {
+                            if tx.send(Ok(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
                 }
-            };
-            let id = Id::from_slice(&c.id)
-                .filter(|id| asked.remove(id))
-                .ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "{url} sent a chunk that was not asked for (or twice); refused"
-                    ))
-                })?;
-            check_chunk(store, &id, &c.data, url)?;
-            sum.bytes += c.data.len() as u64;
-            since_seal += c.data.len() as u64;
+            }
+        });
+    }
+    drop(tx);
+    let stored = (|| -> Result<()> {
+        while let Some(b) = rt.block_on(rx.recv()) {
+            let b = b.map_err(|e| net(url, "sending chunks", e))?;
+            let got = receive_batch(store, &mut session, b, url, Some(&mut asked))?;
+            sum.chunks_sent += got.stored + got.had;
+            sum.bytes += got.bytes;
+            since_seal += got.bytes;
             progress(sum.bytes);
-            session.put_chunk(id, c.data.to_vec())?;
-            sum.chunks_sent += 1;
             if since_seal >= SEAL_EVERY {
                 session.seal()?;
                 since_seal = 0;
             }
         }
-        if !asked.is_empty() {
-            session.seal()?;
-            return Err(Error::NotFound(format!(
-                "{url} lacks {} chunks of the files asked for (its store is damaged? run `hoard verify` there)",
-                asked.len()
-            )));
-        }
+        Ok(())
+    })();
+    // What arrived intact is kept, so a rerun resumes from here.
+    session.seal()?;
+    stored?;
+    if !asked.is_empty() {
+        return Err(Error::NotFound(format!(
+            "{url} lacks {} chunks of the files asked for (its store is damaged? run `hoard verify` there)",
+            asked.len()
+        )));
     }
     session.seal()?;
     let files_done = pieces.done;
@@ -736,31 +818,15 @@ pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
         }
     }
     // Chunks, read here on one thread while the runtime sends them.
-    let (tx, rx) = mpsc::channel::<pb::ChunkData>(16);
+    let (tx, rx) = mpsc::channel::<pb::ChunkBatch>(4);
     let r = std::thread::scope(|s| {
         let reader = s.spawn(move || -> Result<(u64, u64)> {
-            let mut cache = FrameCache::default();
             let (mut n, mut bytes) = (0u64, 0u64);
-            for batch in to_send.chunks(PEER_BATCH) {
-                let locs = store.index.chunk_locs(batch)?;
-                for (id, loc) in batch.iter().zip(locs) {
-                    let loc = loc.ok_or_else(|| {
-                        Error::Corrupt(format!("chunk {} is missing from the index", id.hex()))
-                    })?;
-                    let data = store.read_chunk(id, &loc, &mut cache)?;
-                    bytes += data.len() as u64;
-                    n += 1;
-                    if tx
-                        .blocking_send(pb::ChunkData {
-                            id: id.0.to_vec(),
-                            data: data.into(),
-                        })
-                        .is_err()
-                    {
-                        return Ok((n, bytes));
-                    }
-                }
-            }
+            read_batches(store, &to_send, &mut |b| {
+                n += b.chunks.len() as u64;
+                bytes += b.chunks.iter().map(|c| c.data.len() as u64).sum::<u64>();
+                tx.blocking_send(b).is_ok()
+            })?;
             Ok((n, bytes))
         });
         let sent = rt.block_on(peer.put_chunks(ReceiverStream::new(rx)));

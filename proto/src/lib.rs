@@ -22,3 +22,5 @@ pub const READ_BATCH_MAX_FILE: u64 = MAX_DATA_MESSAGE as u64;
 pub const PEER_PROTOCOL: u32 = 1;
 /// Ids per `IdList` a peer accepts, and manifest entries per piece.
 pub const PEER_BATCH: usize = 4096;
+/// Raw bytes of chunks carried per `ChunkBatch` message.
+pub const CHUNK_BATCH_BYTES: usize = 1 << 20;

@@ -999,6 +999,23 @@ async fn prefetch_batch(
         .map(|e| crate::ui::status_error(e).to_string());
     let mut out = Vec::with_capacity(batch.len());
     // The batch's memory is released once every file is handed over.
+    // Those the store lacks go to the one place that can find them
+    // elsewhere, all together; found ones are streamed when git asks.
+    let absent: Vec<Pointer> = batch
+        .iter()
+        .zip(&outcome)
+        .filter(|(_, o)| matches!(o, Some(Err((true, _)))))
+        .map(|((_, p), _)| *p)
+        .collect();
+    let fetched = if absent.is_empty() {
+        Ok(Vec::new())
+    } else {
+        fetch::fetch(&mut client, paths, &absent)
+            .await
+            .map(|f| f.present)
+            .map_err(|e| format!("{e:#}"))
+    };
+    let mut fetched_iter = fetched.as_ref().ok().map(|v| v.iter());
     let permit = Arc::new(permit);
     for ((path, p), (buf, o)) in batch.into_iter().zip(bufs.into_iter().zip(outcome)) {
         let src = match (o, &failure) {
@@ -1012,13 +1029,11 @@ async fn prefetch_batch(
                     ))
                 }
             }
-            // Not here: the one place that can find it elsewhere; if it
-            // does, the file is streamed when git asks.
             (Some(Err((true, _))), _) => {
-                match fetch::fetch(&mut client, paths, std::slice::from_ref(&p)).await {
-                    Ok(f) if f.missing() == 0 => Source::Stream,
-                    Ok(_) => Source::Missing,
-                    Err(e) => Source::Failed(format!("{e:#}")),
+                match (&fetched, fetched_iter.as_mut().and_then(|i| i.next())) {
+                    (_, Some(true)) => Source::Stream,
+                    (Err(e), _) => Source::Failed(e.clone()),
+                    _ => Source::Missing,
                 }
             }
             (Some(Err((false, e))), _) => Source::Failed(e),
