@@ -337,3 +337,46 @@ fn tls_hubs_are_trusted_by_pinned_fingerprint_or_ca_and_plaintext_stays_on_loopb
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn thirty_two_concurrent_pulls_from_one_hub_all_succeed() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let ro = hub.token(false);
+    std::fs::create_dir_all(hub.path("d")).unwrap();
+    let mut oids = Vec::new();
+    for i in 0..8 {
+        let p = hub.path(&format!("d/f{i}"));
+        std::fs::write(&p, data(400_000 + i * 1000, 100 + i as u64, i % 2 == 0)).unwrap();
+        oids.push(oid_of(&hub, &p));
+    }
+    let clients: Vec<Env> = (0..32).map(|_| Env::new()).collect();
+    for c in &clients {
+        c.ok(&["remote", "add", "origin", &url, "--token", &ro]);
+        c.ok(&["daemon", "start"]);
+    }
+    let children: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let mut args = vec!["fetch".to_string(), "--json".to_string()];
+            args.extend(oids.iter().cloned());
+            c.hoard()
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let o = common::wait_output(child, std::time::Duration::from_secs(300), "fetch");
+        assert!(o.status.success(), "client {i}: {}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["files"], 8, "client {i}: {s}");
+    }
+    for (c, i) in clients.iter().zip(0..) {
+        if i % 8 == 0 {
+            c.ok(&["verify", "--read-data"]);
+        }
+    }
+}
