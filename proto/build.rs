@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hoard.v1.CleanWhole.content")
         .bytes(".hoard.v1.ReadBatchReply.data")
         .bytes(".hoard.v1.ChunkData.data")
+        .bytes(".hoard.v1.FrameData.payload")
         .compile_fds(fds)?;
     Ok(())
 }

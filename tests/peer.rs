@@ -370,7 +370,11 @@ fn thirty_two_concurrent_pulls_from_one_hub_all_succeed() {
         .collect();
     for (i, child) in children.into_iter().enumerate() {
         let o = common::wait_output(child, std::time::Duration::from_secs(300), "fetch");
-        assert!(o.status.success(), "client {i}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "client {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(s["files"], 8, "client {i}: {s}");
     }

@@ -775,6 +775,53 @@ impl Shared {
         Ok(raw)
     }
 
+    /// The base chunks a delta frame is compressed against (none for
+    /// other frames).
+    pub fn frame_bases(&self, loc: &ChunkLoc) -> Result<Vec<Id>> {
+        if loc.codec != Codec::ZstdDict {
+            return Ok(Vec::new());
+        }
+        let mut meta = vec![0u8; loc.meta_len as usize];
+        let at = loc.payload_offset.saturating_sub(loc.meta_len as u64);
+        self.backend.read_at(&loc.pack, at, &mut meta)?;
+        Ok(
+            format::decode_frame_meta(&meta, loc.raw_len, loc.codec, loc.payload_offset)
+                .map_err(|e| Error::Corrupt(e.to_string()))?
+                .bases,
+        )
+    }
+
+    /// A frame's payload as it lies in its pack, to send to a peer as stored.
+    pub fn frame_payload(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        let mut payload = vec![0u8; loc.stored_len as usize];
+        self.backend
+            .read_at(&loc.pack, loc.payload_offset, &mut payload)?;
+        Ok(payload)
+    }
+
+    /// Decodes a frame a peer sent as stored, its bases read from this
+    /// store (every base must be here). The caller verifies the chunks.
+    pub fn decode_foreign_frame(
+        &self,
+        codec: Codec,
+        raw_len: u32,
+        bases: &[Id],
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut dict = Vec::new();
+        let mut cache = FrameCache::default();
+        for piece in bases.chunks(crate::STAT_BATCH) {
+            for (b, loc) in piece.iter().zip(self.index.chunk_locs(piece)?) {
+                let loc = loc.ok_or_else(|| {
+                    Error::NotFound(format!("base chunk {} is not in this store", b.hex()))
+                })?;
+                dict.extend_from_slice(&self.read_chunk(b, &loc, &mut cache)?);
+            }
+        }
+        format::decompress(codec, payload, raw_len, &dict, 0)
+            .map_err(|e| Error::Corrupt(e.to_string()))
+    }
+
     /// The concatenated bytes of `bases`: a delta frame's dictionary.
     pub(crate) fn bases_dict(&self, bases: &[Id], cache: &mut FrameCache) -> Result<Vec<u8>> {
         let locs = self.index.chunk_locs(bases)?;

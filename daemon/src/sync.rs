@@ -270,6 +270,98 @@ fn receive_batch(
     Ok(r)
 }
 
+/// Groups `ids` by the frame that stores them.
+fn plan_frames(store: &Store, ids: &[Id]) -> Result<pb::FramePlan> {
+    let mut frames: Vec<pb::FramePlanEntry> = Vec::new();
+    let mut at: HashMap<(Id, u64), usize> = HashMap::new();
+    for (id, loc) in ids.iter().zip(store.index.chunk_locs(ids)?) {
+        let Some(loc) = loc else { continue };
+        let i = match at.get(&(loc.pack, loc.payload_offset)) {
+            Some(&i) => i,
+            None => {
+                frames.push(pb::FramePlanEntry {
+                    codec: loc.codec as u32,
+                    raw_len: loc.raw_len,
+                    stored_len: loc.stored_len,
+                    bases: store
+                        .frame_bases(&loc)?
+                        .iter()
+                        .map(|b| b.0.to_vec())
+                        .collect(),
+                    ..Default::default()
+                });
+                at.insert((loc.pack, loc.payload_offset), frames.len() - 1);
+                frames.len() - 1
+            }
+        };
+        let f = &mut frames[i];
+        f.chunk_ids.push(id.0.to_vec());
+        f.chunk_offsets.push(loc.offset_in_frame);
+        f.chunk_lens.push(loc.len);
+    }
+    Ok(pb::FramePlan { frames })
+}
+
+/// A frame worth taking as stored: this store has all its bases, and it is
+/// mostly made of what was asked for.
+struct PlannedFrame {
+    codec: crate::pack::format::Codec,
+    raw_len: u32,
+    bases: Vec<Id>,
+    chunks: Vec<(Id, u32, u32)>,
+}
+
+/// Largest frame accepted from a peer.
+const MAX_FOREIGN_FRAME: u32 = 64 << 20;
+
+fn check_plan(store: &Store, e: pb::FramePlanEntry, peer: &str) -> Result<Option<PlannedFrame>> {
+    let bad = |why: &str| {
+        Error::Corrupt(format!(
+            "{peer} sent a malformed frame plan ({why}); refused"
+        ))
+    };
+    let codec = u8::try_from(e.codec)
+        .ok()
+        .and_then(crate::pack::format::Codec::from_u8)
+        .ok_or_else(|| bad("unknown codec"))?;
+    if e.raw_len > MAX_FOREIGN_FRAME || e.stored_len > MAX_FOREIGN_FRAME {
+        return Err(bad("frame too large"));
+    }
+    if e.chunk_ids.len() != e.chunk_offsets.len() || e.chunk_ids.len() != e.chunk_lens.len() {
+        return Err(bad("chunk lists differ in length"));
+    }
+    let mut chunks = Vec::new();
+    let mut wanted = 0u64;
+    for ((id, off), len) in e.chunk_ids.iter().zip(e.chunk_offsets).zip(e.chunk_lens) {
+        let id = Id::from_slice(id).ok_or_else(|| bad("malformed chunk id"))?;
+        if off as u64 + len as u64 > e.raw_len as u64 {
+            return Err(bad("chunk outside its frame"));
+        }
+        wanted += len as u64;
+        chunks.push((id, off, len));
+    }
+    let bases: Vec<Id> = e
+        .bases
+        .iter()
+        .map(|b| Id::from_slice(b).ok_or_else(|| bad("malformed base id")))
+        .collect::<Result<_>>()?;
+    if bases.len() > crate::pack::format::MAX_BASES {
+        return Err(bad("too many bases"));
+    }
+    // Worth it only if all bases are here and the frame is not mostly
+    // chunks nobody asked for.
+    let have = store.indexed(&bases)?.into_iter().all(|h| h);
+    let useful = (e.stored_len as u64) <= wanted.max(1) * 2 || !bases.is_empty();
+    Ok(
+        (have && useful && !chunks.is_empty()).then_some(PlannedFrame {
+            codec,
+            raw_len: e.raw_len,
+            bases,
+            chunks,
+        }),
+    )
+}
+
 fn ids_of(list: &[Vec<u8>], peer: &str) -> Result<Vec<Id>> {
     if list.len() > PEER_BATCH {
         return Err(Error::Config(format!(
@@ -405,6 +497,48 @@ impl Peer for PeerApi {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let r = read_batches(&store, &ids, &mut |b| tx.blocking_send(Ok(b)).is_ok());
+            if let Err(e) = r {
+                let _ = tx.blocking_send(Err(status(e)));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn plan_frames(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<pb::FramePlan>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let plan =
+            tokio::task::block_in_place(|| plan_frames(&self.store, &ids)).map_err(status)?;
+        Ok(Response::new(plan))
+    }
+
+    type GetFramesStream = Events<pb::FrameData>;
+
+    async fn get_frames(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetFramesStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = (|| -> Result<()> {
+                for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
+                    let Some(loc) = loc else { continue };
+                    let msg = pb::FrameData {
+                        chunk: id.0.to_vec(),
+                        payload: store.frame_payload(&loc)?.into(),
+                    };
+                    if tx.blocking_send(Ok(msg)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })();
             if let Err(e) = r {
                 let _ = tx.blocking_send(Err(status(e)));
             }
@@ -677,9 +811,72 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
             }
         }
     }
-    // Several streams at once; this thread checks and stores what arrives.
     let mut session = Session::new(store);
     let mut since_seal = 0u64;
+    // Frames the peer stores as deltas against chunks this store has travel
+    // as stored; the rest as chunks.
+    let missing_chunks = {
+        let mut covered: HashSet<Id> = HashSet::new();
+        for batch in missing_chunks.chunks(PEER_BATCH) {
+            let plan = rt
+                .block_on(peer.plan_frames(pb::IdList {
+                    ids: batch.iter().map(|c| c.0.to_vec()).collect(),
+                }))
+                .map_err(|e| net(url, "planning frames", e))?
+                .into_inner();
+            let mut frames = HashMap::new();
+            for e in plan.frames {
+                if let Some(f) = check_plan(store, e, url)? {
+                    frames.insert(f.chunks[0].0, f);
+                }
+            }
+            let keys: Vec<Id> = frames.keys().copied().collect();
+            for keys in keys.chunks(256) {
+                let mut s = rt
+                    .block_on(peer.get_frames(pb::IdList {
+                        ids: keys.iter().map(|k| k.0.to_vec()).collect(),
+                    }))
+                    .map_err(|e| net(url, "sending frames", e))?
+                    .into_inner();
+                while let Some(fd) = rt
+                    .block_on(s.message())
+                    .map_err(|e| net(url, "sending frames", e))?
+                {
+                    let key = Id::from_slice(&fd.chunk).ok_or_else(|| {
+                        Error::Corrupt(format!("{url} sent a frame with a malformed id; refused"))
+                    })?;
+                    let f = frames.remove(&key).ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "{url} sent a frame that was not asked for; refused"
+                        ))
+                    })?;
+                    let raw =
+                        store.decode_foreign_frame(f.codec, f.raw_len, &f.bases, &fd.payload)?;
+                    sum.bytes += fd.payload.len() as u64;
+                    since_seal += f.raw_len as u64;
+                    for (id, off, len) in f.chunks {
+                        let data = &raw[off as usize..(off + len) as usize];
+                        check_chunk(store, &id, data, url)?;
+                        if covered.insert(id) {
+                            session.put_chunk(id, data.to_vec())?;
+                            sum.chunks_sent += 1;
+                        }
+                    }
+                    progress(sum.bytes);
+                    if since_seal >= SEAL_EVERY {
+                        session.seal()?;
+                        since_seal = 0;
+                    }
+                }
+            }
+        }
+        missing_chunks
+            .into_iter()
+            .filter(|c| !covered.contains(c))
+            .collect::<Vec<Id>>()
+    };
+    // The rest as chunks, over several streams at once; this thread checks
+    // and stores what arrives.
     let per_stream = missing_chunks.len().div_ceil(STREAMS).clamp(1, PEER_BATCH);
     let mut asked: HashSet<Id> = missing_chunks.iter().copied().collect();
     let (tx, mut rx) = mpsc::channel::<std::result::Result<pb::ChunkBatch, Status>>(2 * STREAMS);
