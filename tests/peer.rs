@@ -384,3 +384,235 @@ fn thirty_two_concurrent_pulls_from_one_hub_all_succeed() {
         }
     }
 }
+
+/// A peer that speaks the real protocol and lies.
+mod hostile {
+    use hoard_proto::v1::{self as pb, peer_server::Peer};
+    use std::pin::Pin;
+    use tonic::{Request, Response, Status, Streaming};
+
+    #[derive(Clone, Copy, Debug)]
+    pub enum Lie {
+        /// Chunk bytes that do not hash to the chunk's id.
+        WrongChunk,
+        /// A chunk larger than any chunk can be.
+        Oversized,
+        /// Right chunks, but a manifest whose content is not the file asked for.
+        WrongManifest,
+        /// Chunks nobody asked for, without end.
+        Endless,
+    }
+
+    pub struct Liar {
+        pub lie: Lie,
+        pub chunk: Vec<u8>,
+    }
+
+    type S<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+    fn id(b: &[u8]) -> Vec<u8> {
+        blake3::hash(b).as_bytes().to_vec()
+    }
+
+    #[tonic::async_trait]
+    impl Peer for Liar {
+        async fn hello(
+            &self,
+            _: Request<pb::HelloRequest>,
+        ) -> Result<Response<pb::HelloReply>, Status> {
+            Ok(Response::new(pb::HelloReply {
+                protocol: hoard_proto::PEER_PROTOCOL,
+                chunk_min: 8192,
+                chunk_avg: 32768,
+                chunk_max: 131072,
+            }))
+        }
+        async fn have_files(
+            &self,
+            r: Request<pb::IdList>,
+        ) -> Result<Response<pb::Presence>, Status> {
+            let n = r.into_inner().ids.len();
+            Ok(Response::new(pb::Presence {
+                present: vec![true; n],
+            }))
+        }
+        async fn have_chunks(
+            &self,
+            r: Request<pb::IdList>,
+        ) -> Result<Response<pb::Presence>, Status> {
+            let n = r.into_inner().ids.len();
+            Ok(Response::new(pb::Presence {
+                present: vec![true; n],
+            }))
+        }
+        type GetManifestsStream = S<pb::ManifestPiece>;
+        async fn get_manifests(
+            &self,
+            r: Request<pb::IdList>,
+        ) -> Result<Response<Self::GetManifestsStream>, Status> {
+            // Whatever was asked for, one chunk: ours.
+            let file = r.into_inner().ids[0].clone();
+            let piece = pb::ManifestPiece {
+                file,
+                size: self.chunk.len() as u64,
+                chunk_ids: vec![id(&self.chunk)],
+                chunk_lens: vec![self.chunk.len() as u32],
+                last: true,
+            };
+            Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(piece)]))))
+        }
+        type GetChunksStream = S<pb::ChunkBatch>;
+        async fn get_chunks(
+            &self,
+            _: Request<pb::IdList>,
+        ) -> Result<Response<Self::GetChunksStream>, Status> {
+            let right = id(&self.chunk);
+            fn one(cid: Vec<u8>, data: Vec<u8>) -> pb::ChunkBatch {
+                pb::ChunkBatch {
+                    chunks: vec![pb::ChunkData {
+                        id: cid,
+                        data: data.into(),
+                    }],
+                }
+            }
+            Ok(Response::new(match self.lie {
+                Lie::WrongChunk => {
+                    let mut bad = self.chunk.clone();
+                    bad[0] ^= 1;
+                    Box::pin(tokio_stream::iter(vec![Ok(one(right, bad))]))
+                }
+                Lie::Oversized => {
+                    let big = vec![7u8; 200_000];
+                    Box::pin(tokio_stream::iter(vec![Ok(one(id(&big), big))]))
+                }
+                Lie::WrongManifest => {
+                    Box::pin(tokio_stream::iter(vec![Ok(one(right, self.chunk.clone()))]))
+                }
+                Lie::Endless => {
+                    let s = tokio_stream::iter(0u64..).map(|i| {
+                        let d = i.to_le_bytes().repeat(2000);
+                        Ok(one(id(&d), d))
+                    });
+                    Box::pin(s)
+                }
+            }))
+        }
+        async fn plan_frames(
+            &self,
+            _: Request<pb::IdList>,
+        ) -> Result<Response<pb::FramePlan>, Status> {
+            Ok(Response::new(pb::FramePlan::default()))
+        }
+        type GetFramesStream = S<pb::FrameData>;
+        async fn get_frames(
+            &self,
+            _: Request<pb::IdList>,
+        ) -> Result<Response<Self::GetFramesStream>, Status> {
+            Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))))
+        }
+        async fn put_chunks(
+            &self,
+            _: Request<Streaming<pb::ChunkBatch>>,
+        ) -> Result<Response<pb::PutReply>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
+        async fn put_manifests(
+            &self,
+            _: Request<Streaming<pb::ManifestPiece>>,
+        ) -> Result<Response<pb::PutReply>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
+    }
+
+    use tokio_stream::StreamExt;
+
+    /// Serves a liar on a loopback port until the process ends.
+    pub fn serve(lie: Lie, chunk: Vec<u8>) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                tonic::transport::Server::builder()
+                    .add_service(
+                        pb::peer_server::PeerServer::new(Liar { lie, chunk })
+                            .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+                    )
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                    .await
+                    .unwrap();
+            });
+        });
+        port
+    }
+}
+
+#[test]
+fn a_hostile_peer_is_refused_and_nothing_it_sent_is_stored() {
+    let chunk = data(20_000, 42, false);
+    for lie in [
+        hostile::Lie::WrongChunk,
+        hostile::Lie::Oversized,
+        hostile::Lie::WrongManifest,
+        hostile::Lie::Endless,
+    ] {
+        let port = hostile::serve(lie, chunk.clone());
+        let me = Env::new();
+        me.ok(&[
+            "remote",
+            "add",
+            "liar",
+            &format!("http://127.0.0.1:{port}"),
+            "--token",
+            "x",
+        ]);
+        // Ask for a file whose id is not the chunk's content (WrongManifest),
+        // or for the chunk's own file (the others).
+        let asked = match lie {
+            hostile::Lie::WrongManifest => format!("blake3:{}", "ab".repeat(32)),
+            _ => common::b3(&chunk),
+        };
+        let o = me.run(&["fetch", "liar", &asked]);
+        assert!(!o.status.success(), "{lie:?} was accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        eprintln!("{lie:?}: {err}");
+        assert!(err.contains("refused"), "{lie:?}: {err}");
+        let st: serde_json::Value = serde_json::from_str(&me.ok(&["stats", "--json"])).unwrap();
+        assert_eq!(st["files"], 0, "{lie:?}: {st}");
+        if !matches!(lie, hostile::Lie::WrongManifest) {
+            assert_eq!(st["chunks"], 0, "{lie:?}: {st}");
+        }
+        me.ok(&["verify", "--read-data"]);
+    }
+}
+
+#[test]
+fn a_new_version_travels_as_a_delta_against_the_one_the_receiver_has() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let ro = hub.token(false);
+    let v1 = data(4_000_000, 21, true);
+    // Edited everywhere: no chunk survives, but it is very like v1.
+    let mut v2 = v1.clone();
+    for i in (500..v2.len()).step_by(3000) {
+        v2[i] = b'#';
+    }
+    std::fs::write(hub.path("v1.csv"), &v1).unwrap();
+    std::fs::write(hub.path("v2.csv"), &v2).unwrap();
+    let o1 = oid_of(&hub, &hub.path("v1.csv"));
+    let o2 = oid_of(&hub, &hub.path("v2.csv"));
+
+    let c = Env::new();
+    c.ok(&["remote", "add", "origin", &url, "--token", &ro]);
+    let s1 = summary(&c, &["fetch", &o1]);
+    let s2 = summary(&c, &["fetch", &o2]);
+    let (b1, b2) = (s1["bytes"].as_u64().unwrap(), s2["bytes"].as_u64().unwrap());
+    assert!(
+        b2 * 4 < b1,
+        "v2 should travel as a small delta: v1 {b1} bytes, v2 {b2} bytes"
+    );
+    assert_eq!(c.run(&["cat", &o2]).stdout, v2);
+    c.ok(&["verify", "--read-data"]);
+}

@@ -52,6 +52,7 @@ pub fn status(e: Error) -> Status {
         Error::DiskFull { .. } => Status::resource_exhausted(msg),
         Error::Cancelled => Status::cancelled(msg),
         Error::Busy(_) => Status::unavailable(msg),
+        Error::Refused(_) => Status::failed_precondition(msg),
         _ => Status::internal(msg),
     }
 }

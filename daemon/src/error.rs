@@ -28,6 +28,9 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     Busy(String),
+    /// A peer sent something wrong; nothing of it was stored.
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "not added: the daemon is shutting down (or the client went away); re-run `hoard add`"
     )]

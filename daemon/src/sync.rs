@@ -41,14 +41,14 @@ const MAX_MANIFEST_ENTRIES: usize = 1 << 24;
 /// A chunk from a peer: the right size and the right hash, or refused.
 fn check_chunk(store: &Store, id: &Id, data: &[u8], peer: &str) -> Result<()> {
     if data.is_empty() || data.len() > store.params().chunk.max as usize {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::Refused(format!(
             "{peer} sent chunk {} of {} bytes, outside this store's chunk sizes; refused",
             id.hex(),
             data.len()
         )));
     }
     if Id::of(data) != *id {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::Refused(format!(
             "{peer} sent data for chunk {} that does not hash to it; refused, nothing of it stored",
             id.hex()
         )));
@@ -90,7 +90,7 @@ pub fn accept_manifests(
 
 fn verify_manifest(store: &Store, file: &Id, m: &Manifest, peer: &str) -> Result<()> {
     let bad = |why: String| {
-        Error::Corrupt(format!(
+        Error::Refused(format!(
             "{peer} sent a manifest for {file} that {why}; refused"
         ))
     };
@@ -140,10 +140,10 @@ struct Pieces {
 impl Pieces {
     fn add(&mut self, p: pb::ManifestPiece, peer: &str) -> Result<()> {
         let file = Id::from_slice(&p.file).ok_or_else(|| {
-            Error::Corrupt(format!("{peer} sent a manifest with a malformed file id"))
+            Error::Refused(format!("{peer} sent a manifest with a malformed file id"))
         })?;
         if p.chunk_ids.len() != p.chunk_lens.len() || p.chunk_ids.len() > PEER_BATCH {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::Refused(format!(
                 "{peer} sent a malformed manifest piece for {file}"
             )));
         }
@@ -152,13 +152,13 @@ impl Pieces {
             chunks: Vec::new(),
         });
         if m.size != p.size || m.chunks.len() + p.chunk_ids.len() > MAX_MANIFEST_ENTRIES {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::Refused(format!(
                 "{peer} sent inconsistent manifest pieces for {file}"
             )));
         }
         for (id, len) in p.chunk_ids.iter().zip(p.chunk_lens) {
             let id = Id::from_slice(id).ok_or_else(|| {
-                Error::Corrupt(format!(
+                Error::Refused(format!(
                     "{peer} sent a malformed chunk id in the manifest of {file}"
                 ))
             })?;
@@ -250,10 +250,10 @@ fn receive_batch(
     let mut r = Received::default();
     for c in batch.chunks {
         let id = Id::from_slice(&c.id)
-            .ok_or_else(|| Error::Corrupt(format!("{peer} sent a malformed chunk id; refused")))?;
+            .ok_or_else(|| Error::Refused(format!("{peer} sent a malformed chunk id; refused")))?;
         if let Some(a) = asked.as_deref_mut() {
             if !a.remove(&id) {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::Refused(format!(
                     "{peer} sent chunk {} that was not asked for (or twice); refused",
                     id.hex()
                 )));
@@ -316,7 +316,7 @@ const MAX_FOREIGN_FRAME: u32 = 64 << 20;
 
 fn check_plan(store: &Store, e: pb::FramePlanEntry, peer: &str) -> Result<Option<PlannedFrame>> {
     let bad = |why: &str| {
-        Error::Corrupt(format!(
+        Error::Refused(format!(
             "{peer} sent a malformed frame plan ({why}); refused"
         ))
     };
@@ -607,7 +607,7 @@ impl Peer for PeerApi {
                 }
             }
             if !pieces.open.is_empty() {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::Refused(format!(
                     "{peer} ended a manifest stream in the middle of a file"
                 )));
             }
@@ -777,7 +777,7 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
             .map_err(|e| net(url, "sending manifests", e))?
         {
             if Id::from_slice(&p.file).is_none_or(|f| !asked.contains(&f)) {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::Refused(format!(
                     "{url} sent a manifest that was not asked for; refused"
                 )));
             }
@@ -785,7 +785,7 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
         }
     }
     if !pieces.open.is_empty() {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::Refused(format!(
             "{url} sent an incomplete manifest; refused"
         )));
     }
@@ -843,10 +843,10 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
                     .map_err(|e| net(url, "sending frames", e))?
                 {
                     let key = Id::from_slice(&fd.chunk).ok_or_else(|| {
-                        Error::Corrupt(format!("{url} sent a frame with a malformed id; refused"))
+                        Error::Refused(format!("{url} sent a frame with a malformed id; refused"))
                     })?;
                     let f = frames.remove(&key).ok_or_else(|| {
-                        Error::Corrupt(format!(
+                        Error::Refused(format!(
                             "{url} sent a frame that was not asked for; refused"
                         ))
                     })?;
