@@ -172,6 +172,11 @@ fn git_push_sends_content_and_a_clone_elsewhere_gets_it_on_checkout() {
         .env("HOARD_HOME", carol.path("no-remote-store"))
         .output()
         .unwrap();
+    // The clone started a daemon on that other store: stop it.
+    let _ = carol
+        .hoard_cmd(&carol.home, &["daemon", "stop"])
+        .env("HOARD_HOME", carol.path("no-remote-store"))
+        .output();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = carol.hoard_json(&c2, &["pull", "--include", "data/a.bin"]);
     assert_eq!(r[0]["materialized"], 1, "{r:?}");

@@ -744,6 +744,60 @@ async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
     Ok(c)
 }
 
+/// Frames asked for per `GetFrames` call.
+const FRAMES_PER_CALL: usize = 64;
+
+/// Runs `call` for each job on [`STREAMS`] concurrent streams, handing
+/// every message (or the first error of a stream) to the returned channel.
+fn stream_jobs<T, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    peer: &Client,
+    jobs: Vec<Vec<Id>>,
+    call: F,
+) -> mpsc::Receiver<std::result::Result<T, Status>>
+where
+    T: Send + 'static,
+    F: Fn(Client, pb::IdList) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = std::result::Result<Response<Streaming<T>>, Status>> + Send,
+{
+    let (tx, rx) = mpsc::channel(2 * STREAMS);
+    let queue = Arc::new(std::sync::Mutex::new(jobs.into_iter()));
+    for _ in 0..STREAMS {
+        let (tx, queue, peer, call) = (tx.clone(), queue.clone(), peer.clone(), call.clone());
+        rt.spawn(async move {
+            loop {
+                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(job) = job else { return };
+                let ids = pb::IdList {
+                    ids: job.iter().map(|c| c.0.to_vec()).collect(),
+                };
+                let mut s = match call(peer.clone(), ids).await {
+                    Ok(s) => s.into_inner(),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                loop {
+                    match s.message().await {
+                        Ok(Some(m)) => {
+                            if tx.send(Ok(m)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    rx
+}
+
 /// Brings `files` from the peer at `url` into this store.
 pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
     let url = addr.url.as_str();
@@ -816,7 +870,7 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
     // Frames the peer stores as deltas against chunks this store has travel
     // as stored; the rest as chunks.
     let missing_chunks = {
-        let mut covered: HashSet<Id> = HashSet::new();
+        let mut frames: HashMap<Id, PlannedFrame> = HashMap::new();
         for batch in missing_chunks.chunks(PEER_BATCH) {
             let plan = rt
                 .block_on(peer.plan_frames(pb::IdList {
@@ -824,51 +878,53 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
                 }))
                 .map_err(|e| net(url, "planning frames", e))?
                 .into_inner();
-            let mut frames = HashMap::new();
             for e in plan.frames {
                 if let Some(f) = check_plan(store, e, url)? {
                     frames.insert(f.chunks[0].0, f);
                 }
             }
-            let keys: Vec<Id> = frames.keys().copied().collect();
-            for keys in keys.chunks(256) {
-                let mut s = rt
-                    .block_on(peer.get_frames(pb::IdList {
-                        ids: keys.iter().map(|k| k.0.to_vec()).collect(),
-                    }))
-                    .map_err(|e| net(url, "sending frames", e))?
-                    .into_inner();
-                while let Some(fd) = rt
-                    .block_on(s.message())
-                    .map_err(|e| net(url, "sending frames", e))?
-                {
-                    let key = Id::from_slice(&fd.chunk).ok_or_else(|| {
-                        Error::Refused(format!("{url} sent a frame with a malformed id; refused"))
-                    })?;
-                    let f = frames.remove(&key).ok_or_else(|| {
-                        Error::Refused(format!(
-                            "{url} sent a frame that was not asked for; refused"
-                        ))
-                    })?;
-                    let raw =
-                        store.decode_foreign_frame(f.codec, f.raw_len, &f.bases, &fd.payload)?;
-                    sum.bytes += fd.payload.len() as u64;
-                    since_seal += f.raw_len as u64;
-                    for (id, off, len) in f.chunks {
-                        let data = &raw[off as usize..(off + len) as usize];
-                        check_chunk(store, &id, data, url)?;
-                        if covered.insert(id) {
-                            session.put_chunk(id, data.to_vec())?;
-                            sum.chunks_sent += 1;
-                        }
-                    }
-                    progress(sum.bytes);
-                    if since_seal >= SEAL_EVERY {
-                        session.seal()?;
-                        since_seal = 0;
+        }
+        // Fetched over several streams while this thread decodes and stores.
+        let keys: Vec<Id> = frames.keys().copied().collect();
+        let jobs = keys.chunks(FRAMES_PER_CALL).map(|k| k.to_vec()).collect();
+        let mut rx = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
+            p.get_frames(ids).await
+        });
+        let mut covered: HashSet<Id> = HashSet::new();
+        let taken = (|| -> Result<()> {
+            while let Some(fd) = rt.block_on(rx.recv()) {
+                let fd = fd.map_err(|e| net(url, "sending frames", e))?;
+                let key = Id::from_slice(&fd.chunk).ok_or_else(|| {
+                    Error::Refused(format!("{url} sent a frame with a malformed id; refused"))
+                })?;
+                let f = frames.remove(&key).ok_or_else(|| {
+                    Error::Refused(format!(
+                        "{url} sent a frame that was not asked for; refused"
+                    ))
+                })?;
+                let raw = store.decode_foreign_frame(f.codec, f.raw_len, &f.bases, &fd.payload)?;
+                sum.bytes += fd.payload.len() as u64;
+                since_seal += f.raw_len as u64;
+                for (id, off, len) in f.chunks {
+                    let data = &raw[off as usize..(off + len) as usize];
+                    check_chunk(store, &id, data, url)?;
+                    if covered.insert(id) {
+                        session.put_chunk(id, data.to_vec())?;
+                        sum.chunks_sent += 1;
                     }
                 }
+                progress(sum.bytes);
+                if since_seal >= SEAL_EVERY {
+                    session.seal()?;
+                    since_seal = 0;
+                }
             }
+            Ok(())
+        })();
+        if let Err(e) = taken {
+            // What arrived intact is kept, so a rerun resumes from here.
+            session.seal()?;
+            return Err(e);
         }
         missing_chunks
             .into_iter()
@@ -879,48 +935,13 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
     // and stores what arrives.
     let per_stream = missing_chunks.len().div_ceil(STREAMS).clamp(1, PEER_BATCH);
     let mut asked: HashSet<Id> = missing_chunks.iter().copied().collect();
-    let (tx, mut rx) = mpsc::channel::<std::result::Result<pb::ChunkBatch, Status>>(2 * STREAMS);
     let jobs: Vec<Vec<Id>> = missing_chunks
         .chunks(per_stream)
         .map(|c| c.to_vec())
         .collect();
-    let queue = Arc::new(std::sync::Mutex::new(jobs.into_iter()));
-    for _ in 0..STREAMS {
-        let (tx, queue, mut peer) = (tx.clone(), queue.clone(), peer.clone());
-        rt.spawn(async move {
-            loop {
-                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                let Some(job) = job else { return };
-                let call = peer
-                    .get_chunks(pb::IdList {
-                        ids: job.iter().map(|c| c.0.to_vec()).collect(),
-                    })
-                    .await;
-                let mut s = match call {
-                    Ok(s) => s.into_inner(),
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                loop {
-                    match s.message().await {
-                        Ok(Some(b)) => {
-                            if tx.send(Ok(b)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
+    let mut rx = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
+        p.get_chunks(ids).await
+    });
     let stored = (|| -> Result<()> {
         while let Some(b) = rt.block_on(rx.recv()) {
             let b = b.map_err(|e| net(url, "sending chunks", e))?;
