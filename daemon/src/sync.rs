@@ -744,6 +744,53 @@ async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
     Ok(c)
 }
 
+/// Every chunk of `manifests`, once, in order of first use.
+fn distinct_chunks<'a>(manifests: impl Iterator<Item = &'a Manifest>) -> Vec<Id> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for m in manifests {
+        for (c, _) in &m.chunks {
+            if seen.insert(*c) {
+                out.push(*c);
+            }
+        }
+    }
+    out
+}
+
+/// Asks the peer which of `ids` it holds, [`PEER_BATCH`] at a time.
+fn peer_has<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    ids: &[Id],
+    url: &str,
+    what: &str,
+    mut call: F,
+) -> Result<Vec<bool>>
+where
+    F: FnMut(pb::IdList) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Response<pb::Presence>, Status>>,
+{
+    let mut out = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(PEER_BATCH) {
+        let present = rt
+            .block_on(call(pb::IdList {
+                ids: batch.iter().map(|c| c.0.to_vec()).collect(),
+            }))
+            .map_err(|e| net(url, what, e))?
+            .into_inner()
+            .present;
+        if present.len() != batch.len() {
+            return Err(Error::Refused(format!(
+                "{url} answered {what} for {} ids, asked about {}; refused",
+                present.len(),
+                batch.len()
+            )));
+        }
+        out.extend(present);
+    }
+    Ok(out)
+}
+
 /// Frames asked for per `GetFrames` call.
 const FRAMES_PER_CALL: usize = 64;
 
@@ -846,15 +893,7 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
     let got: HashSet<Id> = pieces.done.iter().map(|(f, _)| *f).collect();
     sum.missing = want.iter().filter(|f| !got.contains(f)).copied().collect();
     // Chunks this store lacks.
-    let mut needed: Vec<Id> = Vec::new();
-    let mut seen = HashSet::new();
-    for (_, m) in &pieces.done {
-        for (c, _) in &m.chunks {
-            if seen.insert(*c) {
-                needed.push(*c);
-            }
-        }
-    }
+    let needed = distinct_chunks(pieces.done.iter().map(|(_, m)| m));
     let mut missing_chunks = Vec::new();
     for batch in needed.chunks(PEER_BATCH) {
         for (c, have) in batch.iter().zip(store.indexed(batch)?) {
@@ -986,20 +1025,15 @@ pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
     let mut peer = rt.block_on(connect(addr, store))?;
     let mut sum = Summary::default();
     let mut send = Vec::new();
-    for batch in files.chunks(PEER_BATCH) {
-        let present = rt
-            .block_on(peer.have_files(pb::IdList {
-                ids: batch.iter().map(|f| f.0.to_vec()).collect(),
-            }))
-            .map_err(|e| net(url, "the file check", e))?
-            .into_inner()
-            .present;
-        for (f, p) in batch.iter().zip(present) {
-            if p {
-                sum.files_already_there += 1;
-            } else {
-                send.push(*f);
-            }
+    let present = peer_has(&rt, files, url, "the file check", |ids| {
+        let mut p = peer.clone();
+        async move { p.have_files(ids).await }
+    })?;
+    for (f, p) in files.iter().zip(present) {
+        if p {
+            sum.files_already_there += 1;
+        } else {
+            send.push(*f);
         }
     }
     let mut manifests = Vec::new();
@@ -1009,30 +1043,17 @@ pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
         })?;
         manifests.push((*f, m));
     }
-    let mut needed = Vec::new();
-    let mut seen = HashSet::new();
-    for (_, m) in &manifests {
-        for (c, _) in &m.chunks {
-            if seen.insert(*c) {
-                needed.push(*c);
-            }
-        }
-    }
+    let needed = distinct_chunks(manifests.iter().map(|(_, m)| m));
     let mut to_send = Vec::new();
-    for batch in needed.chunks(PEER_BATCH) {
-        let present = rt
-            .block_on(peer.have_chunks(pb::IdList {
-                ids: batch.iter().map(|c| c.0.to_vec()).collect(),
-            }))
-            .map_err(|e| net(url, "the chunk check", e))?
-            .into_inner()
-            .present;
-        for (c, p) in batch.iter().zip(present) {
-            if p {
-                sum.chunks_skipped += 1;
-            } else {
-                to_send.push(*c);
-            }
+    let present = peer_has(&rt, &needed, url, "the chunk check", |ids| {
+        let mut p = peer.clone();
+        async move { p.have_chunks(ids).await }
+    })?;
+    for (c, p) in needed.iter().zip(present) {
+        if p {
+            sum.chunks_skipped += 1;
+        } else {
+            to_send.push(*c);
         }
     }
     // Chunks, read here on one thread while the runtime sends them.
