@@ -590,6 +590,12 @@ fn a_hostile_peer_is_refused_and_nothing_it_sent_is_stored() {
             assert_eq!(st["chunks"], 0, "{lie:?}: {st}");
         }
         me.ok(&["verify", "--read-data"]);
+        let st: serde_json::Value =
+            serde_json::from_str(&me.ok(&["daemon", "status", "--json"])).unwrap();
+        assert_eq!(
+            st["peer_refused"], 1,
+            "{lie:?}: the refusal is counted: {st}"
+        );
     }
 }
 

@@ -366,6 +366,15 @@ fn scope(local: bool, system: bool) -> git::setup::Scope {
 fn report(r: anyhow::Result<()>) -> std::process::ExitCode {
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output went away (`hoard ... | head`): not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("hoard: {e:#}");
             std::process::ExitCode::FAILURE

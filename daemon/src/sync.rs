@@ -27,6 +27,19 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+/// Transfers refused because a peer sent wrong data, since this daemon
+/// started (shown by `hoard daemon status`).
+pub static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a refusal on its way out.
+fn counted<T>(r: Result<T>) -> Result<T> {
+    if let Err(Error::Refused(why)) = &r {
+        REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%why, "refused data from a peer");
+    }
+    r
+}
+
 /// Chunk streams a pull keeps open at once.
 const STREAMS: usize = 4;
 /// Received bytes after which chunks are made durable (resume points).
@@ -580,7 +593,7 @@ impl Peer for PeerApi {
         })
         .await
         .map_err(|e| Status::internal(format!("receiving chunks failed: {e}")))?;
-        r.map(Response::new).map_err(status)
+        counted(r).map(Response::new).map_err(status)
     }
 
     async fn put_manifests(
@@ -618,7 +631,7 @@ impl Peer for PeerApi {
         })
         .await
         .map_err(|e| Status::internal(format!("receiving manifests failed: {e}")))?;
-        r.map(Response::new).map_err(status)
+        counted(r).map(Response::new).map_err(status)
     }
 }
 
@@ -847,6 +860,10 @@ where
 
 /// Brings `files` from the peer at `url` into this store.
 pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
+    counted(pull_inner(store, addr, files, progress))
+}
+
+fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
     let url = addr.url.as_str();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1017,6 +1034,10 @@ pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
 
 /// Sends `files` (and the chunks of them the peer lacks) to the peer at `url`.
 pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
+    counted(push_inner(store, addr, files, progress))
+}
+
+fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
     let url = addr.url.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -91,7 +91,8 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
             serde_json::json!({"running": true, "pid": s.pid, "version": s.version, "store": s.store,
                 "uptime_secs": s.uptime_secs, "chunk_min": s.chunk_min, "chunk_avg": s.chunk_avg,
                 "chunk_max": s.chunk_max, "zstd_level": s.zstd_level, "frame_target": s.frame_target,
-                "peer_listen": s.peer_listen, "peer_fingerprint": s.peer_fingerprint})
+                "peer_listen": s.peer_listen, "peer_fingerprint": s.peer_fingerprint,
+                "peer_refused": s.peer_refused})
         );
     } else {
         println!(
@@ -117,6 +118,13 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
                     s.peer_listen, s.peer_fingerprint
                 );
             }
+        }
+        if s.peer_refused > 0 {
+            println!(
+                "refused {} transfers since start: a peer sent wrong data (see {})",
+                s.peer_refused,
+                paths.log().display()
+            );
         }
     }
     Ok(())
