@@ -627,3 +627,58 @@ fn a_new_version_travels_as_a_delta_against_the_one_the_receiver_has() {
     assert_eq!(c.run(&["cat", &o2]).stdout, v2);
     c.ok(&["verify", "--read-data"]);
 }
+
+#[test]
+fn a_fetch_whose_daemon_is_killed_resumes_without_fetching_again_what_arrived() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let ro = hub.token(false);
+    let content = data(200 << 20, 8, false);
+    std::fs::write(hub.path("big.bin"), &content).unwrap();
+    let oid = oid_of(&hub, &hub.path("big.bin"));
+
+    let c = Env::new();
+    c.ok(&["remote", "add", "origin", &url, "--token", &ro]);
+    c.ok(&["daemon", "start"]);
+    let child = c
+        .hoard()
+        .args(["fetch", &oid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let packs = || {
+        if c.home.join("packs").exists() {
+            c.packs().len()
+        } else {
+            0
+        }
+    };
+    while packs() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing arrived at the receiver"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.kill_daemon();
+    let o = common::wait_output(child, std::time::Duration::from_secs(120), "fetch");
+    assert!(
+        !o.status.success(),
+        "the fetch should have failed with its daemon"
+    );
+
+    // The next command starts the daemon again; the fetch resumes.
+    let s = summary(&c, &["fetch", &oid]);
+    assert_eq!(s["files"], 1, "{s}");
+    assert!(
+        s["bytes"].as_u64().unwrap() < content.len() as u64,
+        "everything was fetched again: {s}"
+    );
+    c.ok(&["verify", "--read-data"]);
+    assert!(
+        c.run(&["cat", &oid]).stdout == content,
+        "content differs after resuming"
+    );
+}
