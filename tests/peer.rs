@@ -11,6 +11,19 @@ fn oid_of(env: &Env, path: &std::path::Path) -> String {
     v[0]["oid"].as_str().unwrap().to_string()
 }
 
+/// Waits until `env`'s store holds a sealed pack (something arrived durably).
+fn wait_for_a_pack(env: &Env) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !env.home.join("packs").exists() || env.packs().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing arrived at {}",
+            env.home.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn summary(env: &Env, args: &[&str]) -> serde_json::Value {
     let v = env.json(args);
     v.last().cloned().expect("a summary")
@@ -203,21 +216,7 @@ fn a_push_killed_mid_transfer_resumes_without_resending_what_arrived() {
         .spawn()
         .unwrap();
     // Kill the hub once some chunks are durable there.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let packs = || {
-        if hub.home.join("packs").exists() {
-            hub.packs().len()
-        } else {
-            0
-        }
-    };
-    while packs() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing arrived at the hub"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_a_pack(&hub);
     hub.kill_daemon();
     let o = common::wait_output(child, std::time::Duration::from_secs(120), "push");
     assert!(
@@ -647,21 +646,7 @@ fn a_fetch_whose_daemon_is_killed_resumes_without_fetching_again_what_arrived() 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let packs = || {
-        if c.home.join("packs").exists() {
-            c.packs().len()
-        } else {
-            0
-        }
-    };
-    while packs() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing arrived at the receiver"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_a_pack(&c);
     c.kill_daemon();
     let o = common::wait_output(child, std::time::Duration::from_secs(120), "fetch");
     assert!(

@@ -426,6 +426,22 @@ impl PeerApi {
 
 type Events<T> = ReceiverStream<std::result::Result<T, Status>>;
 
+/// Runs `produce` on a blocking thread, streaming what it sends (`send`
+/// returns false once the caller has gone) and then its error, if any.
+fn stream_from<T: Send + 'static>(
+    depth: usize,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<()> + Send + 'static,
+) -> Events<T> {
+    let (tx, rx) = mpsc::channel(depth);
+    tokio::task::spawn_blocking(move || {
+        let r = produce(&mut |m| tx.blocking_send(Ok(m)).is_ok());
+        if let Err(e) = r {
+            let _ = tx.blocking_send(Err(status(e)));
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 fn status(e: Error) -> Status {
     crate::api::status(e)
 }
@@ -475,27 +491,19 @@ impl Peer for PeerApi {
     ) -> std::result::Result<Response<Self::GetManifestsStream>, Status> {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
-        let (tx, rx) = mpsc::channel(8);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
+        Ok(Response::new(stream_from(8, move |send| {
             for id in ids {
-                match store.index.manifest(&id) {
-                    Ok(Some(m)) => {
-                        for p in pieces_of(&id, &m) {
-                            if tx.blocking_send(Ok(p)).is_err() {
-                                return;
-                            }
+                if let Some(m) = store.index.manifest(&id)? {
+                    for p in pieces_of(&id, &m) {
+                        if !send(p) {
+                            return Ok(());
                         }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(status(e)));
-                        return;
                     }
                 }
             }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+            Ok(())
+        })))
     }
 
     type GetChunksStream = Events<pb::ChunkBatch>;
@@ -506,15 +514,10 @@ impl Peer for PeerApi {
     ) -> std::result::Result<Response<Self::GetChunksStream>, Status> {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
-        let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = read_batches(&store, &ids, &mut |b| tx.blocking_send(Ok(b)).is_ok());
-            if let Err(e) = r {
-                let _ = tx.blocking_send(Err(status(e)));
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream_from(4, move |send| {
+            read_batches(&store, &ids, send)
+        })))
     }
 
     async fn plan_frames(
@@ -536,27 +539,20 @@ impl Peer for PeerApi {
     ) -> std::result::Result<Response<Self::GetFramesStream>, Status> {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
-        let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = (|| -> Result<()> {
-                for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
-                    let Some(loc) = loc else { continue };
-                    let msg = pb::FrameData {
-                        chunk: id.0.to_vec(),
-                        payload: store.frame_payload(&loc)?.into(),
-                    };
-                    if tx.blocking_send(Ok(msg)).is_err() {
-                        return Ok(());
-                    }
+        Ok(Response::new(stream_from(4, move |send| {
+            for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
+                let Some(loc) = loc else { continue };
+                let msg = pb::FrameData {
+                    chunk: id.0.to_vec(),
+                    payload: store.frame_payload(&loc)?.into(),
+                };
+                if !send(msg) {
+                    return Ok(());
                 }
-                Ok(())
-            })();
-            if let Err(e) = r {
-                let _ = tx.blocking_send(Err(status(e)));
             }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+            Ok(())
+        })))
     }
 
     async fn put_chunks(
