@@ -616,19 +616,6 @@ impl Local for LocalApi {
         Ok(Response::new(pb::HasReply { present }))
     }
 
-    async fn lookup(
-        &self,
-        req: Request<pb::LookupRequest>,
-    ) -> Result<Response<pb::LookupReply>, Status> {
-        let paths = req.into_inner().paths;
-        let oids = tokio::task::block_in_place(|| put::lookup(&self.store, &paths))
-            .map_err(status)?
-            .into_iter()
-            .map(|o| o.map(|id| id.0.to_vec()).unwrap_or_default())
-            .collect();
-        Ok(Response::new(pb::LookupReply { oids }))
-    }
-
     async fn remember(
         &self,
         req: Request<pb::RememberRequest>,

@@ -167,9 +167,9 @@ type NextBlock = (Vec<u8>, Vec<(usize, usize)>, bool);
 /// data ended) is left out so it can be cut again with the following bytes.
 /// Cuts a whole file that is already in memory, on the calling thread
 /// only: for small files, where handing blocks between threads costs more
-/// than the work. Same chunks and ids as [`chunk_stream`].
-pub fn chunk_buffer(data: Vec<u8>, params: ChunkParams) -> (Id, Block) {
-    let file = Id::of(&data);
+/// than the work. Same chunks and ids as [`chunk_stream`]; the file's own
+/// id is the caller's (`Id::of(&data)`).
+pub fn chunk_buffer(data: Vec<u8>, params: ChunkParams) -> Block {
     let chunks = cut_block(&data, params, true)
         .into_iter()
         .map(|(offset, len)| Cut {
@@ -178,7 +178,7 @@ pub fn chunk_buffer(data: Vec<u8>, params: ChunkParams) -> (Id, Block) {
             id: Id::of(&data[offset..offset + len]),
         })
         .collect();
-    (file, Block { data, chunks })
+    Block { data, chunks }
 }
 
 fn cut_block(buf: &[u8], p: ChunkParams, eof: bool) -> Vec<(usize, usize)> {
@@ -262,7 +262,8 @@ mod tests {
         for (len, seed) in [(0, 1), (1, 2), (1000, 3), (70_000, 4), (1 << 20, 5)] {
             let data = pseudo_random(len, seed);
             let (streamed, file, _) = chunks_of(&data, p);
-            let (id, block) = chunk_buffer(data.clone(), p);
+            let block = chunk_buffer(data.clone(), p);
+            let id = Id::of(&data);
             let direct: Vec<(Id, usize)> = block.chunks.iter().map(|c| (c.id, c.len)).collect();
             assert_eq!(direct, streamed, "len {len}");
             assert_eq!(id, file);

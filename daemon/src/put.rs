@@ -85,20 +85,7 @@ impl<'s> Session<'s> {
 
     /// The content the stat cache proves `path` holds right now, if any.
     pub fn known(&self, path: &str) -> Option<Put> {
-        let p = Path::new(path);
-        if path.is_empty() || !p.is_absolute() {
-            return None;
-        }
-        let meta = std::fs::symlink_metadata(p).ok()?;
-        let cached = self
-            .store
-            .stat_entries(&[p.as_os_str().as_bytes()])
-            .ok()?
-            .pop()??;
-        same_file_state(&cached, &meta).then_some(Put {
-            file: cached.file,
-            size: cached.size,
-        })
+        lookup(self.store, &[path.to_string()]).ok()?.pop()?
     }
 
     /// Chunks one file's content from `content` and stages it.
@@ -124,24 +111,13 @@ impl<'s> Session<'s> {
                     size: head.len() as u64,
                 });
             }
-            let (file, block) = chunk_buffer(head, self.store.params().chunk);
+            let block = chunk_buffer(head, self.store.params().chunk);
             let manifest = Manifest {
                 size: block.data.len() as u64,
                 chunks: block.chunks.iter().map(|c| (c.id, c.len as u32)).collect(),
             };
-            let ids: Vec<Id> = block.chunks.iter().map(|c| c.id).collect();
-            let queued = self.store.indexed(&ids).and_then(|indexed| {
-                self.frames.add(&block, &indexed);
-                if self.frames.queued_bytes() >= FLUSH_FRAMES_AT {
-                    self.frames.flush(self.store, &mut self.deps)?;
-                }
-                Ok(())
-            });
-            if let Err(e) = queued {
-                self.reset(&format!("an earlier file failed: {e}"));
-                return Err(e);
-            }
-            return Ok(self.stage(display, file, manifest));
+            self.queue(&block)?;
+            return Ok(self.stage(display, id, manifest));
         }
         let content = io::Cursor::new(head).chain(content);
         let store = self.store;
@@ -202,15 +178,25 @@ impl<'s> Session<'s> {
             data,
             chunks: vec![crate::chunker::Cut { offset: 0, len, id }],
         };
-        let indexed = self.store.indexed(&[id])?;
-        let queued = self.frames.add(&block, &indexed) == 0;
-        if self.frames.queued_bytes() >= FLUSH_FRAMES_AT {
-            if let Err(e) = self.frames.flush(self.store, &mut self.deps) {
-                self.reset(&format!("a chunk could not be stored: {e}"));
-                return Err(e);
+        Ok(self.queue(&block)? == 0)
+    }
+
+    /// Queues a block's chunks the store lacks, appending once enough are
+    /// queued; returns how many it already had. A failure drops everything
+    /// staged (its chunks may not have been written).
+    fn queue(&mut self, block: &Block) -> Result<u64> {
+        let ids: Vec<Id> = block.chunks.iter().map(|c| c.id).collect();
+        let r = self.store.indexed(&ids).and_then(|indexed| {
+            let reused = self.frames.add(block, &indexed);
+            if self.frames.queued_bytes() >= FLUSH_FRAMES_AT {
+                self.frames.flush(self.store, &mut self.deps)?;
             }
+            Ok(reused)
+        });
+        if let Err(e) = &r {
+            self.reset(&format!("an earlier write failed: {e}"));
         }
-        Ok(queued)
+        r
     }
 
     /// Appends every queued chunk and waits until it is durable and
@@ -296,18 +282,22 @@ impl<'s> Session<'s> {
     }
 }
 
-/// For each absolute path, the file id the stat cache proves it holds now.
-pub fn lookup(store: &Store, paths: &[String]) -> Result<Vec<Option<Id>>> {
+/// For each absolute path, the file the stat cache proves it holds now.
+pub fn lookup(store: &Store, paths: &[String]) -> Result<Vec<Option<Put>>> {
     let mut out = Vec::with_capacity(paths.len());
     for batch in paths.chunks(crate::STAT_BATCH) {
         let keys: Vec<&[u8]> = batch.iter().map(|p| p.as_bytes()).collect();
         let cached = store.stat_entries(&keys)?;
         for (p, c) in batch.iter().zip(cached) {
-            let now = std::fs::symlink_metadata(p).ok();
+            let now = Path::new(p)
+                .is_absolute()
+                .then(|| std::fs::symlink_metadata(p).ok())
+                .flatten();
             out.push(match (c, now) {
-                (Some(c), Some(m)) if Path::new(p).is_absolute() && same_file_state(&c, &m) => {
-                    Some(c.file)
-                }
+                (Some(c), Some(m)) if same_file_state(&c, &m) => Some(Put {
+                    file: c.file,
+                    size: c.size,
+                }),
                 _ => None,
             });
         }
@@ -506,8 +496,10 @@ mod tests {
         let a_str = a.to_str().unwrap().to_string();
         assert_eq!(s.known(&a_str).map(|p| p.file), Some(done[0].file));
         assert_eq!(
-            lookup(&store, std::slice::from_ref(&a_str)).unwrap(),
-            vec![Some(done[0].file)]
+            lookup(&store, std::slice::from_ref(&a_str)).unwrap()[0]
+                .as_ref()
+                .map(|p| p.file),
+            Some(done[0].file)
         );
         // Modified: no longer vouched for.
         std::fs::write(&a, b"changed").unwrap();
@@ -535,6 +527,11 @@ mod tests {
         assert_eq!(remember(&store, &[wrong_size]).unwrap(), 0);
         assert_eq!(remember(&store, &[w]).unwrap(), 1);
         let b_str = b.to_str().unwrap().to_string();
-        assert_eq!(lookup(&store, &[b_str]).unwrap(), vec![Some(done[0].file)]);
+        assert_eq!(
+            lookup(&store, &[b_str]).unwrap()[0]
+                .as_ref()
+                .map(|p| p.file),
+            Some(done[0].file)
+        );
     }
 }

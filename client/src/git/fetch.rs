@@ -45,7 +45,12 @@ pub async fn fetch(
         .map(|(o, _)| o.oid.to_vec())
         .collect();
     crate::remote::sync(client, &remote, false, missing, true).await?;
-    f = local(client, objects).await?;
+    // Only those that were missing are asked about again.
+    let idx: Vec<usize> = (0..objects.len()).filter(|&i| !f.present[i]).collect();
+    let again: Vec<Pointer> = idx.iter().map(|&i| objects[i]).collect();
+    for (i, here) in idx.into_iter().zip(local(client, &again).await?.present) {
+        f.present[i] = here;
+    }
     Ok(f)
 }
 
