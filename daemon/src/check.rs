@@ -296,6 +296,32 @@ fn read_pack(
                             ));
                         }
                     }
+                    Kind::Object => {
+                        let r = format::decode_object_meta(&rec.meta, rec.offset)
+                            .map_err(|e| e.to_string())
+                            .and_then(|(kind, id)| {
+                                let kind = crate::objects::ObjectKind::from_u8(kind)
+                                    .ok_or_else(|| format!("unknown object kind {kind}"))?;
+                                let raw = format::decompress(
+                                    rec.header.codec,
+                                    payload,
+                                    rec.header.raw_len,
+                                    &[],
+                                    rec.payload_offset(),
+                                )
+                                .map_err(|e| e.to_string())?;
+                                crate::objects::decode_checked(kind, &id, &raw)
+                                    .map(|_| ())
+                                    .map_err(|e| e.to_string())
+                            });
+                        if let Err(e) = r {
+                            out.push((
+                                "pack",
+                                pack.hex(),
+                                format!("object record at offset {} is damaged: {e}", rec.offset),
+                            ));
+                        }
+                    }
                 }
             }
             Err(e) => {

@@ -9,8 +9,12 @@
 //! | `packs` | pack id | [`PackInfo`] |
 //! | `statcache` | absolute path bytes | [`StatEntry`] |
 //! | `meta` | `stats` | [`Stats`] |
+//! | `objects` | tree or snapshot id | kind u8 ‖ its encoding (`crate::objects`) |
+//! | `refs` | ref name (`datasets/NAME`, `tags/NAME/TAG`) | snapshot id |
+//! | `local` | `dataset/NAME`, `checkout/DIR` | this machine's state (JSON) |
 //!
-//! Everything but the stat cache and stats can be rebuilt from the packs.
+//! Everything but the stat cache, stats, refs and local state can be
+//! rebuilt from the packs.
 //! Related updates go in one [`rocksdb::WriteBatch`], which is atomic across
 //! column families.
 
@@ -27,13 +31,19 @@ pub const CF_PACKS: &str = "packs";
 pub const CF_STATCACHE: &str = "statcache";
 pub const CF_META: &str = "meta";
 pub const CF_FEATURES: &str = "features";
-const ALL_CFS: [&str; 6] = [
+pub const CF_OBJECTS: &str = "objects";
+pub const CF_REFS: &str = "refs";
+pub const CF_LOCAL: &str = "local";
+const ALL_CFS: [&str; 9] = [
     CF_CHUNKS,
     CF_FILES,
     CF_PACKS,
     CF_STATCACHE,
     CF_META,
     CF_FEATURES,
+    CF_OBJECTS,
+    CF_REFS,
+    CF_LOCAL,
 ];
 
 /// Manifest entries per index segment: a range read loads one small
@@ -422,6 +432,75 @@ impl Index {
         Ok(out)
     }
 
+    /// A tree or snapshot: its kind byte and encoding (not yet checked).
+    pub fn object(&self, id: &Id) -> Result<Option<(u8, Vec<u8>)>> {
+        match self.db.get_cf(self.cf(CF_OBJECTS), id.0)? {
+            None => Ok(None),
+            Some(mut v) if !v.is_empty() => {
+                let kind = v.remove(0);
+                Ok(Some((kind, v)))
+            }
+            Some(_) => Err(corrupt_value(CF_OBJECTS, &id.0)),
+        }
+    }
+
+    pub fn objects_present(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let cf = self.cf(CF_OBJECTS);
+        let res = self
+            .db
+            .batched_multi_get_cf(cf, ids.iter().map(|i| &i.0[..]), false);
+        res.into_iter().map(|r| Ok(r?.is_some())).collect()
+    }
+
+    pub fn get_ref(&self, name: &str) -> Result<Option<Id>> {
+        match self.db.get_pinned_cf(self.cf(CF_REFS), name.as_bytes())? {
+            None => Ok(None),
+            Some(v) => Id::from_slice(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt_value(CF_REFS, name.as_bytes())),
+        }
+    }
+
+    /// Refs whose names start with `prefix`, sorted by name.
+    pub fn refs(&self, prefix: &str) -> Result<Vec<(String, Id)>> {
+        self.scan_prefix(CF_REFS, prefix.as_bytes(), |k, v| {
+            Some((String::from_utf8(k.to_vec()).ok()?, Id::from_slice(v)?))
+        })
+    }
+
+    pub fn get_local(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_LOCAL), key.as_bytes())?)
+    }
+
+    /// Local state entries under `prefix` (the prefix is stripped).
+    pub fn local_entries(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.scan_prefix(CF_LOCAL, prefix.as_bytes(), |k, v| {
+            let k = std::str::from_utf8(k).ok()?;
+            Some((k[prefix.len()..].to_string(), v.to_vec()))
+        })
+    }
+
+    fn scan_prefix<T>(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        f: impl Fn(&[u8], &[u8]) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(cf),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(f(&k, &v).ok_or_else(|| corrupt_value(cf, &k))?);
+        }
+        Ok(out)
+    }
+
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             index: self,
@@ -431,7 +510,14 @@ impl Index {
 
     /// Removes everything that [`crate::store::Store::reindex`] rebuilds.
     pub fn clear_rebuildable(&self) -> Result<()> {
-        for name in [CF_CHUNKS, CF_FILES, CF_PACKS, CF_STATCACHE, CF_FEATURES] {
+        for name in [
+            CF_CHUNKS,
+            CF_FILES,
+            CF_PACKS,
+            CF_STATCACHE,
+            CF_FEATURES,
+            CF_OBJECTS,
+        ] {
             let cf = self.cf(name);
             let mut wb = WriteBatch::default();
             wb.delete_range_cf(cf, &[][..], &[0xffu8; 80][..]);
@@ -511,6 +597,29 @@ impl Batch<'_> {
     pub fn put_stat(&mut self, path: &[u8], e: &StatEntry) {
         self.wb
             .put_cf(self.index.cf(CF_STATCACHE), path, e.encode());
+    }
+
+    pub fn put_object(&mut self, id: &Id, kind: u8, raw: &[u8]) {
+        let mut v = Vec::with_capacity(1 + raw.len());
+        v.push(kind);
+        v.extend_from_slice(raw);
+        self.wb.put_cf(self.index.cf(CF_OBJECTS), id.0, v);
+    }
+
+    pub fn put_ref(&mut self, name: &str, id: Option<&Id>) {
+        let cf = self.index.cf(CF_REFS);
+        match id {
+            Some(id) => self.wb.put_cf(cf, name.as_bytes(), id.0),
+            None => self.wb.delete_cf(cf, name.as_bytes()),
+        }
+    }
+
+    pub fn put_local(&mut self, key: &str, value: Option<&[u8]>) {
+        let cf = self.index.cf(CF_LOCAL);
+        match value {
+            Some(v) => self.wb.put_cf(cf, key.as_bytes(), v),
+            None => self.wb.delete_cf(cf, key.as_bytes()),
+        }
     }
 
     pub fn put_stats(&mut self, s: &Stats) {

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{ChunkLoc, Index, PackInfo, StatEntry, Stats};
 use crate::manifest::Manifest;
+use crate::objects::{Object, ObjectKind};
 use crate::pack::format::{self, Codec, Kind, Scanner};
 use crate::pack::{Frame, PackWriter};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -111,6 +112,8 @@ struct PackContents {
     /// Sketch features of its self-contained chunks, to find them as bases.
     features: Vec<([u8; 9], Id)>,
     manifests: Vec<(Id, Manifest)>,
+    /// Trees and snapshots: id, kind, encoding.
+    objects: Vec<(Id, u8, Vec<u8>)>,
     unique_bytes: u64,
 }
 
@@ -175,6 +178,8 @@ pub struct Shared {
     sealed: Condvar,
     seal_queue: Mutex<Option<mpsc::SyncSender<Sealing>>>,
     shutdown: AtomicBool,
+    /// Serialises ref compare-and-swap.
+    refs_lock: Mutex<()>,
     /// Frames decoded recently by any reader: many small files share a frame
     /// (a checkout reads them one call each), so each frame is decoded once.
     recent: Mutex<FrameCache>,
@@ -220,6 +225,7 @@ impl Store {
             sealed: Condvar::new(),
             seal_queue: Mutex::new(Some(tx)),
             shutdown: AtomicBool::new(false),
+            refs_lock: Mutex::new(()),
             recent: Mutex::new(FrameCache::with_slots(RECENT_FRAMES)),
         });
         shared.recover()?;
@@ -511,6 +517,9 @@ impl Shared {
             for (key, id) in &contents.features {
                 b.put_feature(key, id);
             }
+            for (id, kind, raw) in &contents.objects {
+                b.put_object(id, *kind, raw);
+            }
             b.put_pack(&pack, &PackInfo { len, records });
             let mut stats = w.stats;
             stats.chunks += contents.chunks.len() as u64;
@@ -599,6 +608,113 @@ impl Shared {
         b.write(true)?;
         w.stats = stats;
         Ok(results)
+    }
+
+    /// Stores trees and snapshots durably (pack, then index); those already
+    /// stored are skipped. Callers check each object (and that what it
+    /// names is stored) first: see `crate::dataset`.
+    pub fn put_objects(&self, objs: &[(ObjectKind, Id, Vec<u8>)]) -> Result<()> {
+        let ids: Vec<Id> = objs.iter().map(|o| o.1).collect();
+        let present = self.index.objects_present(&ids)?;
+        if present.iter().all(|p| *p) {
+            return Ok(());
+        }
+        let mut w = self.lock();
+        let gen = w.generation;
+        let level = self.params.zstd_level;
+        let open = self.open_pack(&mut w)?;
+        for (o, present) in objs.iter().zip(present) {
+            if present {
+                continue;
+            }
+            let (kind, id, raw) = o;
+            if let Err(e) = open.writer.append_object(*kind as u8, id, raw, level) {
+                self.abort_open(&mut w);
+                return Err(e);
+            }
+            open.contents.objects.push((*id, *kind as u8, raw.clone()));
+        }
+        drop(w);
+        self.seal_and_wait();
+        let w = self.lock();
+        match w.aborted.get(&gen) {
+            Some(why) => Err(Error::Busy(format!(
+                "the pack holding new trees and snapshots could not be written ({why}); retry"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A stored tree or snapshot, checked against its id.
+    pub fn object(&self, id: &Id) -> Result<Option<Object>> {
+        let Some((kind, raw)) = self.index.object(id)? else {
+            return Ok(None);
+        };
+        let kind = ObjectKind::from_u8(kind).ok_or_else(|| {
+            Error::Corrupt(format!("object {id} has an unknown kind in the index"))
+        })?;
+        crate::objects::decode_checked(kind, id, &raw)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(e.to_string()))
+    }
+
+    /// The raw encoding of a stored object (for sending to a peer).
+    pub fn object_bytes(&self, id: &Id) -> Result<Option<(ObjectKind, Vec<u8>)>> {
+        let Some((kind, raw)) = self.index.object(id)? else {
+            return Ok(None);
+        };
+        let kind = ObjectKind::from_u8(kind).ok_or_else(|| {
+            Error::Corrupt(format!("object {id} has an unknown kind in the index"))
+        })?;
+        if Id::of(&raw) != *id {
+            return Err(Error::Corrupt(format!("object {id} does not match its id")));
+        }
+        Ok(Some((kind, raw)))
+    }
+
+    pub fn objects_present(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        self.index.objects_present(ids)
+    }
+
+    pub fn get_ref(&self, name: &str) -> Result<Option<Id>> {
+        self.index.get_ref(name)
+    }
+
+    pub fn refs(&self, prefix: &str) -> Result<Vec<(String, Id)>> {
+        self.index.refs(prefix)
+    }
+
+    /// Sets ref `name` to `new` (or deletes it) only if it holds `expected`
+    /// now; otherwise returns what it holds. Durable when it returns.
+    pub fn cas_ref(
+        &self,
+        name: &str,
+        expected: Option<Id>,
+        new: Option<Id>,
+    ) -> Result<std::result::Result<(), Option<Id>>> {
+        let _g = self.refs_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let actual = self.index.get_ref(name)?;
+        if actual != expected {
+            return Ok(Err(actual));
+        }
+        let mut b = self.index.batch();
+        b.put_ref(name, new.as_ref());
+        b.write(true)?;
+        Ok(Ok(()))
+    }
+
+    pub fn get_local(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.index.get_local(key)
+    }
+
+    pub fn local_entries(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.index.local_entries(prefix)
+    }
+
+    pub fn put_local(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+        let mut b = self.index.batch();
+        b.put_local(key, value);
+        b.write(true)
     }
 
     /// Seals the open pack and waits until every pack taken so far is sealed
@@ -877,6 +993,7 @@ impl Shared {
         let mut features: Vec<([u8; 9], Id)> = Vec::new();
         let mut chunks: Vec<(Id, ChunkLoc)> = Vec::new();
         let mut manifests: Vec<(Id, u64, u64, u32, Codec, u32, Id)> = Vec::new();
+        let mut objects: Vec<(Id, u8, Vec<u8>)> = Vec::new();
         let mut unique = 0u64;
         while let Some(rec) = scan.next_record().map_err(bad)? {
             let po = rec.payload_offset();
@@ -936,6 +1053,23 @@ impl Shared {
                         mhash,
                     ));
                 }
+                Kind::Object => {
+                    let (kind, id) =
+                        format::decode_object_meta(&rec.meta, rec.offset).map_err(bad)?;
+                    let payload = rec.payload.as_deref().unwrap_or(&[]);
+                    let raw =
+                        format::decompress(rec.header.codec, payload, rec.header.raw_len, &[], po)
+                            .map_err(bad)?;
+                    let k = ObjectKind::from_u8(kind).ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "pack {}: object {id} has unknown kind {kind}",
+                            pack.hex()
+                        ))
+                    })?;
+                    crate::objects::decode_checked(k, &id, &raw)
+                        .map_err(|e| Error::Corrupt(format!("pack {}: {e}", pack.hex())))?;
+                    objects.push((id, kind, raw));
+                }
             }
         }
         let end = scan.finish().map_err(bad)?;
@@ -978,6 +1112,9 @@ impl Shared {
         }
         for (key, id) in &features {
             b.put_feature(key, id);
+        }
+        for (id, kind, raw) in &objects {
+            b.put_object(id, *kind, raw);
         }
         b.put_pack(
             pack,

@@ -17,6 +17,9 @@
 //!   themselves, so a read needs at most the bases' frames and this one.
 //! kind "MAN1": a file manifest (see `crate::manifest`).
 //!   meta := file id[32] ‖ BLAKE3(raw manifest encoding)[32]
+//! kind "OBJ1": a tree or snapshot (see `crate::objects`), codec 0 or 1.
+//!   meta := object kind u8 (1 tree, 2 snapshot) ‖ object id[32]
+//!   the id is BLAKE3 of the raw (decompressed) payload.
 //! trailer := "HOARDEND" records u32 0u32 pack_id[32]          (48 bytes)
 //!   pack_id := BLAKE3 of every byte before it; the file is named by it.
 //! ```
@@ -43,6 +46,7 @@ pub const MAX_RAW: u32 = 3 << 30;
 pub enum Kind {
     Frame,
     Manifest,
+    Object,
 }
 
 impl Kind {
@@ -50,12 +54,14 @@ impl Kind {
         match self {
             Kind::Frame => b"FRM1",
             Kind::Manifest => b"MAN1",
+            Kind::Object => b"OBJ1",
         }
     }
     fn from_tag(t: &[u8]) -> Option<Kind> {
         match t {
             b"FRM1" => Some(Kind::Frame),
             b"MAN1" => Some(Kind::Manifest),
+            b"OBJ1" => Some(Kind::Object),
             _ => None,
         }
     }
@@ -258,6 +264,24 @@ pub fn decode_manifest_meta(meta: &[u8], offset: u64) -> Result<(Id, Id), Format
     Ok((
         Id::from_slice(&meta[..32]).ok_or(FormatError::BadHeader(offset))?,
         Id::from_slice(&meta[32..]).ok_or(FormatError::BadHeader(offset))?,
+    ))
+}
+
+/// Object meta: kind and id.
+pub fn encode_object_meta(kind: u8, id: &Id) -> Vec<u8> {
+    let mut m = Vec::with_capacity(33);
+    m.push(kind);
+    m.extend_from_slice(&id.0);
+    m
+}
+
+pub fn decode_object_meta(meta: &[u8], offset: u64) -> Result<(u8, Id), FormatError> {
+    if meta.len() != 33 {
+        return Err(FormatError::BadHeader(offset));
+    }
+    Ok((
+        meta[0],
+        Id::from_slice(&meta[1..]).ok_or(FormatError::BadHeader(offset))?,
     ))
 }
 

@@ -238,6 +238,20 @@ impl PackWriter {
         })
     }
 
+    /// Appends a tree or snapshot encoding, compressed when that shrinks it.
+    pub fn append_object(&mut self, kind: u8, id: &Id, raw: &[u8], level: i32) -> Result<Placed> {
+        if raw.len() > format::MAX_RAW as usize {
+            return Err(Error::Config(format!(
+                "object {id} is too large for one pack record"
+            )));
+        }
+        let meta = format::encode_object_meta(kind, id);
+        match format::compress_if_smaller(raw, level) {
+            Some(z) => self.append(Kind::Object, Codec::Zstd, &meta, &z, raw.len() as u32),
+            None => self.append(Kind::Object, Codec::Raw, &meta, raw, raw.len() as u32),
+        }
+    }
+
     /// Writes the trailer and makes the pack durable; returns its id and length.
     pub fn finish(mut self) -> Result<(Id, u64, u32)> {
         let prefix = format::encode_trailer_prefix(self.records);

@@ -1,0 +1,315 @@
+//! The watcher: keeps a watched dataset's in-memory view current.
+//!
+//! One thread per watched dataset. notify (inotify on Linux) with
+//! notify-debouncer-full reports changed paths once they have been quiet
+//! for the debounce time; a path whose file was modified more recently than
+//! that is held back until it settles. Changed paths are scanned (the stat
+//! cache skips unchanged files) and their nodes replaced. A full rescan
+//! runs at start, whenever notify reports lost events (`need_rescan`, e.g.
+//! an inotify queue overflow) or an error, and on a timer. When the kernel
+//! refuses more watches (`fs.inotify.max_user_watches`), the dataset falls
+//! back to periodic scanning and says how to fix it.
+
+use crate::dataset::scan::{self, Filter};
+use crate::dataset::state::{Dir, Node};
+use crate::dataset::{Datasets, Live};
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Watcher settings (`[watch]` in the daemon's config).
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    /// Quiet time before a change is ingested.
+    pub debounce: Duration,
+    /// Full rescan this often (catches anything notify cannot see, such as
+    /// changes made over a network filesystem).
+    pub rescan: Duration,
+    /// Scan interval when watching is impossible (watch limit reached).
+    pub poll: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            debounce: Duration::from_secs(1),
+            rescan: Duration::from_secs(3600),
+            poll: Duration::from_secs(60),
+        }
+    }
+}
+
+enum Msg {
+    Events(Vec<notify_debouncer_full::DebouncedEvent>),
+    Errors(Vec<notify::Error>),
+}
+
+/// A running watcher; dropping it stops the thread.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts watching `live` (whose config says `watch`).
+pub fn start(ds: Arc<Datasets>, live: Arc<Live>, cfg: WatchConfig) -> std::io::Result<Watcher> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("hoard-watch-{}", live.name))
+        .spawn(move || run(&ds, &live, cfg, &s))?;
+    Ok(Watcher {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The message for a refused watch, with the fix.
+fn watch_error(root: &Path, e: &notify::Error) -> String {
+    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC));
+    if limit {
+        format!(
+            "cannot watch {}: the kernel's inotify watch limit is reached; raise it with `sudo sysctl fs.inotify.max_user_watches=1048576` (and persist it in /etc/sysctl.d/); until then the directory is scanned every poll interval",
+            root.display()
+        )
+    } else {
+        format!(
+            "cannot watch {}: {e}; the directory is scanned every poll interval instead",
+            root.display()
+        )
+    }
+}
+
+fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
+    let root = live.config.path.clone();
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let handler = move |r: DebounceEventResult| {
+        let _ = tx.send(match r {
+            Ok(ev) => Msg::Events(ev),
+            Err(er) => Msg::Errors(er),
+        });
+    };
+    // Watch first, then scan, so nothing changed during the scan is missed.
+    let mut debouncer = match new_debouncer(cfg.debounce, None, handler) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            live.lock().watching = Some(Err(watch_error(&root, &e)));
+            None
+        }
+    };
+    if let Some(d) = debouncer.as_mut() {
+        match d.watch(&root, RecursiveMode::Recursive) {
+            Ok(()) => live.lock().watching = Some(Ok(())),
+            Err(e) => {
+                let msg = watch_error(&root, &e);
+                tracing::warn!(dataset = %live.name, "{msg}");
+                live.lock().watching = Some(Err(msg));
+                debouncer = None;
+            }
+        }
+    }
+    let watching = debouncer.is_some();
+    full_scan(ds, live);
+    let period = if watching { cfg.rescan } else { cfg.poll };
+    let mut next_full = Instant::now() + period;
+    // Paths waiting to settle, with when to look again.
+    let mut deferred: BTreeMap<Vec<u8>, Instant> = BTreeMap::new();
+    while !stop.load(Ordering::SeqCst) && !ds.store.is_shutting_down() {
+        let wake = deferred
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(next_full)
+            .min(next_full)
+            .min(Instant::now() + Duration::from_millis(250));
+        let timeout = wake.saturating_duration_since(Instant::now());
+        let mut paths: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut full = false;
+        let take = |m: Msg, paths: &mut BTreeSet<Vec<u8>>, full: &mut bool| match m {
+            Msg::Events(evs) => {
+                for ev in evs {
+                    if ev.need_rescan() {
+                        tracing::info!(dataset = %live.name, "events were lost; rescanning");
+                        *full = true;
+                    }
+                    for p in &ev.paths {
+                        match p.strip_prefix(&root) {
+                            Ok(rel) if rel.as_os_str().is_empty() => *full = true,
+                            Ok(rel) => {
+                                paths.insert(rel.as_os_str().as_bytes().to_vec());
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            Msg::Errors(errs) => {
+                for e in errs {
+                    tracing::warn!(dataset = %live.name, error = %e, "watch error; rescanning");
+                }
+                *full = true;
+            }
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(m) => {
+                take(m, &mut paths, &mut full);
+                while let Ok(m) = rx.try_recv() {
+                    take(m, &mut paths, &mut full);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if watching {
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_full {
+            full = true;
+        }
+        if full {
+            deferred.clear();
+            full_scan(ds, live);
+            next_full = Instant::now() + period;
+            continue;
+        }
+        // Deferred paths whose time has come join this round.
+        let due: Vec<Vec<u8>> = deferred
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            deferred.remove(&p);
+            paths.insert(p);
+        }
+        if paths.is_empty() {
+            continue;
+        }
+        // Files written more recently than the debounce time wait.
+        let settle = cfg.debounce;
+        let mut ready = Vec::new();
+        for p in paths {
+            if live.filter.excluded(&p) {
+                continue;
+            }
+            match modified_ago(&root.join(std::ffi::OsStr::from_bytes(&p))) {
+                Some(ago) if ago < settle => {
+                    deferred.insert(p, now + (settle - ago));
+                }
+                _ => ready.push(p),
+            }
+        }
+        live.lock().pending = (ready.len() + deferred.len()) as u64;
+        update(ds, live, &root, &live.filter, reduce(ready));
+        live.lock().pending = deferred.len() as u64;
+    }
+    drop(debouncer);
+}
+
+/// How long ago the file at `p` was last modified (None if absent or a
+/// directory: directories are rescanned at once).
+fn modified_ago(p: &Path) -> Option<Duration> {
+    let m = std::fs::symlink_metadata(p).ok()?;
+    if m.is_dir() {
+        return None;
+    }
+    SystemTime::now().duration_since(m.modified().ok()?).ok()
+}
+
+/// Drops paths whose ancestor is also listed (scanning the ancestor covers them).
+fn reduce(mut paths: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    paths.sort();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for p in paths {
+        let covered = out
+            .iter()
+            .any(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/');
+        if !covered {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn full_scan(ds: &Datasets, live: &Live) {
+    let root = &live.config.path;
+    let scanned = scan::scan(&ds.store, root, &[Vec::new()], &live.filter);
+    let mut st = live.lock();
+    st.errors = scanned.errors;
+    st.last_scan = Some(Instant::now());
+    match scanned.updates.into_iter().next().and_then(|u| u.node) {
+        Some(Node::Dir(d)) => st.root = Some(d),
+        _ => {
+            st.root = Some(Dir::default());
+            st.errors.push((
+                root.display().to_string(),
+                "the dataset directory is missing".into(),
+            ));
+        }
+    }
+    st.pending = 0;
+    tracing::debug!(dataset = %live.name, "full scan done");
+}
+
+fn update(ds: &Datasets, live: &Live, root: &Path, filter: &Filter, paths: Vec<Vec<u8>>) {
+    if paths.is_empty() {
+        return;
+    }
+    let scanned = scan::scan(&ds.store, root, &paths, filter);
+    let failed: BTreeSet<&str> = scanned.errors.iter().map(|(p, _)| p.as_str()).collect();
+    let mut st = live.lock();
+    // Errors of paths scanned now replace earlier ones for those paths.
+    st.errors
+        .retain(|(p, _)| !paths.iter().any(|q| p.as_bytes().starts_with(q)));
+    let Some(dir) = st.root.as_mut() else {
+        return;
+    };
+    for u in scanned.updates {
+        match u.node {
+            Some(n) => dir.set(&u.path, n),
+            None => {
+                // An unreadable file keeps its previous version until it
+                // can be read; a vanished one goes.
+                let display = String::from_utf8_lossy(&u.path);
+                if !failed.contains(display.as_ref()) {
+                    dir.remove(&u.path);
+                }
+            }
+        }
+    }
+    st.errors.extend(scanned.errors);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduce_keeps_only_outermost_paths() {
+        let r = reduce(vec![
+            b"a/b".to_vec(),
+            b"a".to_vec(),
+            b"ab".to_vec(),
+            b"c/d/e".to_vec(),
+            b"c/d".to_vec(),
+        ]);
+        assert_eq!(r, vec![b"a".to_vec(), b"ab".to_vec(), b"c/d".to_vec()]);
+    }
+}
