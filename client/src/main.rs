@@ -102,9 +102,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Tracked files to be committed, modified, missing from the store, or
-    /// still pointers in the work tree.
+    /// With DATASET: changes in its directory since its latest snapshot.
+    /// Without: tracked files (git) to be committed, modified, missing from
+    /// the store, or still pointers in the work tree.
     Status {
+        dataset: Option<String>,
+        /// Dataset: re-read the directory rather than trust the watcher.
+        #[arg(long)]
+        rescan: bool,
         #[arg(long)]
         json: bool,
     },
@@ -123,13 +128,99 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the content of pointers in the work tree whose content is
-    /// local now (fetches nothing).
+    /// `checkout SPEC --to DIR`: write a dataset snapshot into DIR (temporary
+    /// names and renames; refuses to overwrite local changes unless --force;
+    /// never writes through a symbolic link). Without --to, in a git work
+    /// tree: write the content of pointers whose content is local now
+    /// (fetches nothing).
     Checkout {
+        /// NAME, NAME@TAG, NAME@ID-PREFIX, NAME@~N or a snapshot id.
+        spec: Option<String>,
+        #[arg(long)]
+        to: Option<PathBuf>,
         #[arg(long, short = 'I', value_delimiter = ',')]
         include: Vec<String>,
         #[arg(long, short = 'X', value_delimiter = ',')]
         exclude: Vec<String>,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Datasets: directories whose versions are kept as snapshots.
+    Dataset {
+        #[command(subcommand)]
+        action: DatasetAction,
+    },
+    /// Record a version of a dataset; prints its id.
+    Snapshot {
+        dataset: String,
+        #[arg(long, short = 'm', default_value = "")]
+        message: String,
+        /// A snapshot this one was derived from (repeatable): lineage.
+        #[arg(long)]
+        from: Vec<String>,
+        /// Free metadata KEY=VALUE (repeatable), e.g. --meta cmd="python clean.py".
+        #[arg(long)]
+        meta: Vec<String>,
+        /// Re-read the directory rather than trust the watcher's view.
+        #[arg(long)]
+        rescan: bool,
+        /// Record a snapshot even if nothing changed.
+        #[arg(long)]
+        allow_empty: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A dataset's snapshots, newest first: SPEC is NAME or NAME@REV.
+    Log {
+        spec: String,
+        #[arg(long, short = 'n', default_value_t = 0)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files added, removed and modified from snapshot A to B, and the share
+    /// of B's chunk bytes A already had.
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name a snapshot: `tag NAME TAG [REV]` (default: the latest).
+    Tag {
+        dataset: String,
+        tag: String,
+        target: Option<String>,
+        /// Move an existing tag.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, conflicts_with = "target")]
+        delete: bool,
+    },
+    /// What a snapshot was derived from (recursively), or with --down what
+    /// was derived from it.
+    Lineage {
+        spec: String,
+        #[arg(long)]
+        down: bool,
+        #[arg(long, default_value_t = 0)]
+        depth: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch one version of a dataset from a remote: REMOTE/NAME[@REV]
+    /// [DIR] — only the selected paths' content travels.
+    Clone {
+        source: String,
+        dir: Option<PathBuf>,
+        #[arg(long, short = 'I', value_delimiter = ',')]
+        include: Vec<String>,
+        #[arg(long, short = 'X', value_delimiter = ',')]
+        exclude: Vec<String>,
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -168,6 +259,42 @@ enum Command {
         name: String,
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatasetAction {
+    /// Register DIR as dataset NAME (--watch: ingest changes in the
+    /// background; --remote: push new snapshots there automatically).
+    Add {
+        name: String,
+        dir: PathBuf,
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        remote: Option<String>,
+        /// Leave out paths matching (repeatable; `.git` always is).
+        #[arg(long)]
+        exclude: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a dataset (its snapshots stay).
+    Remove { name: String },
+    /// Datasets: path, watched, latest snapshot, pending changes, sync state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a dataset's snapshots and content to a remote and move its ref
+    /// there (refused if not a fast-forward, unless --force).
+    Push {
+        name: String,
+        remote: Option<String>,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -305,7 +432,12 @@ async fn dispatch(command: Command, paths: &Paths) -> anyhow::Result<()> {
             let mut c = connect::connect(paths).await?;
             git::verbs::ls_files(&mut c, &repo, rev.as_deref(), json).await
         }
-        Command::Status { json } => {
+        Command::Status {
+            dataset: Some(d),
+            rescan,
+            json,
+        } => cmd::dataset::status(connect::connect(paths).await?, d, rescan, json).await,
+        Command::Status { json, .. } => {
             let repo = git::Repo::discover()?;
             let mut c = connect::connect(paths).await?;
             git::verbs::status(&mut c, &repo, json).await
@@ -317,10 +449,125 @@ async fn dispatch(command: Command, paths: &Paths) -> anyhow::Result<()> {
             json,
         } => cmd::git::pull(paths, &include, &exclude, &rev, true, json).await,
         Command::Checkout {
+            spec: Some(spec),
+            to: Some(to),
+            include,
+            exclude,
+            force,
+            json,
+        } => {
+            let a = cmd::dataset::CheckoutArgs {
+                spec,
+                to,
+                include,
+                exclude,
+                force,
+                json,
+            };
+            cmd::dataset::checkout(connect::connect(paths).await?, a).await
+        }
+        Command::Checkout {
+            spec: Some(spec), ..
+        } => anyhow::bail!(
+            "`hoard checkout {spec}` needs --to DIR (a dataset checkout); in a git work tree, `hoard checkout` takes no argument"
+        ),
+        Command::Checkout {
             include,
             exclude,
             json,
+            ..
         } => cmd::git::pull(paths, &include, &exclude, "HEAD", false, json).await,
+        Command::Dataset { action } => {
+            let c = connect::connect(paths).await?;
+            match action {
+                DatasetAction::Add {
+                    name,
+                    dir,
+                    watch,
+                    remote,
+                    exclude,
+                    json,
+                } => {
+                    let a = cmd::dataset::AddArgs {
+                        name,
+                        dir,
+                        watch,
+                        remote,
+                        exclude,
+                        json,
+                    };
+                    cmd::dataset::add(c, a).await
+                }
+                DatasetAction::Remove { name } => cmd::dataset::remove(c, name).await,
+                DatasetAction::List { json } => cmd::dataset::list(c, json).await,
+                DatasetAction::Push {
+                    name,
+                    remote,
+                    force,
+                    json,
+                } => cmd::dataset::push(c, paths, name, remote, force, json).await,
+            }
+        }
+        Command::Snapshot {
+            dataset,
+            message,
+            from,
+            meta,
+            rescan,
+            allow_empty,
+            json,
+        } => {
+            let a = cmd::dataset::SnapshotArgs {
+                dataset,
+                message,
+                from,
+                meta,
+                rescan,
+                allow_empty,
+                json,
+            };
+            cmd::dataset::snapshot(connect::connect(paths).await?, a).await
+        }
+        Command::Log { spec, limit, json } => {
+            cmd::dataset::log(connect::connect(paths).await?, spec, limit, json).await
+        }
+        Command::Diff { a, b, json } => {
+            cmd::dataset::diff(connect::connect(paths).await?, a, b, json).await
+        }
+        Command::Tag {
+            dataset,
+            tag,
+            target,
+            force,
+            delete,
+        } => {
+            let c = connect::connect(paths).await?;
+            cmd::dataset::tag(c, dataset, tag, target, force, delete).await
+        }
+        Command::Lineage {
+            spec,
+            down,
+            depth,
+            json,
+        } => cmd::dataset::lineage(connect::connect(paths).await?, spec, down, depth, json).await,
+        Command::Clone {
+            source,
+            dir,
+            include,
+            exclude,
+            force,
+            json,
+        } => {
+            let a = cmd::dataset::CloneArgs {
+                source,
+                dir,
+                include,
+                exclude,
+                force,
+                json,
+            };
+            cmd::dataset::clone(connect::connect(paths).await?, paths, a).await
+        }
         Command::Hook { name, args } => cmd::git::hook(paths, &name, &args).await,
         Command::Remote { action } => match action {
             RemoteAction::Add {

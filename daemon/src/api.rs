@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct LocalApi {
     store: Arc<Store>,
+    datasets: Arc<crate::dataset::rpc::Ctx>,
     /// The Peer API's address and TLS fingerprint, when served.
     peer: (String, String),
     tokens: Arc<crate::tokens::Tokens>,
@@ -27,13 +28,14 @@ pub struct LocalApi {
 
 impl LocalApi {
     pub fn new(
-        store: Arc<Store>,
+        datasets: Arc<crate::dataset::rpc::Ctx>,
         tokens: Arc<crate::tokens::Tokens>,
         peer: (String, String),
         shutdown: Arc<Notify>,
     ) -> Self {
         LocalApi {
-            store,
+            store: datasets.ds.store.clone(),
+            datasets,
             peer,
             tokens,
             started: Instant::now(),
@@ -62,6 +64,50 @@ fn parse_oid(b: &[u8]) -> Result<Id, Status> {
 }
 
 type Events<T> = ReceiverStream<Result<T, Status>>;
+
+/// Runs a dataset call on a blocking thread.
+async fn blocking<R: Send + 'static>(
+    ctx: &Arc<crate::dataset::rpc::Ctx>,
+    f: impl FnOnce(&crate::dataset::rpc::Ctx) -> crate::Result<R> + Send + 'static,
+) -> Result<Response<R>, Status> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || f(&ctx))
+        .await
+        .map_err(|e| Status::internal(format!("the call failed: {e}")))?
+        .map(Response::new)
+        .map_err(status)
+}
+
+/// Runs a transfer on a blocking thread, streaming progress then its summary.
+fn transfer(
+    ctx: &Arc<crate::dataset::rpc::Ctx>,
+    f: impl FnOnce(&crate::dataset::rpc::Ctx, crate::sync::Progress) -> crate::Result<pb::SyncSummary>
+        + Send
+        + 'static,
+) -> Events<pb::SyncEvent> {
+    use pb::sync_event::Event as E;
+    let (tx, rx) = mpsc::channel(16);
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut last = Instant::now();
+        let mut progress = |bytes: u64| {
+            if last.elapsed().as_millis() >= 200 {
+                last = Instant::now();
+                let _ = tx.try_send(Ok(pb::SyncEvent {
+                    event: Some(E::Progress(pb::Progress {
+                        files_done: 0,
+                        bytes_done: bytes,
+                    })),
+                }));
+            }
+        };
+        let r = f(&ctx, &mut progress);
+        let _ = tx.blocking_send(r.map_err(status).map(|s| pb::SyncEvent {
+            event: Some(E::Summary(s)),
+        }));
+    });
+    ReceiverStream::new(rx)
+}
 
 fn add_event(e: Event) -> pb::AddEvent {
     use pb::add_event::Event as E;
@@ -557,6 +603,7 @@ impl Local for LocalApi {
             };
             let msg = r.map_err(status).map(|s| pb::SyncEvent {
                 event: Some(E::Summary(pb::SyncSummary {
+                    snapshot: Vec::new(),
                     files: s.files,
                     files_already_there: s.files_already_there,
                     chunks_sent: s.chunks_sent,
@@ -633,6 +680,109 @@ impl Local for LocalApi {
         let recorded =
             tokio::task::block_in_place(|| put::remember(&self.store, &files)).map_err(status)?;
         Ok(Response::new(pb::RememberReply { recorded }))
+    }
+
+    async fn dataset_add(
+        &self,
+        req: Request<pb::DatasetAddRequest>,
+    ) -> Result<Response<pb::DatasetInfo>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| crate::dataset::rpc::add(c, req)).await
+    }
+
+    async fn dataset_remove(
+        &self,
+        req: Request<pb::DatasetRemoveRequest>,
+    ) -> Result<Response<pb::DatasetInfo>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| crate::dataset::rpc::remove(c, req)).await
+    }
+
+    async fn dataset_list(
+        &self,
+        _: Request<pb::DatasetListRequest>,
+    ) -> Result<Response<pb::DatasetListReply>, Status> {
+        blocking(&self.datasets, crate::dataset::rpc::list).await
+    }
+
+    async fn dataset_status(
+        &self,
+        req: Request<pb::DatasetStatusRequest>,
+    ) -> Result<Response<pb::DiffReply>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| crate::dataset::rpc::status(c, req)).await
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotReply>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| {
+            crate::dataset::rpc::snapshot(c, req)
+        })
+        .await
+    }
+
+    async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogReply>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| crate::dataset::rpc::log(c, req)).await
+    }
+
+    async fn diff(&self, req: Request<pb::DiffRequest>) -> Result<Response<pb::DiffReply>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| crate::dataset::rpc::diff(c, req)).await
+    }
+
+    async fn tag(&self, req: Request<pb::TagRequest>) -> Result<Response<pb::TagReply>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| crate::dataset::rpc::tag(c, req)).await
+    }
+
+    async fn lineage(
+        &self,
+        req: Request<pb::LineageRequest>,
+    ) -> Result<Response<pb::LineageReply>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| {
+            crate::dataset::rpc::lineage(c, req)
+        })
+        .await
+    }
+
+    async fn checkout(
+        &self,
+        req: Request<pb::CheckoutRequest>,
+    ) -> Result<Response<pb::CheckoutReply>, Status> {
+        let req = req.into_inner();
+        blocking(&self.datasets, move |c| {
+            crate::dataset::rpc::do_checkout(c, req)
+        })
+        .await
+    }
+
+    type CloneDatasetStream = Events<pb::SyncEvent>;
+
+    async fn clone_dataset(
+        &self,
+        req: Request<pb::CloneRequest>,
+    ) -> Result<Response<Self::CloneDatasetStream>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(transfer(&self.datasets, move |c, p| {
+            crate::dataset::rpc::clone(c, req, p)
+        })))
+    }
+
+    type PushDatasetStream = Events<pb::SyncEvent>;
+
+    async fn push_dataset(
+        &self,
+        req: Request<pb::PushDatasetRequest>,
+    ) -> Result<Response<Self::PushDatasetStream>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(transfer(&self.datasets, move |c, p| {
+            crate::dataset::rpc::push_dataset(c, req, p)
+        })))
     }
 
     async fn shutdown(

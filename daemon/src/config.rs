@@ -18,6 +18,11 @@
 //! tls_cert = "/path/cert.pem"
 //! tls_key = "/path/key.pem"
 //! allow_plaintext = false    # plaintext beyond loopback only if true
+//!
+//! [watch]
+//! debounce_ms = 1000     # quiet time before a change is ingested
+//! rescan_secs = 3600     # full rescan of watched datasets this often
+//! poll_secs = 60         # scan interval when a directory cannot be watched
 //! ```
 
 use crate::chunker::ChunkParams;
@@ -34,6 +39,30 @@ pub struct Config {
     pub daemon: DaemonSection,
     #[serde(default)]
     pub peer: PeerSection,
+    #[serde(default)]
+    pub watch: WatchSection,
+}
+
+/// Watched datasets.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSection {
+    pub debounce_ms: Option<u64>,
+    pub rescan_secs: Option<u64>,
+    pub poll_secs: Option<u64>,
+}
+
+impl WatchSection {
+    pub fn config(&self) -> crate::watch::WatchConfig {
+        let d = crate::watch::WatchConfig::default();
+        let ms = std::time::Duration::from_millis;
+        let secs = std::time::Duration::from_secs;
+        crate::watch::WatchConfig {
+            debounce: self.debounce_ms.map(ms).unwrap_or(d.debounce),
+            rescan: self.rescan_secs.map(secs).unwrap_or(d.rescan).max(secs(1)),
+            poll: self.poll_secs.map(secs).unwrap_or(d.poll).max(secs(1)),
+        }
+    }
 }
 
 /// The Peer API (other daemons syncing with this one).

@@ -121,7 +121,28 @@ pub fn run(paths: Paths, listen: Option<String>, tls: bool) -> anyhow::Result<()
         .enable_all()
         .build()?;
     let tokens = Arc::new(crate::tokens::Tokens::open(&paths.store)?);
-    rt.block_on(serve(store.clone(), tokens, &paths, peer))?;
+    let datasets = crate::dataset::Datasets::open(store.clone())
+        .context("cannot load the registered datasets")?;
+    let watchers = Arc::new(crate::watch::Watchers::new(config.watch.config()));
+    for live in datasets.all() {
+        watchers.apply(&datasets, &live);
+    }
+    let autosync = Arc::new(
+        crate::autosync::AutoSync::start(datasets.clone(), paths.clone())
+            .context("cannot start the auto-sync thread")?,
+    );
+    let ctx = Arc::new(crate::dataset::rpc::Ctx {
+        ds: datasets,
+        watchers: watchers.clone(),
+        autosync: autosync.clone(),
+        paths: paths.clone(),
+    });
+    let served = rt.block_on(serve(ctx.clone(), tokens, &paths, peer));
+    store.begin_shutdown();
+    watchers.stop_all();
+    autosync.stop();
+    drop(ctx);
+    served?;
     rt.shutdown_timeout(Duration::from_secs(30));
     // In-flight blocking work was cancelled and has committed what it finished.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -151,7 +172,7 @@ fn peer_listen(
 }
 
 async fn serve(
-    store: Arc<Store>,
+    ctx: Arc<crate::dataset::rpc::Ctx>,
     tokens: Arc<crate::tokens::Tokens>,
     paths: &Paths,
     peer: Option<(SocketAddr, Option<crate::tls::ServerCert>)>,
@@ -196,7 +217,8 @@ async fn serve(
             )
         })
         .unwrap_or_default();
-    let api = LocalApi::new(store.clone(), tokens.clone(), peer_info, shutdown.clone());
+    let store = ctx.ds.store.clone();
+    let api = LocalApi::new(ctx.clone(), tokens.clone(), peer_info, shutdown.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let peer_server = match peer {
         Some((addr, cert)) => {
@@ -216,7 +238,7 @@ async fn serve(
                 None => tracing::info!(%addr, "serving the Peer API (plaintext)"),
             }
             let svc = hoard_proto::v1::peer_server::PeerServer::new(crate::sync::PeerApi::new(
-                store.clone(),
+                ctx.ds.clone(),
                 tokens,
             ))
             .send_compressed(tonic::codec::CompressionEncoding::Zstd)

@@ -7,6 +7,7 @@
 //! order that makes that crash-safe.
 
 pub mod api;
+pub mod autosync;
 pub mod backend;
 pub mod check;
 pub mod chunker;

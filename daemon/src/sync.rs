@@ -32,7 +32,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Counts a refusal on its way out.
-fn counted<T>(r: Result<T>) -> Result<T> {
+pub(crate) fn counted<T>(r: Result<T>) -> Result<T> {
     if let Err(Error::Refused(why)) = &r {
         REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(%why, "refused data from a peer");
@@ -393,12 +393,17 @@ fn ids_of(list: &[Vec<u8>], peer: &str) -> Result<Vec<Id>> {
 
 pub struct PeerApi {
     store: Arc<Store>,
+    datasets: Arc<crate::dataset::Datasets>,
     tokens: Arc<Tokens>,
 }
 
 impl PeerApi {
-    pub fn new(store: Arc<Store>, tokens: Arc<Tokens>) -> Self {
-        PeerApi { store, tokens }
+    pub fn new(datasets: Arc<crate::dataset::Datasets>, tokens: Arc<Tokens>) -> Self {
+        PeerApi {
+            store: datasets.store.clone(),
+            datasets,
+            tokens,
+        }
     }
 
     /// Checks the call's bearer token against the scope it needs; returns
@@ -629,6 +634,74 @@ impl Peer for PeerApi {
         .map_err(|e| Status::internal(format!("receiving manifests failed: {e}")))?;
         counted(r).map(Response::new).map_err(status)
     }
+
+    type GetObjectsStream = Events<pb::ObjectBatch>;
+
+    async fn get_objects(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetObjectsStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let store = self.store.clone();
+        Ok(Response::new(stream_from(4, move |send| {
+            crate::dataset::remote::object_batches(&store, &ids, send)
+        })))
+    }
+
+    async fn put_objects(
+        &self,
+        req: Request<Streaming<pb::ObjectBatch>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        let peer = self.authorize(&req, Scope::Write)?;
+        let mut inbound = req.into_inner();
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
+            let mut reply = pb::PutReply::default();
+            while let Some(b) = rt
+                .block_on(inbound.message())
+                .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
+            {
+                let (n, had) = crate::dataset::remote::accept_objects(&store, b.objects, &peer)?;
+                reply.stored += n;
+                reply.already_had += had;
+            }
+            Ok(reply)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("receiving objects failed: {e}")))?;
+        counted(r).map(Response::new).map_err(status)
+    }
+
+    async fn list_refs(
+        &self,
+        req: Request<pb::ListRefsRequest>,
+    ) -> std::result::Result<Response<pb::RefList>, Status> {
+        self.authorize(&req, Scope::Read)?;
+        let prefix = req.into_inner().prefix;
+        let refs = tokio::task::block_in_place(|| self.store.refs(&prefix)).map_err(status)?;
+        Ok(Response::new(pb::RefList {
+            refs: refs
+                .into_iter()
+                .map(|(name, id)| pb::Ref {
+                    name,
+                    id: id.0.to_vec(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn update_ref(
+        &self,
+        req: Request<pb::UpdateRefRequest>,
+    ) -> std::result::Result<Response<pb::UpdateRefReply>, Status> {
+        self.authorize(&req, Scope::Write)?;
+        let req = req.into_inner();
+        tokio::task::block_in_place(|| crate::dataset::remote::update_ref(&self.datasets, &req))
+            .map(Response::new)
+            .map_err(status)
+    }
 }
 
 // ---- this daemon's side of a transfer ---------------------------------------
@@ -648,7 +721,7 @@ pub struct Summary {
 /// Progress: bytes moved so far.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
 
-type Client = PeerClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+pub(crate) type Client = PeerClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
 
 #[derive(Clone)]
 pub struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
@@ -662,7 +735,7 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-fn net(peer: &str, what: &str, e: Status) -> Error {
+pub(crate) fn net(peer: &str, what: &str, e: Status) -> Error {
     match e.code() {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             Error::Config(format!("{peer} refused {what}: {}", e.message()))
@@ -681,7 +754,7 @@ pub struct PeerAddr {
     pub trust: crate::tls::Trust,
 }
 
-async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
+pub(crate) async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
     let (url, token) = (addr.url.as_str(), addr.token.as_str());
     let tune = |e: Endpoint| {
         e.connect_timeout(Duration::from_secs(10))

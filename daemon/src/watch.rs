@@ -65,6 +65,66 @@ impl Drop for Watcher {
     }
 }
 
+/// The running watchers, by dataset.
+pub struct Watchers {
+    cfg: WatchConfig,
+    map: std::sync::Mutex<std::collections::HashMap<String, Watcher>>,
+}
+
+impl Watchers {
+    pub fn new(cfg: WatchConfig) -> Watchers {
+        Watchers {
+            cfg,
+            map: Default::default(),
+        }
+    }
+
+    /// Starts or stops the watcher of `live` as its configuration says.
+    pub fn apply(&self, ds: &Arc<Datasets>, live: &Arc<Live>) {
+        let old = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&live.name);
+        drop(old); // joins the old thread
+        if !live.config.watch {
+            return;
+        }
+        match start(ds.clone(), live.clone(), self.cfg) {
+            Ok(w) => {
+                self.map
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(live.name.clone(), w);
+            }
+            Err(e) => {
+                live.lock().watching = Some(Err(format!("cannot start the watcher thread: {e}")));
+            }
+        }
+    }
+
+    pub fn stop(&self, name: &str) {
+        let old = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        drop(old);
+    }
+
+    /// Stops every watcher (at shutdown).
+    pub fn stop_all(&self) {
+        let all: Vec<Watcher> = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
+        drop(all);
+    }
+}
+
 /// Starts watching `live` (whose config says `watch`).
 pub fn start(ds: Arc<Datasets>, live: Arc<Live>, cfg: WatchConfig) -> std::io::Result<Watcher> {
     let stop = Arc::new(AtomicBool::new(false));

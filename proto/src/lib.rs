@@ -2,6 +2,7 @@
 //! store and socket live (both `hoard` and `hoardd` resolve paths here).
 
 pub mod paths;
+pub mod remotes;
 
 /// Generated from `proto/hoard.proto`.
 pub mod v1 {

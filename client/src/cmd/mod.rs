@@ -1,6 +1,7 @@
 //! One module per group of verbs.
 pub mod add;
 pub mod daemon;
+pub mod dataset;
 pub mod git;
 pub mod peer;
 pub mod read;

@@ -22,7 +22,7 @@ pub fn remote_add(
     if name.is_empty() || name.contains(['/', ' ', '\n']) {
         bail!("{name:?} cannot name a remote: use letters, digits, '-' or '_'");
     }
-    let mut r = Remotes::load(paths)?;
+    let mut r = Remotes::load(paths).map_err(anyhow::Error::msg)?;
     let fingerprint = fingerprint.unwrap_or_default();
     if !fingerprint.is_empty() && parse_oid(&fingerprint).is_err() {
         bail!("{fingerprint:?} is not a fingerprint: the hub's `hoard daemon status` prints it as blake3:<64 hex digits>");
@@ -49,23 +49,23 @@ pub fn remote_add(
     } else {
         "added"
     };
-    r.save(paths)?;
+    r.save(paths).map_err(anyhow::Error::msg)?;
     println!("{verb} remote {name} ({url})");
     Ok(())
 }
 
 pub fn remote_remove(paths: &Paths, name: &str) -> anyhow::Result<()> {
-    let mut r = Remotes::load(paths)?;
+    let mut r = Remotes::load(paths).map_err(anyhow::Error::msg)?;
     if r.remote.remove(name).is_none() {
         bail!("there is no remote {name:?}; `hoard remote list` shows them");
     }
-    r.save(paths)?;
+    r.save(paths).map_err(anyhow::Error::msg)?;
     println!("removed remote {name}");
     Ok(())
 }
 
 pub fn remote_list(paths: &Paths, json: bool) -> anyhow::Result<()> {
-    let r = Remotes::load(paths)?;
+    let r = Remotes::load(paths).map_err(anyhow::Error::msg)?;
     let default = r.pick(None).map(|(n, _)| n);
     for (name, rem) in &r.remote {
         let is_default = default.as_deref() == Some(name.as_str());
@@ -160,7 +160,7 @@ pub async fn transfer(
     push: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let remotes = Remotes::load(paths)?;
+    let remotes = Remotes::load(paths).map_err(anyhow::Error::msg)?;
     let mut args = args.into_iter().peekable();
     let named = args.peek().and_then(|a| remotes.pick(Some(a)));
     let (name, rem) = match named {

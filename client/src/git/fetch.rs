@@ -35,7 +35,7 @@ pub async fn fetch(
     if f.missing() == 0 {
         return Ok(f);
     }
-    let Some((_, remote)) = Remotes::load(paths)?.pick(None) else {
+    let Some((_, remote)) = Remotes::load(paths).map_err(anyhow::Error::msg)?.pick(None) else {
         return Ok(f);
     };
     let missing: Vec<Vec<u8>> = objects

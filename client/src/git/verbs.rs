@@ -595,7 +595,7 @@ pub async fn hook_pre_push(
         );
     }
     // The hoard remote named like the git remote, else the default one.
-    let remotes = crate::remote::Remotes::load(paths)?;
+    let remotes = crate::remote::Remotes::load(paths).map_err(anyhow::Error::msg)?;
     let Some((name, r)) = remotes.pick(Some(remote)).or_else(|| remotes.pick(None)) else {
         if !tracked.is_empty() {
             eprintln!("hoard: no hoard remote is configured, so the content of {} files stays in this store; `hoard remote add origin URL --token TOKEN` to share it", tracked.len());

@@ -11,6 +11,8 @@
 
 pub mod checkout;
 pub mod diff;
+pub mod remote;
+pub mod rpc;
 pub mod scan;
 pub mod state;
 
@@ -211,11 +213,20 @@ impl Datasets {
         rescan: bool,
     ) -> Result<(Built, Vec<(Id, Vec<u8>)>, Vec<(String, String)>)> {
         let mut new = Vec::new();
+        let head_tree = match self.head(&live.name)? {
+            Some(h) => self.snapshot_object(&h)?.map(|s| s.tree),
+            None => None,
+        };
         {
             let mut st = live.lock();
             if !rescan && st.watching == Some(Ok(())) {
                 if let Some(root) = st.root.as_mut() {
                     let b = root.build(&mut new).map_err(|e| Error::Config(e.0))?;
+                    if Some(b.id) == head_tree {
+                        // The latest snapshot's trees: all stored already.
+                        root.mark_all_stored();
+                        new.clear();
+                    }
                     let errors = st.errors.clone();
                     return Ok((b, new, errors));
                 }
@@ -286,6 +297,10 @@ impl Datasets {
             .map(|(id, enc)| (ObjectKind::Tree, id, enc))
             .collect();
         self.store.put_objects(&objs)?;
+        let stored: HashSet<Id> = objs.iter().map(|o| o.1).collect();
+        if let Some(r) = live.lock().root.as_mut() {
+            r.mark_stored(&stored);
+        }
         let snap = Snapshot {
             tree: root.id,
             size: root.size,
@@ -322,11 +337,7 @@ impl Datasets {
     /// Records the reverse lineage links of a stored snapshot (so lineage
     /// can be walked downstream).
     pub fn note_lineage(&self, id: &Id, snap: &Snapshot) -> Result<()> {
-        for d in &snap.derived {
-            self.store
-                .put_local(&format!("derived/{}/{}", d.hex(), id.hex()), Some(b""))?;
-        }
-        Ok(())
+        remote::note_lineage(&self.store, id, snap)
     }
 
     /// Snapshots recorded as derived from `id`.

@@ -28,6 +28,8 @@ pub struct Built {
 pub struct Dir {
     pub entries: BTreeMap<Vec<u8>, Node>,
     cached: Option<Built>,
+    /// The cached tree (and so every tree below it) is in the store.
+    stored: bool,
 }
 
 /// Splits a relative path (`a/b/c`) into its components.
@@ -46,6 +48,7 @@ impl Dir {
         let mut d = self;
         for p in dirs {
             d.cached = None;
+            d.stored = false;
             let slot = d
                 .entries
                 .entry(p.to_vec())
@@ -59,6 +62,7 @@ impl Dir {
             d = next;
         }
         d.cached = None;
+        d.stored = false;
         d.entries.insert(last.to_vec(), node);
     }
 
@@ -74,6 +78,7 @@ impl Dir {
                     let removed = d.entries.remove(last).is_some();
                     if removed {
                         d.cached = None;
+                        d.stored = false;
                     }
                     removed
                 }
@@ -82,6 +87,7 @@ impl Dir {
                         let removed = walk(next, rest, last);
                         if removed {
                             d.cached = None;
+                            d.stored = false;
                         }
                         removed
                     }
@@ -108,10 +114,10 @@ impl Dir {
         None
     }
 
-    /// The tree this directory encodes to; encodings not built before are
-    /// appended to `new` (id, encoding), children first.
+    /// The tree this directory encodes to; the encodings of trees not yet
+    /// marked stored are appended to `new` (id, encoding), children first.
     pub fn build(&mut self, new: &mut Vec<(Id, Vec<u8>)>) -> Result<Built, ObjectError> {
-        if let Some(b) = self.cached {
+        if let (Some(b), true) = (self.cached, self.stored) {
             return Ok(b);
         }
         let mut entries = Vec::with_capacity(self.entries.len());
@@ -143,6 +149,39 @@ impl Dir {
         new.push((built.id, enc));
         self.cached = Some(built);
         Ok(built)
+    }
+
+    /// Marks every built tree stored (this root is a stored snapshot's tree,
+    /// so all below it are stored).
+    pub fn mark_all_stored(&mut self) {
+        if self.stored || self.cached.is_none() {
+            return;
+        }
+        for n in self.entries.values_mut() {
+            if let Node::Dir(d) = n {
+                d.mark_all_stored();
+            }
+        }
+        self.stored = true;
+    }
+
+    /// Marks the trees among `ids` as stored (after the store took them).
+    pub fn mark_stored(&mut self, ids: &std::collections::HashSet<Id>) {
+        if self.stored {
+            return;
+        }
+        for n in self.entries.values_mut() {
+            if let Node::Dir(d) = n {
+                d.mark_stored(ids);
+            }
+        }
+        let children_stored = self
+            .entries
+            .values()
+            .all(|n| !matches!(n, Node::Dir(d) if !d.stored));
+        if let Some(b) = self.cached {
+            self.stored = children_stored && ids.contains(&b.id);
+        }
     }
 
     /// Every file and link below this directory: (relative path, node).
@@ -216,6 +255,7 @@ impl Dir {
             files,
         };
         d.cached = Some(built);
+        d.stored = true;
         Ok((d, built))
     }
 }
@@ -243,6 +283,10 @@ mod tests {
         assert_eq!(new.len(), 3);
         assert_eq!(first.files, 3);
         assert_eq!(first.size, 6);
+        new.clear();
+        assert_eq!(d.build(&mut new).unwrap(), first);
+        assert_eq!(new.len(), 3, "not stored yet: encoded again");
+        d.mark_stored(&new.iter().map(|n| n.0).collect());
         new.clear();
         assert_eq!(d.build(&mut new).unwrap(), first);
         assert!(new.is_empty(), "nothing changed, nothing encoded");

@@ -1,0 +1,137 @@
+//! Auto-sync: datasets that name a remote push their new snapshots (and
+//! content) there in the background, with exponential backoff after a
+//! failure. `hoard dataset list` shows each one's state.
+
+use crate::dataset::{remote, Datasets};
+use crate::sync::PeerAddr;
+use hoard_proto::paths::Paths;
+use hoard_proto::remotes::Remotes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest wait between attempts after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Even with nothing to do, look again this often.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
+pub struct AutoSync {
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl AutoSync {
+    pub fn start(ds: Arc<Datasets>, paths: Paths) -> std::io::Result<AutoSync> {
+        let wake = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, s) = (wake.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("hoard-autosync".into())
+            .spawn(move || run(&ds, &paths, &w, &s))?;
+        Ok(AutoSync {
+            wake,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Asks for an attempt now (after a snapshot or a configuration change).
+    pub fn poke(&self) {
+        let (m, c) = &*self.wake;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        c.notify_all();
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.poke();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How to reach remote `name` from `remotes.toml`.
+pub fn peer_addr(paths: &Paths, name: &str) -> Result<PeerAddr, String> {
+    let remotes = Remotes::load(paths)?;
+    let (_, r) = remotes.pick(Some(name)).ok_or_else(|| {
+        format!("remote {name:?} is not in remotes.toml; add it with `hoard remote add {name} URL --token TOKEN`")
+    })?;
+    let trust = if !r.fingerprint.is_empty() {
+        crate::tls::Trust::Pinned(r.fingerprint.clone())
+    } else if !r.ca.is_empty() {
+        crate::tls::Trust::Ca(
+            std::fs::read(&r.ca).map_err(|e| format!("cannot read CA file {}: {e}", r.ca))?,
+        )
+    } else {
+        crate::tls::Trust::System
+    };
+    Ok(PeerAddr {
+        url: r.url,
+        token: r.token,
+        trust,
+    })
+}
+
+fn run(ds: &Datasets, paths: &Paths, wake: &(Mutex<bool>, Condvar), stop: &AtomicBool) {
+    // Per dataset: consecutive failures and when to try next.
+    let mut failing: HashMap<String, (u32, Instant)> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) && !ds.store.is_shutting_down() {
+        let mut next_wake = Instant::now() + IDLE_CHECK;
+        for live in ds.all() {
+            let Some(remote_name) = live.config.remote.clone() else {
+                continue;
+            };
+            let head = match ds.head(&live.name) {
+                Ok(Some(h)) => h,
+                _ => continue,
+            };
+            if live.lock().sync.pushed == Some(head) {
+                continue;
+            }
+            if let Some((_, at)) = failing.get(&live.name) {
+                if *at > Instant::now() {
+                    next_wake = next_wake.min(*at);
+                    let mut st = live.lock();
+                    st.sync.retry_in = Some(at.saturating_duration_since(Instant::now()).as_secs());
+                    continue;
+                }
+            }
+            let r = peer_addr(paths, &remote_name).and_then(|addr| {
+                remote::push(ds, &addr, &live.name, false, &mut |_| {}).map_err(|e| e.to_string())
+            });
+            let mut st = live.lock();
+            match r {
+                Ok(p) => {
+                    tracing::info!(dataset = %live.name, remote = %remote_name, snapshots = p.snapshots_sent, "pushed");
+                    st.sync.pushed = p.snapshot;
+                    st.sync.last_error = None;
+                    st.sync.retry_in = None;
+                    failing.remove(&live.name);
+                }
+                Err(e) => {
+                    let n = failing.get(&live.name).map(|f| f.0 + 1).unwrap_or(1);
+                    let wait = Duration::from_secs(1u64 << n.min(9)).min(MAX_BACKOFF);
+                    tracing::warn!(dataset = %live.name, remote = %remote_name, error = %e, retry_in = ?wait, "auto-sync failed");
+                    st.sync.last_error = Some(e);
+                    st.sync.retry_in = Some(wait.as_secs());
+                    let at = Instant::now() + wait;
+                    failing.insert(live.name.clone(), (n, at));
+                    next_wake = next_wake.min(at);
+                }
+            }
+        }
+        let (m, c) = wake;
+        let mut poked = m.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = next_wake.saturating_duration_since(Instant::now());
+        if !*poked {
+            poked = c
+                .wait_timeout(poked, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *poked = false;
+    }
+}
