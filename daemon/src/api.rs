@@ -386,6 +386,7 @@ impl Local for LocalApi {
             peer_listen: self.peer.0.clone(),
             peer_fingerprint: self.peer.1.clone(),
             peer_refused: crate::sync::REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+            clean_known: put::KNOWN.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 
@@ -435,6 +436,7 @@ impl Local for LocalApi {
                 match msg {
                     Some(put::Msg::Begin { path, display }) => {
                         if let Some(mut k) = session.known(&path).map(|p| result(p, &display)) {
+                            put::KNOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             k.unchanged = true;
                             if !send(R::Known(k)) {
                                 break;

@@ -46,6 +46,10 @@ pub enum Msg {
     Flush,
 }
 
+/// Files a client offered that the stat cache answered (their content was
+/// not sent), since the daemon started.
+pub static KNOWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A staged or stored file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put {

@@ -92,7 +92,7 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
                 "uptime_secs": s.uptime_secs, "chunk_min": s.chunk_min, "chunk_avg": s.chunk_avg,
                 "chunk_max": s.chunk_max, "zstd_level": s.zstd_level, "frame_target": s.frame_target,
                 "peer_listen": s.peer_listen, "peer_fingerprint": s.peer_fingerprint,
-                "peer_refused": s.peer_refused})
+                "peer_refused": s.peer_refused, "clean_known": s.clean_known})
         );
     } else {
         println!(
