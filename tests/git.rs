@@ -616,3 +616,51 @@ fn a_daemon_killed_mid_add_is_reported_and_renormalize_restores_every_object() {
         );
     }
 }
+
+#[test]
+fn git_add_of_a_file_the_watcher_ingested_sends_nothing() {
+    let u = User::new();
+    let repo = u.repo("r", &["data/**"]);
+    std::fs::create_dir_all(repo.join("data")).unwrap();
+    let data_dir = repo.join("data");
+    u.hoard_in(
+        &repo,
+        &[
+            "dataset",
+            "add",
+            "repo-data",
+            data_dir.to_str().unwrap(),
+            "--watch",
+        ],
+    );
+    let big = data(5_000_000, 77, false);
+    write(&repo, "data/big.bin", &big);
+    // Wait for the watcher to ingest it: the dataset's view holds it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let st = u.hoard_json(&repo, &["status", "repo-data"]).pop().unwrap();
+        let seen = st["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["path"] == "big.bin" && c["new"]["size"] == 5_000_000);
+        if seen && st["pending"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watcher never ingested big.bin: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let known = |u: &User| {
+        let s: serde_json::Value =
+            serde_json::from_str(&u.hoard_in(&u.home, &["daemon", "status", "--json"])).unwrap();
+        s["clean_known"].as_u64().unwrap()
+    };
+    let before = known(&u);
+    u.git_ok(&repo, &["add", "data/big.bin"]);
+    assert_eq!(known(&u), before + 1, "the stat cache answered for big.bin");
+    let staged = u.git_ok(&repo, &["show", ":data/big.bin"]);
+    assert_eq!(staged, pointer_of(&big));
+}

@@ -526,6 +526,36 @@ mod hostile {
         ) -> Result<Response<pb::PutReply>, Status> {
             Err(Status::unimplemented("liar"))
         }
+
+        type GetObjectsStream = S<pb::ObjectBatch>;
+
+        async fn get_objects(
+            &self,
+            _: Request<pb::IdList>,
+        ) -> Result<Response<Self::GetObjectsStream>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
+
+        async fn put_objects(
+            &self,
+            _: Request<Streaming<pb::ObjectBatch>>,
+        ) -> Result<Response<pb::PutReply>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
+
+        async fn list_refs(
+            &self,
+            _: Request<pb::ListRefsRequest>,
+        ) -> Result<Response<pb::RefList>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
+
+        async fn update_ref(
+            &self,
+            _: Request<pb::UpdateRefRequest>,
+        ) -> Result<Response<pb::UpdateRefReply>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
     }
 
     use tokio_stream::StreamExt;
