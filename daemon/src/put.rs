@@ -185,6 +185,30 @@ impl<'s> Session<'s> {
         Ok(self.queue(&block)? == 0)
     }
 
+    /// Appends a verified, self-contained frame as it is (a peer's frame as
+    /// stored: no re-framing, no recompression). Every chunk must be new.
+    pub fn put_frame(&mut self, mut frame: crate::pack::Frame) -> Result<()> {
+        use rayon::prelude::*;
+        if frame.compressed.is_some() {
+            // Compressible content: sketch it so later versions can be
+            // stored as deltas against it.
+            frame.sketches = frame
+                .chunk_bytes()
+                .collect::<Vec<_>>()
+                .par_iter()
+                .map(|b| crate::sketch::sketch(b))
+                .collect();
+        }
+        let r = self
+            .store
+            .append_frames(vec![frame], &mut self.deps)
+            .map(|_| ());
+        if let Err(e) = &r {
+            self.reset(&format!("an earlier write failed: {e}"));
+        }
+        r
+    }
+
     /// Queues a block's chunks the store lacks, appending once enough are
     /// queued; returns how many it already had. A failure drops everything
     /// staged (its chunks may not have been written).

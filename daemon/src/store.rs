@@ -812,6 +812,18 @@ impl Shared {
         loc: &ChunkLoc,
         cache: &mut FrameCache,
     ) -> Result<Vec<u8>> {
+        self.read_chunk_checked(id, loc, cache, true)
+    }
+
+    /// Like [`Shared::read_chunk`]; without `check` the chunk is not
+    /// hashed (for callers that hash what they read as a whole anyway).
+    pub(crate) fn read_chunk_checked(
+        &self,
+        id: &Id,
+        loc: &ChunkLoc,
+        cache: &mut FrameCache,
+        check: bool,
+    ) -> Result<Vec<u8>> {
         let corrupt = |what: String| {
             Error::Corrupt(format!(
                 "chunk {} in pack {} (frame at offset {}) is corrupt: {what}",
@@ -840,7 +852,7 @@ impl Shared {
             let s = loc.offset_in_frame as usize;
             frame[s..s + loc.len as usize].to_vec()
         };
-        if Id::of(&data) != *id {
+        if check && Id::of(&data) != *id {
             cache.forget(&(loc.pack, loc.payload_offset));
             self.recent
                 .lock()

@@ -18,6 +18,7 @@ use crate::store::{Completed, Deps, FrameCache, Store};
 use crate::tokens::{Scope, Tokens};
 use hoard_proto::v1::{self as pb, peer_client::PeerClient, peer_server::Peer};
 use hoard_proto::{CHUNK_BATCH_BYTES, PEER_BATCH, PEER_PROTOCOL};
+use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,9 @@ pub fn accept_manifests(
     Ok((n, had))
 }
 
+/// Bytes read back before they are hashed (in parallel) as one block.
+const HASH_BLOCK: usize = 16 << 20;
+
 fn verify_manifest(store: &Store, file: &Id, m: &Manifest, peer: &str) -> Result<()> {
     let bad = |why: String| {
         Error::Refused(format!(
@@ -118,7 +122,14 @@ fn verify_manifest(store: &Store, file: &Id, m: &Manifest, peer: &str) -> Result
     if m.chunks.iter().any(|c| c.1 == 0 || c.1 > max) {
         return Err(bad("has chunks outside this store's chunk sizes".into()));
     }
+    // The whole-file hash covers every chunk read back, so chunks are not
+    // hashed one by one here; large files are hashed on every core.
     let mut h = blake3::Hasher::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(if m.size >= HASH_BLOCK as u64 {
+        HASH_BLOCK
+    } else {
+        m.size as usize
+    });
     let mut cache = FrameCache::default();
     for piece in m.chunks.chunks(PEER_BATCH) {
         let ids: Vec<Id> = piece.iter().map(|c| c.0).collect();
@@ -130,13 +141,18 @@ fn verify_manifest(store: &Store, file: &Id, m: &Manifest, peer: &str) -> Result
                     id.hex()
                 ))
             })?;
-            let data = store.read_chunk(id, &loc, &mut cache)?;
+            let data = store.read_chunk_checked(id, &loc, &mut cache, false)?;
             if data.len() != *len as usize {
                 return Err(bad(format!("gives chunk {} the wrong length", id.hex())));
             }
-            h.update(&data);
+            buf.extend_from_slice(&data);
+            if buf.len() >= HASH_BLOCK {
+                h.update_rayon(&buf);
+                buf.clear();
+            }
         }
     }
+    h.update_rayon(&buf);
     if h.finalize().as_bytes() != &file.0 {
         return Err(bad("does not hash to it".into()));
     }
@@ -322,6 +338,43 @@ struct PlannedFrame {
     raw_len: u32,
     bases: Vec<Id>,
     chunks: Vec<(Id, u32, u32)>,
+}
+
+/// A received self-contained frame (its chunks already checked) to store
+/// as it came, when it holds exactly the chunks asked for, contiguously,
+/// and none is here yet; else None (its chunks are stored one by one).
+fn as_stored(
+    f: &PlannedFrame,
+    raw: &[u8],
+    payload: &[u8],
+    covered: &HashSet<Id>,
+    store: &Store,
+) -> Result<Option<crate::pack::Frame>> {
+    use crate::pack::format::Codec;
+    if !f.bases.is_empty() || f.codec == Codec::ZstdDict {
+        return Ok(None);
+    }
+    let mut at = 0u32;
+    for (id, off, len) in &f.chunks {
+        if *off != at || covered.contains(id) {
+            return Ok(None);
+        }
+        at += len;
+    }
+    if at != f.raw_len || raw.len() != at as usize {
+        return Ok(None);
+    }
+    let ids: Vec<Id> = f.chunks.iter().map(|c| c.0).collect();
+    if store.indexed(&ids)?.iter().any(|h| *h) {
+        return Ok(None);
+    }
+    Ok(Some(crate::pack::Frame {
+        chunks: f.chunks.iter().map(|(id, _, len)| (*id, *len)).collect(),
+        raw: raw.to_vec(),
+        compressed: (f.codec == Codec::Zstd).then(|| payload.to_vec()),
+        bases: Vec::new(),
+        sketches: Vec::new(),
+    }))
 }
 
 /// Largest frame accepted from a peer.
@@ -731,8 +784,25 @@ impl tonic::service::Interceptor for Auth {
         if let Some(v) = &self.0 {
             req.metadata_mut().insert("authorization", v.clone());
         }
+        // A call marked by `uncompressed` does not offer to take compressed
+        // replies, so the peer sends them as they are.
+        if req.metadata_mut().remove(UNCOMPRESSED).is_some() {
+            req.metadata_mut().remove("grpc-accept-encoding");
+        }
         Ok(req)
     }
+}
+
+const UNCOMPRESSED: &str = "x-hoard-uncompressed";
+
+/// A request whose replies should not be compressed on the wire: frames as
+/// stored are zstd already (or incompressible), and compressing them again
+/// costs the sender a core for nothing.
+fn uncompressed<T>(m: T) -> Request<T> {
+    let mut r = Request::new(m);
+    r.metadata_mut()
+        .insert(UNCOMPRESSED, MetadataValue::from_static("1"));
+    r
 }
 
 pub(crate) fn net(peer: &str, what: &str, e: Status) -> Error {
@@ -1013,7 +1083,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         let keys: Vec<Id> = frames.keys().copied().collect();
         let jobs = keys.chunks(FRAMES_PER_CALL).map(|k| k.to_vec()).collect();
         let mut rx = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
-            p.get_frames(ids).await
+            p.get_frames(uncompressed(ids)).await
         });
         let mut covered: HashSet<Id> = HashSet::new();
         let taken = (|| -> Result<()> {
@@ -1030,9 +1100,23 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
                 let raw = store.decode_foreign_frame(f.codec, f.raw_len, &f.bases, &fd.payload)?;
                 sum.bytes += fd.payload.len() as u64;
                 since_seal += f.raw_len as u64;
+                // The frame's chunks are checked on every core.
+                f.chunks.par_iter().try_for_each(|(id, off, len)| {
+                    check_chunk(store, id, &raw[*off as usize..(*off + *len) as usize], url)
+                })?;
+                if let Some(frame) = as_stored(&f, raw.as_slice(), &fd.payload, &covered, store)? {
+                    sum.chunks_sent += frame.chunks.len() as u64;
+                    covered.extend(frame.chunks.iter().map(|c| c.0));
+                    session.put_frame(frame)?;
+                    progress(sum.bytes);
+                    if since_seal >= SEAL_EVERY {
+                        session.seal()?;
+                        since_seal = 0;
+                    }
+                    continue;
+                }
                 for (id, off, len) in f.chunks {
                     let data = &raw[off as usize..(off + len) as usize];
-                    check_chunk(store, &id, data, url)?;
                     if covered.insert(id) {
                         session.put_chunk(id, data.to_vec())?;
                         sum.chunks_sent += 1;

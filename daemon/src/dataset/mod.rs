@@ -102,6 +102,10 @@ pub struct SnapshotRequest {
     pub allow_empty: bool,
 }
 
+/// A dataset's current root, the tree encodings not yet stored, and the
+/// paths that could not be read.
+pub type Current = (Built, Vec<(Id, Vec<u8>)>, Vec<(String, String)>);
+
 /// Every dataset of this store.
 pub struct Datasets {
     pub store: Arc<Store>,
@@ -207,11 +211,7 @@ impl Datasets {
     /// The current content of a dataset and the trees it needs: from the
     /// watcher's view when it has one (unless `rescan`), else by scanning.
     /// Returns the root, new tree encodings, and unreadable paths.
-    pub fn current(
-        &self,
-        live: &Live,
-        rescan: bool,
-    ) -> Result<(Built, Vec<(Id, Vec<u8>)>, Vec<(String, String)>)> {
+    pub fn current(&self, live: &Live, rescan: bool) -> Result<Current> {
         let mut new = Vec::new();
         let head_tree = match self.head(&live.name)? {
             Some(h) => self.snapshot_object(&h)?.map(|s| s.tree),

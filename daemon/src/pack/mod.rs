@@ -148,7 +148,12 @@ impl PackWriter {
         self.sink
             .write_all(b)
             .map_err(|e| Error::io("cannot write pack in", &self.place, e))?;
-        self.hasher.update(b);
+        // Frame payloads (~1 MiB) are hashed on every core.
+        if b.len() >= 256 << 10 {
+            self.hasher.update_rayon(b);
+        } else {
+            self.hasher.update(b);
+        }
         self.len += b.len() as u64;
         Ok(())
     }
