@@ -185,11 +185,12 @@ impl<'s> Session<'s> {
         Ok(self.queue(&block)? == 0)
     }
 
-    /// Appends a verified, self-contained frame as it is (a peer's frame as
-    /// stored: no re-framing, no recompression). Every chunk must be new.
+    /// Appends a verified frame as it is (a peer's frame as stored: no
+    /// re-framing, no recompression). Every chunk must be new, and a
+    /// delta's bases self-contained here.
     pub fn put_frame(&mut self, mut frame: crate::pack::Frame) -> Result<()> {
         use rayon::prelude::*;
-        if frame.compressed.is_some() {
+        if frame.compressed.is_some() && frame.bases.is_empty() {
             // Compressible content: sketch it so later versions can be
             // stored as deltas against it.
             frame.sketches = frame

@@ -79,20 +79,26 @@ pub fn accept_manifests(
     peer: &str,
 ) -> Result<(u64, u64)> {
     let mut had = 0;
-    let mut good = Vec::new();
+    let mut new = Vec::new();
     for (file, m) in files {
         if store.file_size(&file)?.is_some() {
             had += 1;
-            continue;
+        } else {
+            new.push((file, m));
         }
-        verify_manifest(store, &file, &m, peer)?;
-        good.push(Completed {
+    }
+    // Files are read back and hashed in parallel.
+    new.par_iter()
+        .try_for_each(|(file, m)| verify_manifest(store, file, m, peer))?;
+    let mut good: Vec<Completed> = new
+        .into_iter()
+        .map(|(file, manifest)| Completed {
             file,
-            manifest: m,
+            manifest,
             deps: Deps::default(),
             stat: None,
-        });
-    }
+        })
+        .collect();
     let n = good.len() as u64;
     if !good.is_empty() {
         for r in store.commit(&mut good, 0)? {
@@ -130,7 +136,7 @@ fn verify_manifest(store: &Store, file: &Id, m: &Manifest, peer: &str) -> Result
     } else {
         m.size as usize
     });
-    let mut cache = FrameCache::default();
+    let mut cache = FrameCache::with_slots(24);
     for piece in m.chunks.chunks(PEER_BATCH) {
         let ids: Vec<Id> = piece.iter().map(|c| c.0).collect();
         let locs = store.index.chunk_locs(&ids)?;
@@ -340,9 +346,10 @@ struct PlannedFrame {
     chunks: Vec<(Id, u32, u32)>,
 }
 
-/// A received self-contained frame (its chunks already checked) to store
-/// as it came, when it holds exactly the chunks asked for, contiguously,
-/// and none is here yet; else None (its chunks are stored one by one).
+/// A received frame (its chunks already checked) to store as it came, when
+/// it holds exactly the chunks asked for, contiguously, none is here yet,
+/// and a delta's bases are self-contained here; else None (its chunks are
+/// stored one by one).
 fn as_stored(
     f: &PlannedFrame,
     raw: &[u8],
@@ -351,8 +358,16 @@ fn as_stored(
     store: &Store,
 ) -> Result<Option<crate::pack::Frame>> {
     use crate::pack::format::Codec;
-    if !f.bases.is_empty() || f.codec == Codec::ZstdDict {
+    if f.bases.is_empty() != (f.codec != Codec::ZstdDict) {
         return Ok(None);
+    }
+    // A delta's bases must be self-contained here too, so any chunk still
+    // decodes from at most its bases' frames and its own.
+    for loc in store.index.chunk_locs(&f.bases)? {
+        match loc {
+            Some(l) if l.codec != Codec::ZstdDict => {}
+            _ => return Ok(None),
+        }
     }
     let mut at = 0u32;
     for (id, off, len) in &f.chunks {
@@ -371,8 +386,8 @@ fn as_stored(
     Ok(Some(crate::pack::Frame {
         chunks: f.chunks.iter().map(|(id, _, len)| (*id, *len)).collect(),
         raw: raw.to_vec(),
-        compressed: (f.codec == Codec::Zstd).then(|| payload.to_vec()),
-        bases: Vec::new(),
+        compressed: (f.codec != Codec::Raw).then(|| payload.to_vec()),
+        bases: f.bases.clone(),
         sketches: Vec::new(),
     }))
 }
@@ -1064,7 +1079,18 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     let mut since_seal = 0u64;
     // Frames the peer stores as deltas against chunks this store has travel
     // as stored; the rest as chunks.
-    let missing_chunks = {
+    // Two rounds: the second takes as stored the delta frames whose bases
+    // arrived in the first (a fresh pull of several versions).
+    let mut missing_chunks = missing_chunks;
+    for round in 0..2 {
+        if missing_chunks.is_empty() {
+            break;
+        }
+        if round == 1 {
+            // The first round's frames must be indexed to serve as bases.
+            session.seal()?;
+            since_seal = 0;
+        }
         let mut frames: HashMap<Id, PlannedFrame> = HashMap::new();
         for batch in missing_chunks.chunks(PEER_BATCH) {
             let plan = rt
@@ -1135,11 +1161,12 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             session.seal()?;
             return Err(e);
         }
-        missing_chunks
-            .into_iter()
-            .filter(|c| !covered.contains(c))
-            .collect::<Vec<Id>>()
-    };
+        let before = missing_chunks.len();
+        missing_chunks.retain(|c| !covered.contains(c));
+        if missing_chunks.len() == before {
+            break;
+        }
+    }
     // The rest as chunks, over several streams at once; this thread checks
     // and stores what arrives.
     let per_stream = missing_chunks.len().div_ceil(STREAMS).clamp(1, PEER_BATCH);
