@@ -6,7 +6,9 @@
 
 Measures, on one daemon watching a dataset of N small files:
   idle      daemon CPU (utime+stime from /proc) over --idle-secs with nothing
-            changing, and its RSS (VmRSS, VmHWM)
+            changing, and its RSS (VmRSS, VmHWM): once after ingesting the
+            files for the first time, and once after a restart (start-up
+            rescan answered by the stat cache, then idle)
   status    wall time of `hoard status NAME` and `hoard snapshot NAME` on the
             unchanged dataset (the whole client command: process start,
             connect, answer), median of 10
@@ -126,7 +128,30 @@ def main():
         add.append(timed(env, "add", q)[0])
     run(env, "daemon", "stop")
 
+    # A daemon restarted on the same store, watching the same files (the
+    # usual state: a start-up rescan answered by the stat cache, then idle).
+    run(env, "daemon", "start")
+    pid2 = json.loads(run(env, "daemon", "status", "--json"))["pid"]
+    t = time.perf_counter()
+    while True:
+        d = json.loads(run(env, "dataset", "list", "--json"))[0]
+        if d["changed"] is not None and d["pending"] == 0:
+            break
+        time.sleep(0.2)
+    rescan = time.perf_counter() - t
+    time.sleep(3)
+    c0, t0 = cpu_ticks(pid2), time.perf_counter()
+    time.sleep(a.idle_secs)
+    c1, t1 = cpu_ticks(pid2), time.perf_counter()
+    idle2 = (c1 - c0) / HZ / (t1 - t0) * 100
+    m2 = mem(pid2)
+    run(env, "daemon", "stop")
+
     res = {
+        "restart_rescan_s": round(rescan, 2),
+        "restarted_idle_cpu_percent": round(idle2, 3),
+        "restarted_rss_mb": round(m2["VmRSS"] / 1e6, 1),
+        "restarted_peak_rss_mb": round(m2["VmHWM"] / 1e6, 1),
         "files": first["files"],
         "initial_scan_s": round(scan, 2),
         "idle_cpu_percent": round(idle_cpu, 3),

@@ -203,6 +203,11 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
         let take = |m: Msg, paths: &mut BTreeSet<Vec<u8>>, full: &mut bool| match m {
             Msg::Events(evs) => {
                 for ev in evs {
+                    // Opening and reading (ours included: scans open every
+                    // directory) changes nothing.
+                    if matches!(ev.kind, notify::EventKind::Access(_)) {
+                        continue;
+                    }
                     if ev.need_rescan() {
                         tracing::info!(dataset = %live.name, "events were lost; rescanning");
                         *full = true;
@@ -325,7 +330,18 @@ fn full_scan(ds: &Datasets, live: &Live) {
         }
     }
     st.pending = 0;
+    drop(st);
+    release_memory();
     tracing::debug!(dataset = %live.name, "full scan done");
+}
+
+/// Hands memory freed after a scan back to the system (glibc keeps freed
+/// heap in its arenas otherwise, and an idle watcher should be small).
+fn release_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn update(ds: &Datasets, live: &Live, root: &Path, filter: &Filter, paths: Vec<Vec<u8>>) {
@@ -355,6 +371,8 @@ fn update(ds: &Datasets, live: &Live, root: &Path, filter: &Filter, paths: Vec<V
         }
     }
     st.errors.extend(scanned.errors);
+    drop(st);
+    release_memory();
 }
 
 #[cfg(test)]
