@@ -327,6 +327,29 @@ fn watcher_follows_every_kind_of_change() {
         (Value::Bool(true), Value::Bool(false)),
         "{w}"
     );
+
+    // Regression: reading files is not a change (inotify reports every
+    // open; our own scans open every directory). Once quiet, it stays quiet.
+    let scans = |env: &Env| {
+        let l = env.json(&["dataset", "list"]).pop().unwrap();
+        l.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "w")
+            .unwrap()["scans"]
+            .as_u64()
+            .unwrap()
+    };
+    snap(&env, &["t"]); // an unwatched snapshot walks the whole directory
+    std::thread::sleep(Duration::from_secs(2));
+    let before = scans(&env);
+    for _ in 0..3 {
+        let _ = std::fs::read(dir.join("a/uno.txt")).unwrap();
+        let _ = std::fs::read_dir(dir.join("burst")).unwrap().count();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(scans(&env), before, "reading files made the watcher scan");
 }
 
 #[test]

@@ -298,18 +298,22 @@ fn modified_ago(p: &Path) -> Option<Duration> {
     SystemTime::now().duration_since(m.modified().ok()?).ok()
 }
 
-/// Drops paths whose ancestor is also listed (scanning the ancestor covers them).
-fn reduce(mut paths: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    paths.sort();
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for p in paths {
-        let covered = out
-            .iter()
-            .any(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/');
-        if !covered {
-            out.push(p);
-        }
-    }
+/// Drops paths whose ancestor is also listed (scanning the ancestor covers
+/// them). Linear in the number of paths times their depth: a burst of 100k
+/// events must not cost 100k² comparisons (it once did).
+fn reduce(paths: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let all: std::collections::HashSet<&[u8]> = paths.iter().map(|p| p.as_slice()).collect();
+    let mut out: Vec<Vec<u8>> = paths
+        .iter()
+        .filter(|p| {
+            !p.iter()
+                .enumerate()
+                .any(|(i, c)| *c == b'/' && all.contains(&p[..i]))
+        })
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -319,6 +323,7 @@ fn full_scan(ds: &Datasets, live: &Live) {
     let mut st = live.lock();
     st.errors = scanned.errors;
     st.last_scan = Some(Instant::now());
+    st.scans += 1;
     match scanned.updates.into_iter().next().and_then(|u| u.node) {
         Some(Node::Dir(d)) => st.root = Some(d),
         _ => {
@@ -351,6 +356,7 @@ fn update(ds: &Datasets, live: &Live, root: &Path, filter: &Filter, paths: Vec<V
     let scanned = scan::scan(&ds.store, root, &paths, filter);
     let failed: BTreeSet<&str> = scanned.errors.iter().map(|(p, _)| p.as_str()).collect();
     let mut st = live.lock();
+    st.scans += 1;
     // Errors of paths scanned now replace earlier ones for those paths.
     st.errors
         .retain(|(p, _)| !paths.iter().any(|q| p.as_bytes().starts_with(q)));
@@ -389,5 +395,14 @@ mod tests {
             b"c/d".to_vec(),
         ]);
         assert_eq!(r, vec![b"a".to_vec(), b"ab".to_vec(), b"c/d".to_vec()]);
+        // A large flat burst stays as it is (and is reduced quickly).
+        let burst: Vec<Vec<u8>> = (0..100_000)
+            .map(|i| format!("d/f{i}").into_bytes())
+            .collect();
+        assert_eq!(reduce(burst).len(), 100_000);
+        let with_parent: Vec<Vec<u8>> = std::iter::once(b"d".to_vec())
+            .chain((0..100_000).map(|i| format!("d/f{i}").into_bytes()))
+            .collect();
+        assert_eq!(reduce(with_parent), vec![b"d".to_vec()]);
     }
 }

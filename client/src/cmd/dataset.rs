@@ -78,6 +78,7 @@ fn info_json(d: &pb::DatasetInfo) -> Value {
         "pending": d.pending,
         "changed": d.changed,
         "unreadable": d.unreadable,
+        "scans": d.scans,
         "sync": (!d.remote.is_empty()).then(|| json!({
             "state": d.sync_state,
             "pushed": (!d.pushed.is_empty()).then(|| hex::encode(&d.pushed)),

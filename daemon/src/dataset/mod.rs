@@ -71,6 +71,8 @@ pub struct LiveState {
     /// Paths that could not be read in the last scan or update.
     pub errors: Vec<(String, String)>,
     pub last_scan: Option<Instant>,
+    /// Scan rounds the watcher ran (full scans and path updates).
+    pub scans: u64,
     /// Whether the watcher runs, or why not.
     pub watching: Option<std::result::Result<(), String>>,
     pub sync: SyncState,

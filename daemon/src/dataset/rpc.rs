@@ -93,6 +93,7 @@ fn info_of(ctx: &Ctx, live: &Live) -> Result<pb::DatasetInfo> {
         pushed: st.sync.pushed.map(|p| p.0.to_vec()).unwrap_or_default(),
         sync_error: st.sync.last_error.clone().unwrap_or_default(),
         retry_in_secs: st.sync.retry_in.unwrap_or(0),
+        scans: st.scans,
     })
 }
 
