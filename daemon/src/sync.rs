@@ -1081,7 +1081,6 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     // as stored; the rest as chunks.
     // Two rounds: the second takes as stored the delta frames whose bases
     // arrived in the first (a fresh pull of several versions).
-    let mut missing_chunks = missing_chunks;
     for round in 0..2 {
         if missing_chunks.is_empty() {
             break;
