@@ -386,6 +386,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_watch_limit_error_names_the_sysctl_that_fixes_it() {
+        let root = Path::new("/data/survey");
+        let limit = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        let m = watch_error(root, &limit);
+        assert!(
+            m.contains("fs.inotify.max_user_watches") && m.contains("/data/survey"),
+            "{m}"
+        );
+        let enospc = notify::Error::io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(watch_error(root, &enospc).contains("max_user_watches"));
+        let other = notify::Error::path_not_found();
+        let m = watch_error(root, &other);
+        assert!(
+            !m.contains("max_user_watches") && m.contains("scanned every poll interval"),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn reduce_keeps_only_outermost_paths() {
         let r = reduce(vec![
             b"a/b".to_vec(),
