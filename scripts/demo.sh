@@ -2,8 +2,9 @@
 # README command 1: build hoard, start hoardd on the embedded default store
 # (RocksDB index + local packs in $HOARD_HOME, else ~/.local/share/hoard),
 # ingest a generated versioned sample dataset, show what dedup and
-# compression saved, then use it from git (pointers in commits, content in
-# the store, a selective pull in a clone).
+# compression saved, watch a dataset directory and record snapshots of it,
+# then use it from git (pointers in commits, content in the store, a
+# selective pull in a clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -46,6 +47,33 @@ hoard verify --read-data
 oid=$(hoard add --json "$sample/v3/table.csv" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["oid"])')
 echo "== hoard cat $oid | head -3"
 hoard cat "$oid" | head -3
+
+ds="${TMPDIR:-/tmp}/hoard-demo-survey"
+out="${TMPDIR:-/tmp}/hoard-demo-checkout"
+rm -rf "$ds" "$out"
+mkdir -p "$ds"
+echo
+echo "== a watched dataset ($ds): every change is ingested in the background"
+cp -r "$sample/v1/." "$ds/"
+hoard dataset add demo-survey "$ds" --watch
+v1=$(hoard snapshot demo-survey --rescan -m "v1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+hoard tag demo-survey v1 "$v1" --force >/dev/null
+cp -r "$sample/v2/." "$ds/"
+echo "== waiting for the watcher to ingest v2 ..."
+for _ in $(seq 100); do
+  n=$(hoard status demo-survey --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(s["changes"]) if s["pending"] == 0 else 0)')
+  [[ "$n" != 0 ]] && break
+  sleep 0.2
+done
+hoard status demo-survey
+hoard snapshot demo-survey -m "v2" --from "demo-survey@v1" --meta step=demo
+echo "== hoard log demo-survey -n 2"
+hoard log demo-survey -n 2
+echo "== hoard diff demo-survey@v1 demo-survey"
+hoard diff demo-survey@v1 demo-survey
+echo "== hoard checkout demo-survey@v1 --to $out --include 'images/**'"
+hoard checkout demo-survey@v1 --to "$out" --include 'images/**'
+hoard dataset list
 
 repo="${TMPDIR:-/tmp}/hoard-demo-repo"
 clone="${TMPDIR:-/tmp}/hoard-demo-clone"
