@@ -370,6 +370,15 @@ impl Index {
             .collect()
     }
 
+    /// Writes every memtable out, so the memory they hold is given back
+    /// (after a large ingest, before a long idle time).
+    pub fn flush_memtables(&self) -> Result<()> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        Ok(())
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         Ok(self
             .db

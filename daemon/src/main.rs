@@ -35,6 +35,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Few malloc arenas: a long-running daemon otherwise keeps the memory
+    // of every burst of parallel work (one arena per thread that ever
+    // allocated) long after it is freed.
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let cli = Cli::parse();
     let result = (|| -> anyhow::Result<()> {
         let paths = Paths::resolve(cli.store.as_deref()).map_err(anyhow::Error::msg)?;

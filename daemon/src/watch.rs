@@ -320,6 +320,11 @@ fn reduce(paths: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 fn full_scan(ds: &Datasets, live: &Live) {
     let root = &live.config.path;
     let scanned = scan::scan(&ds.store, root, &[Vec::new()], &live.filter);
+    // A full scan may have filled the index's memtables (new content, stat
+    // cache entries); an idle watcher should not keep them in memory.
+    if let Err(e) = ds.store.index.flush_memtables() {
+        tracing::warn!(error = %e, "cannot flush the index");
+    }
     let mut st = live.lock();
     st.errors = scanned.errors;
     st.last_scan = Some(Instant::now());
