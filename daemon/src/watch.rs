@@ -184,11 +184,14 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
         }
     }
     let watching = debouncer.is_some();
-    full_scan(ds, live);
-    let period = if watching { cfg.rescan } else { cfg.poll };
-    let mut next_full = Instant::now() + period;
     // Paths waiting to settle, with when to look again.
     let mut deferred: BTreeMap<Vec<u8>, Instant> = BTreeMap::new();
+    let settle = cfg.debounce.max(crate::dataset::scan::RECENT);
+    for p in full_scan(ds, live) {
+        deferred.insert(p, Instant::now() + settle);
+    }
+    let period = if watching { cfg.rescan } else { cfg.poll };
+    let mut next_full = Instant::now() + period;
     while !stop.load(Ordering::SeqCst) && !ds.store.is_shutting_down() {
         let wake = deferred
             .values()
@@ -250,7 +253,10 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
         }
         if full {
             deferred.clear();
-            full_scan(ds, live);
+            for p in full_scan(ds, live) {
+                deferred.insert(p, Instant::now() + settle);
+            }
+            live.lock().pending = deferred.len() as u64;
             next_full = Instant::now() + period;
             continue;
         }
@@ -268,7 +274,6 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
             continue;
         }
         // Files written more recently than the debounce time wait.
-        let settle = cfg.debounce;
         let mut ready = Vec::new();
         for p in paths {
             if live.filter.excluded(&p) {
@@ -282,7 +287,9 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
             }
         }
         live.lock().pending = (ready.len() + deferred.len()) as u64;
-        update(ds, live, &root, &live.filter, reduce(ready));
+        for p in update(ds, live, &root, &live.filter, reduce(ready)) {
+            deferred.entry(p).or_insert_with(|| Instant::now() + settle);
+        }
         live.lock().pending = deferred.len() as u64;
     }
     drop(debouncer);
@@ -317,7 +324,9 @@ fn reduce(paths: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     out
 }
 
-fn full_scan(ds: &Datasets, live: &Live) {
+/// Scans the whole dataset; returns the files to look at again once they
+/// settle (modified just before the scan).
+fn full_scan(ds: &Datasets, live: &Live) -> Vec<Vec<u8>> {
     let root = &live.config.path;
     let scanned = scan::scan(&ds.store, root, &[Vec::new()], &live.filter);
     // A full scan may have filled the index's memtables (new content, stat
@@ -343,6 +352,7 @@ fn full_scan(ds: &Datasets, live: &Live) {
     drop(st);
     release_memory();
     tracing::debug!(dataset = %live.name, "full scan done");
+    scanned.recent
 }
 
 /// Hands memory freed after a scan back to the system (glibc keeps freed
@@ -354,9 +364,17 @@ fn release_memory() {
     }
 }
 
-fn update(ds: &Datasets, live: &Live, root: &Path, filter: &Filter, paths: Vec<Vec<u8>>) {
+/// Rescans changed paths; returns the files to look at again once they
+/// settle.
+fn update(
+    ds: &Datasets,
+    live: &Live,
+    root: &Path,
+    filter: &Filter,
+    paths: Vec<Vec<u8>>,
+) -> Vec<Vec<u8>> {
     if paths.is_empty() {
-        return;
+        return Vec::new();
     }
     let scanned = scan::scan(&ds.store, root, &paths, filter);
     let failed: BTreeSet<&str> = scanned.errors.iter().map(|(p, _)| p.as_str()).collect();
@@ -366,7 +384,7 @@ fn update(ds: &Datasets, live: &Live, root: &Path, filter: &Filter, paths: Vec<V
     st.errors
         .retain(|(p, _)| !paths.iter().any(|q| p.as_bytes().starts_with(q)));
     let Some(dir) = st.root.as_mut() else {
-        return;
+        return Vec::new();
     };
     for u in scanned.updates {
         match u.node {
@@ -384,6 +402,7 @@ fn update(ds: &Datasets, live: &Live, root: &Path, filter: &Filter, paths: Vec<V
     st.errors.extend(scanned.errors);
     drop(st);
     release_memory();
+    scanned.recent
 }
 
 #[cfg(test)]

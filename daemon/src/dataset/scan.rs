@@ -66,7 +66,13 @@ pub struct Scanned {
     /// (relative path, what went wrong): such paths are left out.
     pub errors: Vec<(String, String)>,
     pub summary: ingest::Summary,
+    /// Files (relative paths) modified within [`RECENT`] before the scan:
+    /// a watcher looks at them again once they have settled.
+    pub recent: Vec<Vec<u8>>,
 }
+
+/// How recent a modification makes a file worth a second look.
+pub const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn rel_display(rel: &[u8]) -> String {
     String::from_utf8_lossy(rel).into_owned()
@@ -82,8 +88,16 @@ fn join_rel(base: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 enum Found {
-    File { abs: PathBuf, exec: bool },
-    Link { target: Vec<u8> },
+    File {
+        abs: PathBuf,
+        exec: bool,
+        /// Modified so shortly before the scan that it may still be
+        /// written to (its stat-cache entry may also have been withheld).
+        recent: bool,
+    },
+    Link {
+        target: Vec<u8>,
+    },
     Dir,
 }
 
@@ -130,8 +144,12 @@ pub fn scan(store: &Store, root: &Path, rels: &[Vec<u8>], filter: &Filter) -> Sc
     let mut inputs = Vec::new();
     let mut by_display: HashMap<String, usize> = HashMap::new();
     for (i, (idx, inner, f)) in found.iter().enumerate() {
-        if let Found::File { abs, .. } = f {
-            let display = rel_display(&join_rel(&out.updates[*idx].path, inner));
+        if let Found::File { abs, recent, .. } = f {
+            let full = join_rel(&out.updates[*idx].path, inner);
+            if *recent {
+                out.recent.push(full.clone());
+            }
+            let display = rel_display(&full);
             by_display.insert(display.clone(), i);
             inputs.push(AddInput {
                 path: abs.clone(),
@@ -226,9 +244,15 @@ fn classify(
 ) -> Option<Found> {
     let ft = meta.file_type();
     if ft.is_file() {
+        let recent = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+            .is_none_or(|ago| ago < RECENT);
         Some(Found::File {
             abs: abs.to_path_buf(),
             exec: meta.permissions().mode() & 0o111 != 0,
+            recent,
         })
     } else if ft.is_symlink() {
         match std::fs::read_link(abs) {
