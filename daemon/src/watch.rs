@@ -336,7 +336,6 @@ fn full_scan(ds: &Datasets, live: &Live) -> Vec<Vec<u8>> {
     }
     let mut st = live.lock();
     st.errors = scanned.errors;
-    st.last_scan = Some(Instant::now());
     st.scans += 1;
     match scanned.updates.into_iter().next().and_then(|u| u.node) {
         Some(Node::Dir(d)) => st.root = Some(d),

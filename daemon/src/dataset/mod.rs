@@ -23,9 +23,8 @@ use crate::store::Store;
 use scan::Filter;
 use state::{Built, Dir, Node};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 /// A dataset's local configuration.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,7 +69,6 @@ pub struct LiveState {
     pub pending: u64,
     /// Paths that could not be read in the last scan or update.
     pub errors: Vec<(String, String)>,
-    pub last_scan: Option<Instant>,
     /// Scan rounds the watcher ran (full scans and path updates).
     pub scans: u64,
     /// Whether the watcher runs, or why not.
@@ -91,7 +89,6 @@ pub struct Made {
     pub snapshot: Snapshot,
     /// Nothing changed since the dataset's latest snapshot, which is `id`.
     pub unchanged: bool,
-    pub errors: Vec<(String, String)>,
 }
 
 pub struct SnapshotRequest {
@@ -247,7 +244,6 @@ impl Datasets {
         let b = root.build(&mut new).map_err(|e| Error::Config(e.0))?;
         let mut st = live.lock();
         st.errors = scanned.errors.clone();
-        st.last_scan = Some(Instant::now());
         if st.watching == Some(Ok(())) {
             st.root = Some(root);
         }
@@ -290,7 +286,6 @@ impl Datasets {
                     id: h,
                     snapshot: hs,
                     unchanged: true,
-                    errors,
                 });
             }
         }
@@ -327,7 +322,6 @@ impl Datasets {
                 id,
                 snapshot: snap,
                 unchanged: false,
-                errors,
             }),
             Err(now) => Err(Error::Busy(format!(
                 "dataset {name} moved to {} while the snapshot was made; retry",
@@ -545,15 +539,4 @@ pub struct LineageLink {
     pub depth: usize,
     /// None when the linked snapshot is not in this store.
     pub snapshot: Option<Snapshot>,
-}
-
-/// Absolute, normalised form of a directory given by a client.
-pub fn absolute_dir(p: &Path) -> Result<PathBuf> {
-    if !p.is_absolute() {
-        return Err(Error::Config(format!(
-            "{} is not an absolute path",
-            p.display()
-        )));
-    }
-    Ok(p.to_path_buf())
 }
