@@ -587,17 +587,12 @@ impl Local for LocalApi {
                     }));
                 }
             };
-            let addr = crate::sync::PeerAddr {
-                url: req.url.clone(),
-                token: req.token.clone(),
-                trust: if !req.fingerprint.is_empty() {
-                    crate::tls::Trust::Pinned(req.fingerprint.clone())
-                } else if !req.ca_pem.is_empty() {
-                    crate::tls::Trust::Ca(req.ca_pem.clone())
-                } else {
-                    crate::tls::Trust::System
-                },
-            };
+            let addr = crate::sync::PeerAddr::new(
+                req.url.clone(),
+                req.token.clone(),
+                req.fingerprint.clone(),
+                req.ca_pem.clone(),
+            );
             let r = if req.push {
                 crate::sync::push(&store, &addr, &oids, &mut progress)
             } else {

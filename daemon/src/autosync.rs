@@ -59,20 +59,12 @@ pub fn peer_addr(paths: &Paths, name: &str) -> Result<PeerAddr, String> {
     let (_, r) = remotes.pick(Some(name)).ok_or_else(|| {
         format!("remote {name:?} is not in remotes.toml; add it with `hoard remote add {name} URL --token TOKEN`")
     })?;
-    let trust = if !r.fingerprint.is_empty() {
-        crate::tls::Trust::Pinned(r.fingerprint.clone())
-    } else if !r.ca.is_empty() {
-        crate::tls::Trust::Ca(
-            std::fs::read(&r.ca).map_err(|e| format!("cannot read CA file {}: {e}", r.ca))?,
-        )
+    let ca = if r.ca.is_empty() {
+        Vec::new()
     } else {
-        crate::tls::Trust::System
+        std::fs::read(&r.ca).map_err(|e| format!("cannot read CA file {}: {e}", r.ca))?
     };
-    Ok(PeerAddr {
-        url: r.url,
-        token: r.token,
-        trust,
-    })
+    Ok(PeerAddr::new(r.url, r.token, r.fingerprint, ca))
 }
 
 fn run(ds: &Datasets, paths: &Paths, wake: &(Mutex<bool>, Condvar), stop: &AtomicBool) {

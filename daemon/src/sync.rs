@@ -731,7 +731,8 @@ impl Peer for PeerApi {
                 .block_on(inbound.message())
                 .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
             {
-                let (n, had) = crate::dataset::remote::accept_objects(&store, b.objects, &peer)?;
+                let (n, had) =
+                    crate::dataset::remote::accept_objects(&store, b.objects, &peer, true)?;
                 reply.stored += n;
                 reply.already_had += had;
             }
@@ -837,6 +838,21 @@ pub struct PeerAddr {
     pub token: String,
     /// For https.
     pub trust: crate::tls::Trust,
+}
+
+impl PeerAddr {
+    /// Trust by pinned fingerprint if given, else by CA certificate (PEM)
+    /// if given, else the system's roots.
+    pub fn new(url: String, token: String, fingerprint: String, ca_pem: Vec<u8>) -> PeerAddr {
+        let trust = if !fingerprint.is_empty() {
+            crate::tls::Trust::Pinned(fingerprint)
+        } else if !ca_pem.is_empty() {
+            crate::tls::Trust::Ca(ca_pem)
+        } else {
+            crate::tls::Trust::System
+        };
+        PeerAddr { url, token, trust }
+    }
 }
 
 pub(crate) async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {

@@ -50,9 +50,15 @@ fn count_files(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<u6
 /// its id and be well formed; a tree's subtrees must be stored or sent
 /// alongside, with the sizes it records for them; its files' sizes must
 /// match the manifests this store holds; a snapshot's tree and parents
-/// must be there and its counts must match its tree. Nothing of a batch is
-/// stored unless all of it passes. Returns (stored, already had).
-pub fn accept_objects(store: &Store, objs: Vec<pb::Object>, peer: &str) -> Result<(u64, u64)> {
+/// must be there (unless `need_parents` is false: a clone fetches one
+/// version, not its history) and its counts must match its tree. Nothing of
+/// a batch is stored unless all of it passes. Returns (stored, already had).
+pub fn accept_objects(
+    store: &Store,
+    objs: Vec<pb::Object>,
+    peer: &str,
+    need_parents: bool,
+) -> Result<(u64, u64)> {
     let refuse = |what: String| Error::Refused(format!("{peer} sent {what}; refused"));
     let mut trees: HashMap<Id, Tree> = HashMap::new();
     let mut snaps: Vec<(Id, Snapshot)> = Vec::new();
@@ -121,7 +127,7 @@ pub fn accept_objects(store: &Store, objs: Vec<pb::Object>, peer: &str) -> Resul
         }
         let present = store.objects_present(&s.parents)?;
         for (p, here) in s.parents.iter().zip(present) {
-            if !here && !sent.contains(p) {
+            if need_parents && !here && !sent.contains(p) {
                 return Err(refuse(format!(
                     "snapshot {id} whose parent {p} is in neither store"
                 )));
@@ -487,13 +493,10 @@ pub fn clone(
         }
         level = next;
     }
-    // Children were fetched after parents; accept checks them as one set.
-    trees.reverse();
+    // Checked as one set: the snapshot's parents need not be here.
     trees.extend(received);
     if !trees.is_empty() {
-        // A snapshot whose parents are not here is stored without them
-        // (a clone fetches one version, not the history).
-        accept_clone_objects(store, trees, url)?;
+        sync::counted(accept_objects(store, trees, url, false))?;
     }
 
     // The selected files' content.
@@ -536,46 +539,6 @@ pub fn clone(
         }
     }
     Ok((snap_id, summary))
-}
-
-/// Like [`accept_objects`], for a clone: the snapshot's parents need not
-/// be here.
-fn accept_clone_objects(store: &Store, objs: Vec<pb::Object>, url: &str) -> Result<()> {
-    let mut trees = Vec::new();
-    let mut snaps = Vec::new();
-    for o in objs {
-        if o.kind == ObjectKind::Snapshot as u32 {
-            snaps.push(o);
-        } else {
-            trees.push(o);
-        }
-    }
-    sync::counted(accept_objects(store, trees, url))?;
-    for s in snaps {
-        let id = Id::from_slice(&s.id).unwrap_or(Id([0; 32]));
-        let snap = match objects::decode_checked(ObjectKind::Snapshot, &id, &s.data) {
-            Ok(Object::Snapshot(x)) => x,
-            _ => {
-                return sync::counted(Err(Error::Refused(format!(
-                    "{url} sent a bad snapshot {id}; refused"
-                ))))
-            }
-        };
-        let t = match store.object(&snap.tree)? {
-            Some(Object::Tree(t)) => t,
-            _ => return Err(Error::Refused(format!("{url}: snapshot {id} has no tree"))),
-        };
-        if t.total_size() != snap.size
-            || count_files(store, &HashMap::new(), &snap.tree)? != snap.files
-        {
-            return sync::counted(Err(Error::Refused(format!(
-                "{url} sent snapshot {id} whose size or file count disagrees with its tree; refused"
-            ))));
-        }
-        store.put_objects(&[(ObjectKind::Snapshot, id, s.data)])?;
-        note_lineage(store, &id, &snap)?;
-    }
-    Ok(())
 }
 
 /// What a dataset push did.

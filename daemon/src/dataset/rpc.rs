@@ -323,17 +323,12 @@ pub fn do_checkout(ctx: &Ctx, req: pb::CheckoutRequest) -> Result<pb::CheckoutRe
 
 pub fn peer_of(t: Option<pb::PeerTarget>) -> Result<crate::sync::PeerAddr> {
     let t = t.ok_or_else(|| Error::Config("no peer given".into()))?;
-    Ok(crate::sync::PeerAddr {
-        url: t.url,
-        token: t.token,
-        trust: if !t.fingerprint.is_empty() {
-            crate::tls::Trust::Pinned(t.fingerprint)
-        } else if !t.ca_pem.is_empty() {
-            crate::tls::Trust::Ca(t.ca_pem)
-        } else {
-            crate::tls::Trust::System
-        },
-    })
+    Ok(crate::sync::PeerAddr::new(
+        t.url,
+        t.token,
+        t.fingerprint,
+        t.ca_pem,
+    ))
 }
 
 fn summary(s: &crate::sync::Summary, snapshot: Option<Id>) -> pb::SyncSummary {
