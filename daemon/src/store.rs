@@ -935,15 +935,15 @@ impl Shared {
         raw_len: u32,
         bases: &[Id],
         payload: &[u8],
+        cache: &mut FrameCache,
     ) -> Result<Vec<u8>> {
         let mut dict = Vec::new();
-        let mut cache = FrameCache::default();
         for piece in bases.chunks(crate::STAT_BATCH) {
             for (b, loc) in piece.iter().zip(self.index.chunk_locs(piece)?) {
                 let loc = loc.ok_or_else(|| {
                     Error::NotFound(format!("base chunk {} is not in this store", b.hex()))
                 })?;
-                dict.extend_from_slice(&self.read_chunk(b, &loc, &mut cache)?);
+                dict.extend_from_slice(&self.read_chunk(b, &loc, cache)?);
             }
         }
         format::decompress(codec, payload, raw_len, &dict, 0)

@@ -20,7 +20,7 @@ use std::path::Path;
 /// compressed bytes when compression shrank them.
 pub struct Frame {
     pub chunks: Vec<(Id, u32)>,
-    pub raw: Vec<u8>,
+    pub raw: bytes::Bytes,
     pub compressed: Option<Vec<u8>>,
     /// Chunks whose bytes form the dictionary `compressed` was made with
     /// (a delta); empty for a self-contained frame.
@@ -42,7 +42,7 @@ impl Frame {
     pub fn uncompressed(chunks: Vec<(Id, u32)>, raw: Vec<u8>) -> Frame {
         Frame {
             chunks,
-            raw,
+            raw: raw.into(),
             compressed: None,
             bases: Vec::new(),
             sketches: Vec::new(),

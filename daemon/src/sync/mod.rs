@@ -7,8 +7,12 @@
 //! receives checks every chunk against its id before it is stored, and
 //! every manifest against its file id (the BLAKE3 of the reassembled
 //! content, read back from the store) before the file is recorded. Chunks
-//! are made durable in batches, so an interrupted transfer resumes where it
-//! stopped: a rerun asks again and is sent only what is still missing.
+//! are made durable as their packs fill (sealed in the background while the
+//! transfer goes on) and when a transfer ends or fails, so an interrupted
+//! transfer resumes where it stopped: a rerun asks again and is sent only
+//! what is still missing.
+
+mod frames;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -43,8 +47,6 @@ pub(crate) fn counted<T>(r: Result<T>) -> Result<T> {
 
 /// Chunk streams a pull keeps open at once.
 const STREAMS: usize = 4;
-/// Received bytes after which chunks are made durable (resume points).
-const SEAL_EVERY: u64 = 64 << 20;
 /// Files whose manifests are checked and recorded together.
 const MANIFEST_BATCH: usize = 256;
 /// Entries a manifest may have (a 512 GiB file of 32 KiB chunks).
@@ -305,144 +307,6 @@ fn receive_batch(
     Ok(r)
 }
 
-/// Groups `ids` by the frame that stores them.
-fn plan_frames(store: &Store, ids: &[Id]) -> Result<pb::FramePlan> {
-    let mut frames: Vec<pb::FramePlanEntry> = Vec::new();
-    let mut at: HashMap<(Id, u64), usize> = HashMap::new();
-    for (id, loc) in ids.iter().zip(store.index.chunk_locs(ids)?) {
-        let Some(loc) = loc else { continue };
-        let i = match at.get(&(loc.pack, loc.payload_offset)) {
-            Some(&i) => i,
-            None => {
-                frames.push(pb::FramePlanEntry {
-                    codec: loc.codec as u32,
-                    raw_len: loc.raw_len,
-                    stored_len: loc.stored_len,
-                    bases: store
-                        .frame_bases(&loc)?
-                        .iter()
-                        .map(|b| b.0.to_vec())
-                        .collect(),
-                    ..Default::default()
-                });
-                at.insert((loc.pack, loc.payload_offset), frames.len() - 1);
-                frames.len() - 1
-            }
-        };
-        let f = &mut frames[i];
-        f.chunk_ids.push(id.0.to_vec());
-        f.chunk_offsets.push(loc.offset_in_frame);
-        f.chunk_lens.push(loc.len);
-    }
-    Ok(pb::FramePlan { frames })
-}
-
-/// A frame worth taking as stored: this store has all its bases, and it is
-/// mostly made of what was asked for.
-struct PlannedFrame {
-    codec: crate::pack::format::Codec,
-    raw_len: u32,
-    bases: Vec<Id>,
-    chunks: Vec<(Id, u32, u32)>,
-}
-
-/// A received frame (its chunks already checked) to store as it came, when
-/// it holds exactly the chunks asked for, contiguously, none is here yet,
-/// and a delta's bases are self-contained here; else None (its chunks are
-/// stored one by one).
-fn as_stored(
-    f: &PlannedFrame,
-    raw: &[u8],
-    payload: &[u8],
-    covered: &HashSet<Id>,
-    store: &Store,
-) -> Result<Option<crate::pack::Frame>> {
-    use crate::pack::format::Codec;
-    if f.bases.is_empty() != (f.codec != Codec::ZstdDict) {
-        return Ok(None);
-    }
-    // A delta's bases must be self-contained here too, so any chunk still
-    // decodes from at most its bases' frames and its own.
-    for loc in store.index.chunk_locs(&f.bases)? {
-        match loc {
-            Some(l) if l.codec != Codec::ZstdDict => {}
-            _ => return Ok(None),
-        }
-    }
-    let mut at = 0u32;
-    for (id, off, len) in &f.chunks {
-        if *off != at || covered.contains(id) {
-            return Ok(None);
-        }
-        at += len;
-    }
-    if at != f.raw_len || raw.len() != at as usize {
-        return Ok(None);
-    }
-    let ids: Vec<Id> = f.chunks.iter().map(|c| c.0).collect();
-    if store.indexed(&ids)?.iter().any(|h| *h) {
-        return Ok(None);
-    }
-    Ok(Some(crate::pack::Frame {
-        chunks: f.chunks.iter().map(|(id, _, len)| (*id, *len)).collect(),
-        raw: raw.to_vec(),
-        compressed: (f.codec != Codec::Raw).then(|| payload.to_vec()),
-        bases: f.bases.clone(),
-        sketches: Vec::new(),
-    }))
-}
-
-/// Largest frame accepted from a peer.
-const MAX_FOREIGN_FRAME: u32 = 64 << 20;
-
-fn check_plan(store: &Store, e: pb::FramePlanEntry, peer: &str) -> Result<Option<PlannedFrame>> {
-    let bad = |why: &str| {
-        Error::Refused(format!(
-            "{peer} sent a malformed frame plan ({why}); refused"
-        ))
-    };
-    let codec = u8::try_from(e.codec)
-        .ok()
-        .and_then(crate::pack::format::Codec::from_u8)
-        .ok_or_else(|| bad("unknown codec"))?;
-    if e.raw_len > MAX_FOREIGN_FRAME || e.stored_len > MAX_FOREIGN_FRAME {
-        return Err(bad("frame too large"));
-    }
-    if e.chunk_ids.len() != e.chunk_offsets.len() || e.chunk_ids.len() != e.chunk_lens.len() {
-        return Err(bad("chunk lists differ in length"));
-    }
-    let mut chunks = Vec::new();
-    let mut wanted = 0u64;
-    for ((id, off), len) in e.chunk_ids.iter().zip(e.chunk_offsets).zip(e.chunk_lens) {
-        let id = Id::from_slice(id).ok_or_else(|| bad("malformed chunk id"))?;
-        if off as u64 + len as u64 > e.raw_len as u64 {
-            return Err(bad("chunk outside its frame"));
-        }
-        wanted += len as u64;
-        chunks.push((id, off, len));
-    }
-    let bases: Vec<Id> = e
-        .bases
-        .iter()
-        .map(|b| Id::from_slice(b).ok_or_else(|| bad("malformed base id")))
-        .collect::<Result<_>>()?;
-    if bases.len() > crate::pack::format::MAX_BASES {
-        return Err(bad("too many bases"));
-    }
-    // Worth it only if all bases are here and the frame is not mostly
-    // chunks nobody asked for.
-    let have = store.indexed(&bases)?.into_iter().all(|h| h);
-    let useful = (e.stored_len as u64) <= wanted.max(1) * 2 || !bases.is_empty();
-    Ok(
-        (have && useful && !chunks.is_empty()).then_some(PlannedFrame {
-            codec,
-            raw_len: e.raw_len,
-            bases,
-            chunks,
-        }),
-    )
-}
-
 fn ids_of(list: &[Vec<u8>], peer: &str) -> Result<Vec<Id>> {
     if list.len() > PEER_BATCH {
         return Err(Error::Config(format!(
@@ -600,7 +464,7 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let plan =
-            tokio::task::block_in_place(|| plan_frames(&self.store, &ids)).map_err(status)?;
+            tokio::task::block_in_place(|| frames::plan(&self.store, &ids)).map_err(status)?;
         Ok(Response::new(plan))
     }
 
@@ -639,7 +503,6 @@ impl Peer for PeerApi {
         let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
             let mut session = Session::new(&store);
             let mut reply = pb::PutReply::default();
-            let mut since_seal = 0u64;
             let outcome = (|| -> Result<()> {
                 while let Some(b) = rt
                     .block_on(inbound.message())
@@ -648,11 +511,6 @@ impl Peer for PeerApi {
                     let got = receive_batch(&store, &mut session, b, &peer, None)?;
                     reply.stored += got.stored;
                     reply.already_had += got.had;
-                    since_seal += got.bytes;
-                    if since_seal >= SEAL_EVERY {
-                        session.seal()?;
-                        since_seal = 0;
-                    }
                 }
                 Ok(())
             })();
@@ -1091,8 +949,8 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             }
         }
     }
-    let mut session = Session::new(store);
-    let mut since_seal = 0u64;
+    let started = std::time::Instant::now();
+    let mut intake = frames::Intake::new(store, url);
     // Frames the peer stores as deltas against chunks this store has travel
     // as stored; the rest as chunks.
     // Two rounds: the second takes as stored the delta frames whose bases
@@ -1103,10 +961,9 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         }
         if round == 1 {
             // The first round's frames must be indexed to serve as bases.
-            session.seal()?;
-            since_seal = 0;
+            intake.session.seal()?;
         }
-        let mut frames: HashMap<Id, PlannedFrame> = HashMap::new();
+        let mut plans = frames::Plans::new(url);
         for batch in missing_chunks.chunks(PEER_BATCH) {
             let plan = rt
                 .block_on(peer.plan_frames(pb::IdList {
@@ -1114,74 +971,47 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
                 }))
                 .map_err(|e| net(url, "planning frames", e))?
                 .into_inner();
+            let asked: HashSet<Id> = batch.iter().copied().collect();
             for e in plan.frames {
-                if let Some(f) = check_plan(store, e, url)? {
-                    frames.insert(f.chunks[0].0, f);
-                }
+                plans.add(e, &asked)?;
             }
         }
+        let mut planned = plans.worth_taking(store)?;
         // Fetched over several streams while this thread decodes and stores.
-        let keys: Vec<Id> = frames.keys().copied().collect();
+        let keys: Vec<Id> = planned.keys().copied().collect();
         let jobs = keys.chunks(FRAMES_PER_CALL).map(|k| k.to_vec()).collect();
         let mut rx = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
             p.get_frames(uncompressed(ids)).await
         });
-        let mut covered: HashSet<Id> = HashSet::new();
         let taken = (|| -> Result<()> {
             while let Some(fd) = rt.block_on(rx.recv()) {
                 let fd = fd.map_err(|e| net(url, "sending frames", e))?;
-                let key = Id::from_slice(&fd.chunk).ok_or_else(|| {
-                    Error::Refused(format!("{url} sent a frame with a malformed id; refused"))
-                })?;
-                let f = frames.remove(&key).ok_or_else(|| {
-                    Error::Refused(format!(
-                        "{url} sent a frame that was not asked for; refused"
-                    ))
-                })?;
-                let raw = store.decode_foreign_frame(f.codec, f.raw_len, &f.bases, &fd.payload)?;
+                let f = Id::from_slice(&fd.chunk)
+                    .and_then(|key| planned.remove(&key))
+                    .ok_or_else(|| {
+                        Error::Refused(format!(
+                            "{url} sent a frame that was not asked for; refused"
+                        ))
+                    })?;
                 sum.bytes += fd.payload.len() as u64;
-                since_seal += f.raw_len as u64;
-                // The frame's chunks are checked on every core.
-                f.chunks.par_iter().try_for_each(|(id, off, len)| {
-                    check_chunk(store, id, &raw[*off as usize..(*off + *len) as usize], url)
-                })?;
-                if let Some(frame) = as_stored(&f, raw.as_slice(), &fd.payload, &covered, store)? {
-                    sum.chunks_sent += frame.chunks.len() as u64;
-                    covered.extend(frame.chunks.iter().map(|c| c.0));
-                    session.put_frame(frame)?;
-                    progress(sum.bytes);
-                    if since_seal >= SEAL_EVERY {
-                        session.seal()?;
-                        since_seal = 0;
-                    }
-                    continue;
-                }
-                for (id, off, len) in f.chunks {
-                    let data = &raw[off as usize..(off + len) as usize];
-                    if covered.insert(id) {
-                        session.put_chunk(id, data.to_vec())?;
-                        sum.chunks_sent += 1;
-                    }
-                }
+                sum.chunks_sent += intake.take(f, fd.payload)?;
                 progress(sum.bytes);
-                if since_seal >= SEAL_EVERY {
-                    session.seal()?;
-                    since_seal = 0;
-                }
             }
             Ok(())
         })();
         if let Err(e) = taken {
             // What arrived intact is kept, so a rerun resumes from here.
-            session.seal()?;
+            intake.session.seal()?;
             return Err(e);
         }
         let before = missing_chunks.len();
-        missing_chunks.retain(|c| !covered.contains(c));
+        missing_chunks.retain(|c| !intake.covered.contains(c));
         if missing_chunks.len() == before {
             break;
         }
     }
+    let framed = started.elapsed();
+    let one_by_one = missing_chunks.len();
     // The rest as chunks, over several streams at once; this thread checks
     // and stores what arrives.
     let per_stream = missing_chunks.len().div_ceil(STREAMS).clamp(1, PEER_BATCH);
@@ -1196,20 +1026,15 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     let stored = (|| -> Result<()> {
         while let Some(b) = rt.block_on(rx.recv()) {
             let b = b.map_err(|e| net(url, "sending chunks", e))?;
-            let got = receive_batch(store, &mut session, b, url, Some(&mut asked))?;
+            let got = receive_batch(store, &mut intake.session, b, url, Some(&mut asked))?;
             sum.chunks_sent += got.stored + got.had;
             sum.bytes += got.bytes;
-            since_seal += got.bytes;
             progress(sum.bytes);
-            if since_seal >= SEAL_EVERY {
-                session.seal()?;
-                since_seal = 0;
-            }
         }
         Ok(())
     })();
     // What arrived intact is kept, so a rerun resumes from here.
-    session.seal()?;
+    intake.session.seal()?;
     stored?;
     if !asked.is_empty() {
         return Err(Error::NotFound(format!(
@@ -1217,13 +1042,23 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             asked.len()
         )));
     }
-    session.seal()?;
+    let transferred = started.elapsed();
     let files_done = pieces.done;
     for batch in files_done.chunks(MANIFEST_BATCH) {
         let (n, had) = accept_manifests(store, batch.to_vec(), url)?;
         sum.files += n;
         sum.files_already_there += had;
     }
+    tracing::info!(
+        peer = url,
+        frames_as_stored = intake.as_stored,
+        frames_split = intake.split,
+        chunks_one_by_one = one_by_one,
+        ?framed,
+        ?transferred,
+        total = ?started.elapsed(),
+        "pulled"
+    );
     Ok(sum)
 }
 

@@ -1,0 +1,358 @@
+//! Frames as stored, on the wire: where a peer's chunks lie (`PlanFrames`),
+//! and taking a frame a peer sent as it is stored there (`GetFrames`).
+//!
+//! A frame that holds exactly the chunks a receiver lacks is stored as it
+//! came: no re-framing, no recompression, and a delta against chunks the
+//! receiver already has travels as the small delta it is. Everything is
+//! checked first: each chunk against its id after decoding, the plan
+//! against what was asked.
+
+use super::check_chunk;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::format::{Codec, MAX_BASES};
+use crate::pack::Frame;
+use crate::put::Session;
+use crate::store::{FrameCache, Store};
+use hoard_proto::v1 as pb;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+/// Largest frame accepted from a peer.
+const MAX_FOREIGN_FRAME: u32 = 64 << 20;
+
+/// Longest frame name a peer may use (a pack id and an offset).
+const MAX_FRAME_NAME: usize = 64;
+
+/// Groups `ids` by the frame that stores them (the sender's side). Each
+/// entry names its frame, so a receiver can put together the pieces of one
+/// frame that fell into different requests.
+pub(crate) fn plan(store: &Store, ids: &[Id]) -> Result<pb::FramePlan> {
+    let mut frames: Vec<pb::FramePlanEntry> = Vec::new();
+    let mut at: HashMap<(Id, u64), usize> = HashMap::new();
+    for (id, loc) in ids.iter().zip(store.index.chunk_locs(ids)?) {
+        let Some(loc) = loc else { continue };
+        let i = match at.get(&(loc.pack, loc.payload_offset)) {
+            Some(&i) => i,
+            None => {
+                let mut name = loc.pack.0.to_vec();
+                name.extend_from_slice(&loc.payload_offset.to_le_bytes());
+                frames.push(pb::FramePlanEntry {
+                    frame: name,
+                    codec: loc.codec as u32,
+                    raw_len: loc.raw_len,
+                    stored_len: loc.stored_len,
+                    bases: store
+                        .frame_bases(&loc)?
+                        .iter()
+                        .map(|b| b.0.to_vec())
+                        .collect(),
+                    ..Default::default()
+                });
+                at.insert((loc.pack, loc.payload_offset), frames.len() - 1);
+                frames.len() - 1
+            }
+        };
+        let f = &mut frames[i];
+        f.chunk_ids.push(id.0.to_vec());
+        f.chunk_offsets.push(loc.offset_in_frame);
+        f.chunk_lens.push(loc.len);
+    }
+    Ok(pb::FramePlan { frames })
+}
+
+/// A peer's frame as planned: its encoding and the requested chunks in it
+/// (id, offset in the decoded frame, length), in frame order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PlannedFrame {
+    pub codec: Codec,
+    pub raw_len: u32,
+    pub stored_len: u32,
+    pub bases: Vec<Id>,
+    pub chunks: Vec<(Id, u32, u32)>,
+}
+
+impl PlannedFrame {
+    /// Bytes of requested chunks in it.
+    fn wanted(&self) -> u64 {
+        self.chunks.iter().map(|c| c.2 as u64).sum()
+    }
+}
+
+/// Plan entries from a peer, checked and merged by frame.
+pub(crate) struct Plans<'p> {
+    peer: &'p str,
+    named: HashMap<Vec<u8>, PlannedFrame>,
+    unnamed: Vec<PlannedFrame>,
+}
+
+impl<'p> Plans<'p> {
+    pub fn new(peer: &'p str) -> Self {
+        Plans {
+            peer,
+            named: HashMap::new(),
+            unnamed: Vec::new(),
+        }
+    }
+
+    fn bad(&self, why: &str) -> Error {
+        Error::Refused(format!(
+            "{} sent a malformed frame plan ({why}); refused",
+            self.peer
+        ))
+    }
+
+    /// Adds the plan the peer gave for the ids in `asked`; every chunk it
+    /// lists must be one of those.
+    pub fn add(&mut self, e: pb::FramePlanEntry, asked: &HashSet<Id>) -> Result<()> {
+        let codec = u8::try_from(e.codec)
+            .ok()
+            .and_then(Codec::from_u8)
+            .ok_or_else(|| self.bad("unknown codec"))?;
+        if e.raw_len > MAX_FOREIGN_FRAME || e.stored_len > MAX_FOREIGN_FRAME {
+            return Err(self.bad("frame too large"));
+        }
+        if e.frame.len() > MAX_FRAME_NAME {
+            return Err(self.bad("frame name too long"));
+        }
+        if e.chunk_ids.len() != e.chunk_offsets.len() || e.chunk_ids.len() != e.chunk_lens.len() {
+            return Err(self.bad("chunk lists differ in length"));
+        }
+        let mut chunks = Vec::with_capacity(e.chunk_ids.len());
+        for ((id, off), len) in e.chunk_ids.iter().zip(e.chunk_offsets).zip(e.chunk_lens) {
+            let id = Id::from_slice(id).ok_or_else(|| self.bad("malformed chunk id"))?;
+            if !asked.contains(&id) {
+                return Err(self.bad("a chunk that was not asked about"));
+            }
+            if off as u64 + len as u64 > e.raw_len as u64 {
+                return Err(self.bad("chunk outside its frame"));
+            }
+            chunks.push((id, off, len));
+        }
+        let bases: Vec<Id> = e
+            .bases
+            .iter()
+            .map(|b| Id::from_slice(b).ok_or_else(|| self.bad("malformed base id")))
+            .collect::<Result<_>>()?;
+        if bases.len() > MAX_BASES {
+            return Err(self.bad("too many bases"));
+        }
+        let f = PlannedFrame {
+            codec,
+            raw_len: e.raw_len,
+            stored_len: e.stored_len,
+            bases,
+            chunks,
+        };
+        if e.frame.is_empty() {
+            self.unnamed.push(f);
+            return Ok(());
+        }
+        let peer = self.peer;
+        match self.named.entry(e.frame) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(f);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let have = o.get_mut();
+                if (have.codec, have.raw_len, have.stored_len, &have.bases)
+                    != (f.codec, f.raw_len, f.stored_len, &f.bases)
+                {
+                    return Err(Error::Refused(format!(
+                        "{peer} described one frame in two ways; refused"
+                    )));
+                }
+                have.chunks.extend(f.chunks);
+            }
+        }
+        Ok(())
+    }
+
+    /// The frames worth asking for, keyed by their first chunk (the name
+    /// `GetFrames` takes): this store has all their bases, and they are
+    /// not mostly made of chunks nobody asked for.
+    pub fn worth_taking(self, store: &Store) -> Result<HashMap<Id, PlannedFrame>> {
+        let mut out = HashMap::new();
+        for mut f in self.named.into_values().chain(self.unnamed) {
+            f.chunks.sort_by_key(|c| c.1);
+            let useful = f.stored_len as u64 <= f.wanted().max(1) * 2 || !f.bases.is_empty();
+            if !useful || f.chunks.is_empty() || !store.indexed(&f.bases)?.into_iter().all(|h| h) {
+                continue;
+            }
+            out.insert(f.chunks[0].0, f);
+        }
+        Ok(out)
+    }
+}
+
+/// Takes frames a peer sent as stored: checks every chunk, stores a frame
+/// as it came when it can, else its chunks one by one.
+pub(crate) struct Intake<'s> {
+    store: &'s Store,
+    pub session: Session<'s>,
+    peer: &'s str,
+    /// Chunks taken in this transfer.
+    pub covered: HashSet<Id>,
+    /// Decoded base frames, shared by the deltas against them.
+    cache: FrameCache,
+    /// Frames stored as they came / split into their chunks.
+    pub as_stored: u64,
+    pub split: u64,
+}
+
+impl<'s> Intake<'s> {
+    pub fn new(store: &'s Store, peer: &'s str) -> Self {
+        Intake {
+            store,
+            session: Session::new(store),
+            peer,
+            covered: HashSet::new(),
+            cache: FrameCache::default(),
+            as_stored: 0,
+            split: 0,
+        }
+    }
+
+    /// Checks and keeps one frame; returns how many of its chunks were new
+    /// in this transfer.
+    pub fn take(&mut self, f: PlannedFrame, payload: bytes::Bytes) -> Result<u64> {
+        let peer = self.peer;
+        let first = f.chunks.first().map(|c| c.0.hex()).unwrap_or_default();
+        if payload.len() != f.stored_len as usize {
+            return Err(Error::Refused(format!(
+                "{peer} sent the frame of chunk {first} with {} bytes, planned {}; refused",
+                payload.len(),
+                f.stored_len
+            )));
+        }
+        let raw: bytes::Bytes = match f.codec {
+            // Raw frames are kept as they arrived, without a copy.
+            Codec::Raw if f.raw_len == f.stored_len => payload.clone(),
+            _ => self
+                .store
+                .decode_foreign_frame(f.codec, f.raw_len, &f.bases, &payload, &mut self.cache)
+                .map_err(|e| {
+                    Error::Refused(format!(
+                        "{peer} sent the frame of chunk {first} that does not decode ({e}); refused"
+                    ))
+                })?
+                .into(),
+        };
+        // The frame's chunks are checked on every core.
+        f.chunks.par_iter().try_for_each(|(id, off, len)| {
+            check_chunk(
+                self.store,
+                id,
+                &raw[*off as usize..(*off + *len) as usize],
+                peer,
+            )
+        })?;
+        if self.whole(&f)? {
+            let n = f.chunks.len() as u64;
+            self.covered.extend(f.chunks.iter().map(|c| c.0));
+            self.as_stored += 1;
+            let compressed = (f.codec != Codec::Raw).then(|| payload.to_vec());
+            self.session.put_frame(Frame {
+                chunks: f.chunks.iter().map(|(id, _, len)| (*id, *len)).collect(),
+                raw,
+                compressed,
+                bases: f.bases,
+                sketches: Vec::new(),
+            })?;
+            return Ok(n);
+        }
+        self.split += 1;
+        let mut n = 0;
+        for (id, off, len) in f.chunks {
+            if self.covered.insert(id) {
+                self.session
+                    .put_chunk(id, raw[off as usize..(off + len) as usize].to_vec())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Can the frame be stored as it came? Only when it holds exactly the
+    /// chunks asked for, contiguously, none is here yet, and a delta's
+    /// bases are self-contained here (so any chunk still decodes from at
+    /// most its bases' frames and its own).
+    fn whole(&self, f: &PlannedFrame) -> Result<bool> {
+        if f.bases.is_empty() != (f.codec != Codec::ZstdDict) {
+            return Ok(false);
+        }
+        for loc in self.store.index.chunk_locs(&f.bases)? {
+            match loc {
+                Some(l) if l.codec != Codec::ZstdDict => {}
+                _ => return Ok(false),
+            }
+        }
+        let mut at = 0u32;
+        for (id, off, len) in &f.chunks {
+            if *off != at || self.covered.contains(id) {
+                return Ok(false);
+            }
+            at += len;
+        }
+        if at != f.raw_len {
+            return Ok(false);
+        }
+        let ids: Vec<Id> = f.chunks.iter().map(|c| c.0).collect();
+        Ok(!self.store.indexed(&ids)?.iter().any(|h| *h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &[u8], ids: &[(Id, u32, u32)]) -> pb::FramePlanEntry {
+        pb::FramePlanEntry {
+            frame: name.to_vec(),
+            codec: Codec::Zstd as u32,
+            raw_len: 300,
+            stored_len: 100,
+            bases: Vec::new(),
+            chunk_ids: ids.iter().map(|c| c.0 .0.to_vec()).collect(),
+            chunk_offsets: ids.iter().map(|c| c.1).collect(),
+            chunk_lens: ids.iter().map(|c| c.2).collect(),
+        }
+    }
+
+    #[test]
+    fn pieces_of_one_frame_from_different_requests_are_put_together() {
+        let (a, b, c) = (Id::of(b"a"), Id::of(b"b"), Id::of(b"c"));
+        let asked: HashSet<Id> = [a, b, c].into_iter().collect();
+        let mut p = Plans::new("peer");
+        p.add(entry(b"f1", &[(c, 200, 100)]), &asked).unwrap();
+        p.add(entry(b"f1", &[(a, 0, 100), (b, 100, 100)]), &asked)
+            .unwrap();
+        assert_eq!(p.named.len(), 1);
+        let f = p.named.values().next().unwrap();
+        assert_eq!(f.chunks.len(), 3);
+    }
+
+    #[test]
+    fn plans_that_lie_are_refused() {
+        let (a, b) = (Id::of(b"a"), Id::of(b"b"));
+        let asked: HashSet<Id> = [a].into_iter().collect();
+        let mut p = Plans::new("peer");
+        // A chunk nobody asked about.
+        assert!(p.add(entry(b"f", &[(b, 0, 100)]), &asked).is_err());
+        // Outside its frame.
+        assert!(p.add(entry(b"f", &[(a, 250, 100)]), &asked).is_err());
+        // One frame described two ways.
+        p.add(entry(b"g", &[(a, 0, 100)]), &asked).unwrap();
+        let mut other = entry(b"g", &[(a, 0, 100)]);
+        other.raw_len = 400;
+        assert!(p.add(other, &asked).is_err());
+        // Oversized, unknown codec, overlong name.
+        let mut big = entry(b"h", &[(a, 0, 100)]);
+        big.raw_len = MAX_FOREIGN_FRAME + 1;
+        assert!(p.add(big, &asked).is_err());
+        let mut codec = entry(b"h", &[(a, 0, 100)]);
+        codec.codec = 99;
+        assert!(p.add(codec, &asked).is_err());
+        assert!(p.add(entry(&[7; 65], &[(a, 0, 100)]), &asked).is_err());
+    }
+}
