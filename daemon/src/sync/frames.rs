@@ -79,19 +79,20 @@ impl PlannedFrame {
     }
 }
 
-/// Plan entries from a peer, checked and merged by frame.
+/// Plan entries from a peer, checked and merged by frame, in the order
+/// they first appeared.
 pub(crate) struct Plans<'p> {
     peer: &'p str,
-    named: HashMap<Vec<u8>, PlannedFrame>,
-    unnamed: Vec<PlannedFrame>,
+    frames: Vec<PlannedFrame>,
+    named: HashMap<Vec<u8>, usize>,
 }
 
 impl<'p> Plans<'p> {
     pub fn new(peer: &'p str) -> Self {
         Plans {
             peer,
+            frames: Vec::new(),
             named: HashMap::new(),
-            unnamed: Vec::new(),
         }
     }
 
@@ -145,21 +146,22 @@ impl<'p> Plans<'p> {
             chunks,
         };
         if e.frame.is_empty() {
-            self.unnamed.push(f);
+            self.frames.push(f);
             return Ok(());
         }
-        let peer = self.peer;
-        match self.named.entry(e.frame) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(f);
+        match self.named.get(&e.frame) {
+            None => {
+                self.named.insert(e.frame, self.frames.len());
+                self.frames.push(f);
             }
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let have = o.get_mut();
+            Some(&i) => {
+                let have = &mut self.frames[i];
                 if (have.codec, have.raw_len, have.stored_len, &have.bases)
                     != (f.codec, f.raw_len, f.stored_len, &f.bases)
                 {
                     return Err(Error::Refused(format!(
-                        "{peer} described one frame in two ways; refused"
+                        "{} described one frame in two ways; refused",
+                        self.peer
                     )));
                 }
                 have.chunks.extend(f.chunks);
@@ -168,18 +170,18 @@ impl<'p> Plans<'p> {
         Ok(())
     }
 
-    /// The frames worth asking for, keyed by their first chunk (the name
-    /// `GetFrames` takes): this store has all their bases, and they are
-    /// not mostly made of chunks nobody asked for.
-    pub fn worth_taking(self, store: &Store) -> Result<HashMap<Id, PlannedFrame>> {
-        let mut out = HashMap::new();
-        for mut f in self.named.into_values().chain(self.unnamed) {
+    /// The frames worth asking for, in plan order: this store has all
+    /// their bases, and they are not mostly made of chunks nobody asked
+    /// for. Each is named in `GetFrames` by its first chunk.
+    pub fn worth_taking(self, store: &Store) -> Result<Vec<PlannedFrame>> {
+        let mut out = Vec::new();
+        for mut f in self.frames {
             f.chunks.sort_by_key(|c| c.1);
             let useful = f.stored_len as u64 <= f.wanted().max(1) * 2 || !f.bases.is_empty();
             if !useful || f.chunks.is_empty() || !store.indexed(&f.bases)?.into_iter().all(|h| h) {
                 continue;
             }
-            out.insert(f.chunks[0].0, f);
+            out.push(f);
         }
         Ok(out)
     }
@@ -327,9 +329,8 @@ mod tests {
         p.add(entry(b"f1", &[(c, 200, 100)]), &asked).unwrap();
         p.add(entry(b"f1", &[(a, 0, 100), (b, 100, 100)]), &asked)
             .unwrap();
-        assert_eq!(p.named.len(), 1);
-        let f = p.named.values().next().unwrap();
-        assert_eq!(f.chunks.len(), 3);
+        assert_eq!(p.frames.len(), 1);
+        assert_eq!(p.frames[0].chunks.len(), 3);
     }
 
     #[test]

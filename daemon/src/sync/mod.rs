@@ -832,6 +832,41 @@ where
     Ok(out)
 }
 
+/// Asks the peer where `ids` lie, [`PEER_BATCH`] ids per request and
+/// [`STREAMS`] requests at a time; one plan per batch, in order.
+fn plan_remote(
+    rt: &tokio::runtime::Runtime,
+    peer: &Client,
+    url: &str,
+    ids: &[Id],
+) -> Result<Vec<pb::FramePlan>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(STREAMS));
+    let calls: Vec<_> = ids
+        .chunks(PEER_BATCH)
+        .map(|batch| {
+            let (mut peer, limit) = (peer.clone(), limit.clone());
+            let req = pb::IdList {
+                ids: batch.iter().map(|c| c.0.to_vec()).collect(),
+            };
+            rt.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                peer.plan_frames(req).await
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            let plan = c
+                .await
+                .map_err(|e| Error::Busy(format!("a planning task failed: {e}")))?
+                .map_err(|e| net(url, "planning frames", e))?;
+            out.push(plan.into_inner());
+        }
+        Ok(out)
+    })
+}
+
 /// Frames asked for per `GetFrames` call.
 const FRAMES_PER_CALL: usize = 64;
 
@@ -964,22 +999,23 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             intake.session.seal()?;
         }
         let mut plans = frames::Plans::new(url);
-        for batch in missing_chunks.chunks(PEER_BATCH) {
-            let plan = rt
-                .block_on(peer.plan_frames(pb::IdList {
-                    ids: batch.iter().map(|c| c.0.to_vec()).collect(),
-                }))
-                .map_err(|e| net(url, "planning frames", e))?
-                .into_inner();
+        for (batch, plan) in
+            missing_chunks
+                .chunks(PEER_BATCH)
+                .zip(plan_remote(&rt, &peer, url, &missing_chunks)?)
+        {
             let asked: HashSet<Id> = batch.iter().copied().collect();
             for e in plan.frames {
                 plans.add(e, &asked)?;
             }
         }
-        let mut planned = plans.worth_taking(store)?;
-        // Fetched over several streams while this thread decodes and stores.
-        let keys: Vec<Id> = planned.keys().copied().collect();
+        let planned = plans.worth_taking(store)?;
+        // Fetched over several streams, in plan order, while this thread
+        // decodes and stores.
+        let keys: Vec<Id> = planned.iter().map(|f| f.chunks[0].0).collect();
         let jobs = keys.chunks(FRAMES_PER_CALL).map(|k| k.to_vec()).collect();
+        let mut planned: HashMap<Id, frames::PlannedFrame> =
+            keys.into_iter().zip(planned).collect();
         let mut rx = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
             p.get_frames(uncompressed(ids)).await
         });
