@@ -195,6 +195,8 @@ pub(crate) struct Intake<'s> {
     peer: &'s str,
     /// Chunks taken in this transfer.
     pub covered: HashSet<Id>,
+    /// Files hashed in content order as their chunks pass.
+    pub files: Option<super::files::InOrder>,
     /// Decoded base frames, shared by the deltas against them.
     cache: FrameCache,
     /// Frames stored as they came / split into their chunks.
@@ -209,6 +211,7 @@ impl<'s> Intake<'s> {
             session: Session::new(store),
             peer,
             covered: HashSet::new(),
+            files: None,
             cache: FrameCache::default(),
             as_stored: 0,
             split: 0,
@@ -240,15 +243,24 @@ impl<'s> Intake<'s> {
                 })?
                 .into(),
         };
-        // The frame's chunks are checked on every core.
-        f.chunks.par_iter().try_for_each(|(id, off, len)| {
-            check_chunk(
-                self.store,
-                id,
-                &raw[*off as usize..(*off + *len) as usize],
-                peer,
-            )
-        })?;
+        // The frame's chunks are checked on every core while the files
+        // they belong to are hashed on.
+        let store = self.store;
+        let (checked, ()) = rayon::join(
+            || {
+                f.chunks.par_iter().try_for_each(|(id, off, len)| {
+                    check_chunk(store, id, &raw[*off as usize..(*off + *len) as usize], peer)
+                })
+            },
+            || {
+                if let Some(files) = &mut self.files {
+                    for (id, off, len) in &f.chunks {
+                        files.arrived(id, &raw.slice(*off as usize..(*off + *len) as usize));
+                    }
+                }
+            },
+        );
+        checked?;
         if self.whole(&f)? {
             let n = f.chunks.len() as u64;
             self.covered.extend(f.chunks.iter().map(|c| c.0));

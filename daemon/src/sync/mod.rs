@@ -12,17 +12,19 @@
 //! transfer resumes where it stopped: a rerun asks again and is sent only
 //! what is still missing.
 
+mod files;
 mod frames;
+
+pub use files::accept_manifests;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::manifest::Manifest;
 use crate::put::Session;
-use crate::store::{Completed, Deps, FrameCache, Store};
+use crate::store::{FrameCache, Store};
 use crate::tokens::{Scope, Tokens};
 use hoard_proto::v1::{self as pb, peer_client::PeerClient, peer_server::Peer};
 use hoard_proto::{CHUNK_BATCH_BYTES, PEER_BATCH, PEER_PROTOCOL};
-use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +49,7 @@ pub(crate) fn counted<T>(r: Result<T>) -> Result<T> {
 
 /// Chunk streams a pull keeps open at once.
 const STREAMS: usize = 4;
-/// Files whose manifests are checked and recorded together.
+/// Files whose manifests a `PutManifests` checks and records together.
 const MANIFEST_BATCH: usize = 256;
 /// Entries a manifest may have (a 512 GiB file of 32 KiB chunks).
 const MAX_MANIFEST_ENTRIES: usize = 1 << 24;
@@ -68,101 +70,6 @@ fn check_chunk(store: &Store, id: &Id, data: &[u8], peer: &str) -> Result<()> {
             "{peer} sent data for chunk {} that does not hash to it; refused, nothing of it stored",
             id.hex()
         )));
-    }
-    Ok(())
-}
-
-/// Checks manifests against their file ids (reading the content back from
-/// the store, so every chunk must be here) and records the good ones.
-/// Returns (recorded, already had).
-pub fn accept_manifests(
-    store: &Store,
-    files: Vec<(Id, Manifest)>,
-    peer: &str,
-) -> Result<(u64, u64)> {
-    let mut had = 0;
-    let mut new = Vec::new();
-    for (file, m) in files {
-        if store.file_size(&file)?.is_some() {
-            had += 1;
-        } else {
-            new.push((file, m));
-        }
-    }
-    // Files are read back and hashed in parallel.
-    new.par_iter()
-        .try_for_each(|(file, m)| verify_manifest(store, file, m, peer))?;
-    let mut good: Vec<Completed> = new
-        .into_iter()
-        .map(|(file, manifest)| Completed {
-            file,
-            manifest,
-            deps: Deps::default(),
-            stat: None,
-        })
-        .collect();
-    let n = good.len() as u64;
-    if !good.is_empty() {
-        for r in store.commit(&mut good, 0)? {
-            r?;
-        }
-    }
-    Ok((n, had))
-}
-
-/// Bytes read back before they are hashed (in parallel) as one block.
-const HASH_BLOCK: usize = 16 << 20;
-
-fn verify_manifest(store: &Store, file: &Id, m: &Manifest, peer: &str) -> Result<()> {
-    let bad = |why: String| {
-        Error::Refused(format!(
-            "{peer} sent a manifest for {file} that {why}; refused"
-        ))
-    };
-    let max = store.params().chunk.max;
-    let total: u64 = m.chunks.iter().map(|c| c.1 as u64).sum();
-    if total != m.size {
-        return Err(bad(format!(
-            "lists {total} bytes of chunks for a {}-byte file",
-            m.size
-        )));
-    }
-    if m.chunks.iter().any(|c| c.1 == 0 || c.1 > max) {
-        return Err(bad("has chunks outside this store's chunk sizes".into()));
-    }
-    // The whole-file hash covers every chunk read back, so chunks are not
-    // hashed one by one here; large files are hashed on every core.
-    let mut h = blake3::Hasher::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(if m.size >= HASH_BLOCK as u64 {
-        HASH_BLOCK
-    } else {
-        m.size as usize
-    });
-    let mut cache = FrameCache::with_slots(24);
-    for piece in m.chunks.chunks(PEER_BATCH) {
-        let ids: Vec<Id> = piece.iter().map(|c| c.0).collect();
-        let locs = store.index.chunk_locs(&ids)?;
-        for ((id, len), loc) in piece.iter().zip(locs) {
-            let loc = loc.ok_or_else(|| {
-                Error::NotFound(format!(
-                    "chunk {} of {file} is not here; the chunks must arrive before the manifest",
-                    id.hex()
-                ))
-            })?;
-            let data = store.read_chunk_checked(id, &loc, &mut cache, false)?;
-            if data.len() != *len as usize {
-                return Err(bad(format!("gives chunk {} the wrong length", id.hex())));
-            }
-            buf.extend_from_slice(&data);
-            if buf.len() >= HASH_BLOCK {
-                h.update_rayon(&buf);
-                buf.clear();
-            }
-        }
-    }
-    h.update_rayon(&buf);
-    if h.finalize().as_bytes() != &file.0 {
-        return Err(bad("does not hash to it".into()));
     }
     Ok(())
 }
@@ -283,6 +190,7 @@ fn receive_batch(
     batch: pb::ChunkBatch,
     peer: &str,
     mut asked: Option<&mut HashSet<Id>>,
+    mut in_order: Option<&mut files::InOrder>,
 ) -> Result<Received> {
     let mut r = Received::default();
     for c in batch.chunks {
@@ -297,6 +205,9 @@ fn receive_batch(
             }
         }
         check_chunk(store, &id, &c.data, peer)?;
+        if let Some(o) = in_order.as_deref_mut() {
+            o.arrived(&id, &c.data);
+        }
         r.bytes += c.data.len() as u64;
         if session.put_chunk(id, c.data.to_vec())? {
             r.stored += 1;
@@ -508,7 +419,7 @@ impl Peer for PeerApi {
                     .block_on(inbound.message())
                     .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
                 {
-                    let got = receive_batch(&store, &mut session, b, &peer, None)?;
+                    let got = receive_batch(&store, &mut session, b, &peer, None, None)?;
                     reply.stored += got.stored;
                     reply.already_had += got.had;
                 }
@@ -868,29 +779,42 @@ fn plan_remote(
 }
 
 /// Frames asked for per `GetFrames` call.
-const FRAMES_PER_CALL: usize = 64;
+const FRAMES_PER_CALL: usize = 8;
+/// Chunks asked for per `GetChunks` call.
+const CHUNKS_PER_CALL: usize = 128;
+/// Messages of one call held while the receiver is busy with earlier calls.
+const CALL_BUFFER: usize = 4;
 
-/// Runs `call` for each job on [`STREAMS`] concurrent streams, handing
-/// every message (or the first error of a stream) to the returned channel.
+/// What arrives for the jobs of [`stream_jobs`]: one channel per job, in
+/// job order, each ending after the job's last message (or its error).
+type JobStreams<T> = Vec<mpsc::Receiver<std::result::Result<T, Status>>>;
+
+/// Runs `call` for each job on [`STREAMS`] concurrent streams. Messages
+/// come out in job order, so the receiver sees data in the order it was
+/// planned; a stream runs at most [`CALL_BUFFER`] messages ahead of where
+/// the receiver is, so memory stays bounded.
 fn stream_jobs<T, F, Fut>(
     rt: &tokio::runtime::Runtime,
     peer: &Client,
     jobs: Vec<Vec<Id>>,
     call: F,
-) -> mpsc::Receiver<std::result::Result<T, Status>>
+) -> JobStreams<T>
 where
     T: Send + 'static,
     F: Fn(Client, pb::IdList) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = std::result::Result<Response<Streaming<T>>, Status>> + Send,
 {
-    let (tx, rx) = mpsc::channel(2 * STREAMS);
-    let queue = Arc::new(std::sync::Mutex::new(jobs.into_iter()));
-    for _ in 0..STREAMS {
-        let (tx, queue, peer, call) = (tx.clone(), queue.clone(), peer.clone(), call.clone());
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut work: Vec<Vec<_>> = (0..STREAMS).map(|_| Vec::new()).collect();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel(CALL_BUFFER);
+        out.push(rx);
+        work[i % STREAMS].push((job, tx));
+    }
+    for work in work {
+        let (peer, call) = (peer.clone(), call.clone());
         rt.spawn(async move {
-            loop {
-                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                let Some(job) = job else { return };
+            for (job, tx) in work {
                 let ids = pb::IdList {
                     ids: job.iter().map(|c| c.0.to_vec()).collect(),
                 };
@@ -918,7 +842,21 @@ where
             }
         });
     }
-    rx
+    out
+}
+
+/// Hands every message of `streams`, in order, to `each`.
+fn each_message<T>(
+    rt: &tokio::runtime::Runtime,
+    streams: JobStreams<T>,
+    mut each: impl FnMut(std::result::Result<T, Status>) -> Result<()>,
+) -> Result<()> {
+    for mut rx in streams {
+        while let Some(m) = rt.block_on(rx.recv()) {
+            each(m)?;
+        }
+    }
+    Ok(())
 }
 
 /// Brings `files` from the peer at `url` into this store.
@@ -986,6 +924,13 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     }
     let started = std::time::Instant::now();
     let mut intake = frames::Intake::new(store, url);
+    // Files are hashed as their chunks arrive, so few are read back.
+    intake.files = Some(files::InOrder::new(
+        store,
+        pieces.done,
+        &missing_chunks,
+        url,
+    )?);
     // Frames the peer stores as deltas against chunks this store has travel
     // as stored; the rest as chunks.
     // Two rounds: the second takes as stored the delta frames whose bases
@@ -1016,25 +961,23 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         let jobs = keys.chunks(FRAMES_PER_CALL).map(|k| k.to_vec()).collect();
         let mut planned: HashMap<Id, frames::PlannedFrame> =
             keys.into_iter().zip(planned).collect();
-        let mut rx = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
+        let streams = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
             p.get_frames(uncompressed(ids)).await
         });
-        let taken = (|| -> Result<()> {
-            while let Some(fd) = rt.block_on(rx.recv()) {
-                let fd = fd.map_err(|e| net(url, "sending frames", e))?;
-                let f = Id::from_slice(&fd.chunk)
-                    .and_then(|key| planned.remove(&key))
-                    .ok_or_else(|| {
-                        Error::Refused(format!(
-                            "{url} sent a frame that was not asked for; refused"
-                        ))
-                    })?;
-                sum.bytes += fd.payload.len() as u64;
-                sum.chunks_sent += intake.take(f, fd.payload)?;
-                progress(sum.bytes);
-            }
+        let taken = each_message(&rt, streams, |fd| {
+            let fd = fd.map_err(|e| net(url, "sending frames", e))?;
+            let f = Id::from_slice(&fd.chunk)
+                .and_then(|key| planned.remove(&key))
+                .ok_or_else(|| {
+                    Error::Refused(format!(
+                        "{url} sent a frame that was not asked for; refused"
+                    ))
+                })?;
+            sum.bytes += fd.payload.len() as u64;
+            sum.chunks_sent += intake.take(f, fd.payload)?;
+            progress(sum.bytes);
             Ok(())
-        })();
+        });
         if let Err(e) = taken {
             // What arrived intact is kept, so a rerun resumes from here.
             intake.session.seal()?;
@@ -1050,25 +993,29 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     let one_by_one = missing_chunks.len();
     // The rest as chunks, over several streams at once; this thread checks
     // and stores what arrives.
-    let per_stream = missing_chunks.len().div_ceil(STREAMS).clamp(1, PEER_BATCH);
     let mut asked: HashSet<Id> = missing_chunks.iter().copied().collect();
     let jobs: Vec<Vec<Id>> = missing_chunks
-        .chunks(per_stream)
+        .chunks(CHUNKS_PER_CALL)
         .map(|c| c.to_vec())
         .collect();
-    let mut rx = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
+    let streams = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
         p.get_chunks(ids).await
     });
-    let stored = (|| -> Result<()> {
-        while let Some(b) = rt.block_on(rx.recv()) {
-            let b = b.map_err(|e| net(url, "sending chunks", e))?;
-            let got = receive_batch(store, &mut intake.session, b, url, Some(&mut asked))?;
-            sum.chunks_sent += got.stored + got.had;
-            sum.bytes += got.bytes;
-            progress(sum.bytes);
-        }
+    let stored = each_message(&rt, streams, |b| {
+        let b = b.map_err(|e| net(url, "sending chunks", e))?;
+        let got = receive_batch(
+            store,
+            &mut intake.session,
+            b,
+            url,
+            Some(&mut asked),
+            intake.files.as_mut(),
+        )?;
+        sum.chunks_sent += got.stored + got.had;
+        sum.bytes += got.bytes;
+        progress(sum.bytes);
         Ok(())
-    })();
+    });
     // What arrived intact is kept, so a rerun resumes from here.
     intake.session.seal()?;
     stored?;
@@ -1079,11 +1026,15 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         )));
     }
     let transferred = started.elapsed();
-    let files_done = pieces.done;
-    for batch in files_done.chunks(MANIFEST_BATCH) {
-        let (n, had) = accept_manifests(store, batch.to_vec(), url)?;
-        sum.files += n;
-        sum.files_already_there += had;
+    if let Some(files) = intake.files.take() {
+        let done = files.finish(store, url)?;
+        sum.files += done.recorded;
+        sum.files_already_there += done.already_here;
+        tracing::debug!(
+            streamed = done.streamed,
+            read_back = done.read_back,
+            "checked pulled files"
+        );
     }
     tracing::info!(
         peer = url,
