@@ -15,7 +15,6 @@ use crate::pack::Frame;
 use crate::put::Session;
 use crate::store::{FrameCache, Store};
 use hoard_proto::v1 as pb;
-use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 /// Largest frame accepted from a peer.
@@ -188,39 +187,91 @@ impl<'p> Plans<'p> {
 }
 
 /// Takes frames a peer sent as stored: checks every chunk, stores a frame
-/// as it came when it can, else its chunks one by one.
+/// as it came when it can, else its chunks one by one. Checking (decoding,
+/// chunk ids, file hashes) and storing (pack writes) run on two threads.
 pub(crate) struct Intake<'s> {
-    store: &'s Store,
-    pub session: Session<'s>,
-    peer: &'s str,
-    /// Chunks taken in this transfer.
-    pub covered: HashSet<Id>,
-    /// Files hashed in content order as their chunks pass.
-    pub files: Option<super::files::InOrder>,
-    /// Decoded base frames, shared by the deltas against them.
-    cache: FrameCache,
-    /// Frames stored as they came / split into their chunks.
-    pub as_stored: u64,
-    pub split: u64,
+    pub check: Checker<'s>,
+    pub keep: Keeper<'s>,
 }
 
 impl<'s> Intake<'s> {
     pub fn new(store: &'s Store, peer: &'s str) -> Self {
         Intake {
-            store,
-            session: Session::new(store),
-            peer,
-            covered: HashSet::new(),
-            files: None,
-            cache: FrameCache::default(),
-            as_stored: 0,
-            split: 0,
+            check: Checker {
+                store,
+                peer,
+                files: None,
+                cache: FrameCache::default(),
+            },
+            keep: Keeper {
+                store,
+                session: Session::new(store),
+                covered: HashSet::new(),
+                as_stored: 0,
+                split: 0,
+            },
         }
     }
 
-    /// Checks and keeps one frame; returns how many of its chunks were new
-    /// in this transfer.
-    pub fn take(&mut self, f: PlannedFrame, payload: bytes::Bytes) -> Result<u64> {
+    /// Takes every frame `feed` hands over (through its `take` argument),
+    /// storing each on another thread while the next is checked; returns
+    /// how many chunks were new in this transfer. Storing keeps up to
+    /// [`IN_FLIGHT`] checked frames waiting.
+    pub fn take_all(
+        &mut self,
+        feed: impl FnOnce(&mut dyn FnMut(PlannedFrame, bytes::Bytes) -> Result<()>) -> Result<()>,
+    ) -> Result<u64> {
+        let (check, keep) = (&mut self.check, &mut self.keep);
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Checked>(IN_FLIGHT);
+            let storing = scope.spawn(move || -> Result<u64> {
+                let mut n = 0;
+                for c in rx {
+                    n += keep.keep(c)?;
+                }
+                Ok(n)
+            });
+            let fed = feed(&mut |f, payload| {
+                let c = check.check(f, payload)?;
+                // A closed channel means storing failed: its error is the
+                // one reported.
+                tx.send(c)
+                    .map_err(|_| Error::Busy("storing stopped".into()))
+            });
+            drop(tx);
+            let stored = storing
+                .join()
+                .map_err(|_| Error::Busy("the thread storing frames panicked".into()))?;
+            let n = stored?;
+            fed?;
+            Ok(n)
+        })
+    }
+}
+
+/// Checked frames waiting to be stored.
+const IN_FLIGHT: usize = 4;
+
+/// A frame whose chunks have been checked, with its decoded bytes.
+pub(crate) struct Checked {
+    f: PlannedFrame,
+    raw: bytes::Bytes,
+    payload: bytes::Bytes,
+}
+
+/// The checking half of an [`Intake`].
+pub(crate) struct Checker<'s> {
+    store: &'s Store,
+    peer: &'s str,
+    /// Files hashed in content order as their chunks pass.
+    pub files: Option<super::files::InOrder>,
+    /// Decoded base frames, shared by the deltas against them.
+    cache: FrameCache,
+}
+
+impl Checker<'_> {
+    /// Decodes a frame and checks its chunks against their ids.
+    pub fn check(&mut self, f: PlannedFrame, payload: bytes::Bytes) -> Result<Checked> {
         let peer = self.peer;
         let first = f.chunks.first().map(|c| c.0.hex()).unwrap_or_default();
         if payload.len() != f.stored_len as usize {
@@ -243,24 +294,41 @@ impl<'s> Intake<'s> {
                 })?
                 .into(),
         };
-        // The frame's chunks are checked on every core while the files
-        // they belong to are hashed on.
-        let store = self.store;
-        let (checked, ()) = rayon::join(
-            || {
-                f.chunks.par_iter().try_for_each(|(id, off, len)| {
-                    check_chunk(store, id, &raw[*off as usize..(*off + *len) as usize], peer)
-                })
-            },
-            || {
-                if let Some(files) = &mut self.files {
-                    for (id, off, len) in &f.chunks {
-                        files.arrived(id, &raw.slice(*off as usize..(*off + *len) as usize));
-                    }
-                }
-            },
-        );
-        checked?;
+        // On this thread: storing runs on another, and the network on
+        // others again, so a thread pool would only add hand-offs.
+        for (id, off, len) in &f.chunks {
+            check_chunk(
+                self.store,
+                id,
+                &raw[*off as usize..(*off + *len) as usize],
+                peer,
+            )?;
+        }
+        if let Some(files) = &mut self.files {
+            for (id, off, len) in &f.chunks {
+                files.arrived(id, &raw.slice(*off as usize..(*off + *len) as usize));
+            }
+        }
+        Ok(Checked { f, raw, payload })
+    }
+}
+
+/// The storing half of an [`Intake`].
+pub(crate) struct Keeper<'s> {
+    store: &'s Store,
+    pub session: Session<'s>,
+    /// Chunks taken in this transfer.
+    pub covered: HashSet<Id>,
+    /// Frames stored as they came / split into their chunks.
+    pub as_stored: u64,
+    pub split: u64,
+}
+
+impl Keeper<'_> {
+    /// Stores a checked frame; returns how many of its chunks were new in
+    /// this transfer.
+    pub fn keep(&mut self, c: Checked) -> Result<u64> {
+        let Checked { f, raw, payload } = c;
         if self.whole(&f)? {
             let n = f.chunks.len() as u64;
             self.covered.extend(f.chunks.iter().map(|c| c.0));

@@ -925,7 +925,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     let started = std::time::Instant::now();
     let mut intake = frames::Intake::new(store, url);
     // Files are hashed as their chunks arrive, so few are read back.
-    intake.files = Some(files::InOrder::new(
+    intake.check.files = Some(files::InOrder::new(
         store,
         pieces.done,
         &missing_chunks,
@@ -941,7 +941,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         }
         if round == 1 {
             // The first round's frames must be indexed to serve as bases.
-            intake.session.seal()?;
+            intake.keep.session.seal()?;
         }
         let mut plans = frames::Plans::new(url);
         for (batch, plan) in
@@ -964,27 +964,29 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         let streams = stream_jobs(&rt, &peer, jobs, |mut p, ids| async move {
             p.get_frames(uncompressed(ids)).await
         });
-        let taken = each_message(&rt, streams, |fd| {
-            let fd = fd.map_err(|e| net(url, "sending frames", e))?;
-            let f = Id::from_slice(&fd.chunk)
-                .and_then(|key| planned.remove(&key))
-                .ok_or_else(|| {
-                    Error::Refused(format!(
-                        "{url} sent a frame that was not asked for; refused"
-                    ))
-                })?;
-            sum.bytes += fd.payload.len() as u64;
-            sum.chunks_sent += intake.take(f, fd.payload)?;
-            progress(sum.bytes);
-            Ok(())
+        let taken = intake.take_all(|take| {
+            each_message(&rt, streams, |fd| {
+                let fd = fd.map_err(|e| net(url, "sending frames", e))?;
+                let f = Id::from_slice(&fd.chunk)
+                    .and_then(|key| planned.remove(&key))
+                    .ok_or_else(|| {
+                        Error::Refused(format!(
+                            "{url} sent a frame that was not asked for; refused"
+                        ))
+                    })?;
+                sum.bytes += fd.payload.len() as u64;
+                progress(sum.bytes);
+                take(f, fd.payload)
+            })
         });
+        let taken = taken.map(|n| sum.chunks_sent += n);
         if let Err(e) = taken {
             // What arrived intact is kept, so a rerun resumes from here.
-            intake.session.seal()?;
+            intake.keep.session.seal()?;
             return Err(e);
         }
         let before = missing_chunks.len();
-        missing_chunks.retain(|c| !intake.covered.contains(c));
+        missing_chunks.retain(|c| !intake.keep.covered.contains(c));
         if missing_chunks.len() == before {
             break;
         }
@@ -1005,11 +1007,11 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         let b = b.map_err(|e| net(url, "sending chunks", e))?;
         let got = receive_batch(
             store,
-            &mut intake.session,
+            &mut intake.keep.session,
             b,
             url,
             Some(&mut asked),
-            intake.files.as_mut(),
+            intake.check.files.as_mut(),
         )?;
         sum.chunks_sent += got.stored + got.had;
         sum.bytes += got.bytes;
@@ -1017,7 +1019,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         Ok(())
     });
     // What arrived intact is kept, so a rerun resumes from here.
-    intake.session.seal()?;
+    intake.keep.session.seal()?;
     stored?;
     if !asked.is_empty() {
         return Err(Error::NotFound(format!(
@@ -1026,7 +1028,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         )));
     }
     let transferred = started.elapsed();
-    if let Some(files) = intake.files.take() {
+    if let Some(files) = intake.check.files.take() {
         let done = files.finish(store, url)?;
         sum.files += done.recorded;
         sum.files_already_there += done.already_here;
@@ -1038,8 +1040,8 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     }
     tracing::info!(
         peer = url,
-        frames_as_stored = intake.as_stored,
-        frames_split = intake.split,
+        frames_as_stored = intake.keep.as_stored,
+        frames_split = intake.keep.split,
         chunks_one_by_one = one_by_one,
         ?framed,
         ?transferred,
