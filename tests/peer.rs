@@ -697,3 +697,66 @@ fn a_fetch_whose_daemon_is_killed_resumes_without_fetching_again_what_arrived() 
         "content differs after resuming"
     );
 }
+
+#[test]
+fn a_one_percent_edit_of_a_1_gb_file_moves_about_the_changed_chunks() {
+    const SIZE: usize = 1_000_000_000;
+    const EDITS: usize = 100;
+    const EDIT: usize = 100_000; // 100 × 100 kB = 1 %
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let (rw, ro) = (hub.token(true), hub.token(false));
+    let a = Env::new();
+    a.ok(&["remote", "add", "origin", &url, "--token", &rw]);
+    let c = Env::new();
+    c.ok(&["remote", "add", "origin", &url, "--token", &ro]);
+
+    // Incompressible, so bytes on the wire are the changed content itself.
+    let v1 = data(SIZE, 41, false);
+    std::fs::write(a.path("v1.bin"), &v1).unwrap();
+    let o1 = oid_of(&a, &a.path("v1.bin"));
+    let mut v2 = v1;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..EDITS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x % (SIZE - EDIT) as u64) as usize;
+        for b in &mut v2[at..at + EDIT] {
+            *b = b.wrapping_add(1);
+        }
+    }
+    std::fs::write(a.path("v2.bin"), &v2).unwrap();
+    let o2 = oid_of(&a, &a.path("v2.bin"));
+
+    let s1 = summary(&a, &["push", &o1]);
+    assert!(s1["bytes"].as_u64().unwrap() >= SIZE as u64, "{s1}");
+    let changed = (EDITS * EDIT) as u64;
+    // Each edit also rewrites the chunks it starts and ends in (64 KiB on
+    // average), so the new chunks hold a little more than the edit.
+    let bound = changed + (EDITS as u64) * 4 * (64 << 10);
+    let s2 = summary(&a, &["push", &o2]);
+    let pushed = s2["bytes"].as_u64().unwrap();
+    assert!(
+        pushed >= changed && pushed <= bound,
+        "pushed {pushed} bytes for {changed} changed: {s2}"
+    );
+    assert!(
+        s2["chunks_skipped"].as_u64().unwrap() > 10 * s2["chunks_sent"].as_u64().unwrap(),
+        "{s2}"
+    );
+
+    // A second daemon with v1 fetches v2: again about the changed chunks.
+    summary(&c, &["fetch", &o1]);
+    let f2 = summary(&c, &["fetch", &o2]);
+    let fetched = f2["bytes"].as_u64().unwrap();
+    assert!(
+        fetched >= changed && fetched <= bound,
+        "fetched {fetched} bytes for {changed} changed: {f2}"
+    );
+    eprintln!("1 % of 1 GB edited ({changed} bytes): pushed {pushed}, fetched {fetched}");
+    assert_eq!(c.run(&["cat", &o2]).stdout, v2);
+    // And a rerun moves nothing.
+    let again = summary(&c, &["fetch", &o2]);
+    assert_eq!(again["chunks_sent"], 0, "{again}");
+}
