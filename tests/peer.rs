@@ -625,6 +625,12 @@ fn a_hostile_peer_is_refused_and_nothing_it_sent_is_stored() {
             st["peer_refused"], 1,
             "{lie:?}: the refusal is counted: {st}"
         );
+        // The count is kept in the store: a restarted daemon still shows it.
+        me.kill_daemon();
+        me.ok(&["daemon", "start"]);
+        let st: serde_json::Value =
+            serde_json::from_str(&me.ok(&["daemon", "status", "--json"])).unwrap();
+        assert_eq!(st["peer_refused"], 1, "{lie:?}: after a restart: {st}");
     }
 }
 

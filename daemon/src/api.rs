@@ -385,7 +385,7 @@ impl Local for LocalApi {
             frame_target: p.frame_target,
             peer_listen: self.peer.0.clone(),
             peer_fingerprint: self.peer.1.clone(),
-            peer_refused: crate::sync::REFUSED.load(std::sync::atomic::Ordering::Relaxed),
+            peer_refused: crate::sync::refused(&self.store).unwrap_or(0),
             clean_known: put::KNOWN.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }

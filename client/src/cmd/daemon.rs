@@ -121,7 +121,7 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
         }
         if s.peer_refused > 0 {
             println!(
-                "refused {} transfers since start: a peer sent wrong data (see {})",
+                "refused {} transfers so far: a peer sent wrong data (see {})",
                 s.peer_refused,
                 paths.log().display()
             );

@@ -496,7 +496,7 @@ pub fn clone(
     // Checked as one set: the snapshot's parents need not be here.
     trees.extend(received);
     if !trees.is_empty() {
-        sync::counted(accept_objects(store, trees, url, false))?;
+        sync::counted(store, accept_objects(store, trees, url, false))?;
     }
 
     // The selected files' content.

@@ -34,15 +34,31 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
-/// Transfers refused because a peer sent wrong data, since this daemon
-/// started (shown by `hoard daemon status`).
-pub static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Where the store counts transfers refused because a peer sent wrong data.
+const REFUSED_KEY: &str = "counter/peer_refused";
+/// Serialises updates of that count.
+static REFUSED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Counts a refusal on its way out.
-pub(crate) fn counted<T>(r: Result<T>) -> Result<T> {
+/// Transfers this store refused because a peer sent wrong data, over its
+/// whole life (shown by `hoard daemon status`).
+pub fn refused(store: &Store) -> Result<u64> {
+    Ok(store
+        .get_local(REFUSED_KEY)?
+        .and_then(|v| v.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0))
+}
+
+/// Counts a refusal on its way out (in the store, so it outlives the
+/// daemon).
+pub(crate) fn counted<T>(store: &Store, r: Result<T>) -> Result<T> {
     if let Err(Error::Refused(why)) = &r {
-        REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(%why, "refused data from a peer");
+        let _one = REFUSED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let n = refused(store).map(|n| n + 1);
+        if let Err(e) = n.and_then(|n| store.put_local(REFUSED_KEY, Some(&n.to_le_bytes()))) {
+            tracing::warn!(error = %e, "cannot count the refusal");
+        }
     }
     r
 }
@@ -431,7 +447,7 @@ impl Peer for PeerApi {
         })
         .await
         .map_err(|e| Status::internal(format!("receiving chunks failed: {e}")))?;
-        counted(r).map(Response::new).map_err(status)
+        counted(&self.store, r).map(Response::new).map_err(status)
     }
 
     async fn put_manifests(
@@ -469,7 +485,7 @@ impl Peer for PeerApi {
         })
         .await
         .map_err(|e| Status::internal(format!("receiving manifests failed: {e}")))?;
-        counted(r).map(Response::new).map_err(status)
+        counted(&self.store, r).map(Response::new).map_err(status)
     }
 
     type GetObjectsStream = Events<pb::ObjectBatch>;
@@ -509,7 +525,7 @@ impl Peer for PeerApi {
         })
         .await
         .map_err(|e| Status::internal(format!("receiving objects failed: {e}")))?;
-        counted(r).map(Response::new).map_err(status)
+        counted(&self.store, r).map(Response::new).map_err(status)
     }
 
     async fn list_refs(
@@ -861,7 +877,7 @@ fn each_message<T>(
 
 /// Brings `files` from the peer at `url` into this store.
 pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
-    counted(pull_inner(store, addr, files, progress))
+    counted(store, pull_inner(store, addr, files, progress))
 }
 
 fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
@@ -1053,7 +1069,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
 
 /// Sends `files` (and the chunks of them the peer lacks) to the peer at `url`.
 pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
-    counted(push_inner(store, addr, files, progress))
+    counted(store, push_inner(store, addr, files, progress))
 }
 
 fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
