@@ -446,7 +446,7 @@ mod tests {
         swapped.chunks.swap(0, 1);
         let mut o = InOrder::new(&dst, vec![(file, swapped)], &ids, "p").unwrap();
         arrive(&dst, &mut o, &chunks);
-        let e = o.finish(&dst, "p").err().expect("refused");
+        let e = o.finish(&dst, "p").expect_err("refused");
         assert!(e.to_string().contains("does not hash"), "{e}");
         assert_eq!(dst.file_size(&file).unwrap(), None);
         // A shape that cannot be right is refused before anything arrives.
