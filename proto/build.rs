@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hoard.v1.ReadBatchReply.data")
         .bytes(".hoard.v1.ChunkData.data")
         .bytes(".hoard.v1.FrameData.payload")
+        .bytes(".hoard.v1.FramePut.payload")
         .compile_fds(fds)?;
     Ok(())
 }

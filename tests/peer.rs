@@ -520,6 +520,12 @@ mod hostile {
         ) -> Result<Response<pb::PutReply>, Status> {
             Err(Status::unimplemented("liar"))
         }
+        async fn put_frames(
+            &self,
+            _: Request<Streaming<pb::FramePut>>,
+        ) -> Result<Response<pb::PutReply>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
         async fn put_manifests(
             &self,
             _: Request<Streaming<pb::ManifestPiece>>,
@@ -661,6 +667,29 @@ fn a_new_version_travels_as_a_delta_against_the_one_the_receiver_has() {
     );
     assert_eq!(c.run(&["cat", &o2]).stdout, v2);
     c.ok(&["verify", "--read-data"]);
+
+    // The same the other way: pushing v2 to a hub that has v1 sends the
+    // delta the pusher stores, checked and stored as it came.
+    let hub2 = Env::new();
+    let url2 = hub2.start_hub();
+    let rw = hub2.token(true);
+    let p = Env::new();
+    std::fs::write(p.path("v1.csv"), &v1).unwrap();
+    std::fs::write(p.path("v2.csv"), &v2).unwrap();
+    assert_eq!(oid_of(&p, &p.path("v1.csv")), o1);
+    assert_eq!(oid_of(&p, &p.path("v2.csv")), o2);
+    p.ok(&["remote", "add", "origin", &url2, "--token", &rw]);
+    let s1 = summary(&p, &["push", &o1]);
+    let s2 = summary(&p, &["push", &o2]);
+    let (b1, b2) = (s1["bytes"].as_u64().unwrap(), s2["bytes"].as_u64().unwrap());
+    eprintln!("pushed v1 {b1} bytes, v2 {b2} bytes");
+    assert!(
+        b2 * 4 < b1,
+        "v2 should be pushed as a small delta: v1 {b1} bytes, v2 {b2} bytes"
+    );
+    assert_eq!(s2["files"], 1, "{s2}");
+    assert_eq!(hub2.run(&["cat", &o2]).stdout, v2);
+    hub2.ok(&["verify", "--read-data"]);
 }
 
 #[test]
@@ -765,4 +794,94 @@ fn a_one_percent_edit_of_a_1_gb_file_moves_about_the_changed_chunks() {
     // And a rerun moves nothing.
     let again = summary(&c, &["fetch", &o2]);
     assert_eq!(again["chunks_sent"], 0, "{again}");
+}
+
+#[test]
+fn a_hostile_pusher_is_refused_and_nothing_it_sent_is_stored() {
+    use hoard_proto::v1::{self as pb, peer_client::PeerClient};
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let rw = hub.token(true);
+    let chunk = data(20_000, 77, false);
+    let id = blake3::hash(&chunk).as_bytes().to_vec();
+    let raw = |ids: Vec<Vec<u8>>, lens: Vec<u32>| pb::FramePlanEntry {
+        frame: Vec::new(),
+        codec: 0, // raw
+        raw_len: lens.iter().sum(),
+        stored_len: lens.iter().sum(),
+        bases: Vec::new(),
+        chunk_offsets: lens
+            .iter()
+            .scan(0, |at, l| {
+                let o = *at;
+                *at += l;
+                Some(o)
+            })
+            .collect(),
+        chunk_ids: ids,
+        chunk_lens: lens,
+    };
+    let mut wrong = chunk.clone();
+    wrong[0] ^= 1;
+    let cases: Vec<(&str, pb::FramePut)> = vec![
+        (
+            "bytes that do not hash to the chunk id",
+            pb::FramePut {
+                plan: Some(raw(vec![id.clone()], vec![chunk.len() as u32])),
+                payload: wrong.into(),
+            },
+        ),
+        (
+            "a payload shorter than planned",
+            pb::FramePut {
+                plan: Some(raw(vec![id.clone()], vec![chunk.len() as u32])),
+                payload: chunk[..100].to_vec().into(),
+            },
+        ),
+        (
+            "a delta against a base the hub lacks",
+            pb::FramePut {
+                plan: Some(pb::FramePlanEntry {
+                    codec: 2,
+                    bases: vec![vec![7; 32]],
+                    ..raw(vec![id.clone()], vec![chunk.len() as u32])
+                }),
+                payload: chunk.clone().into(),
+            },
+        ),
+        (
+            "a chunk outside its frame",
+            pb::FramePut {
+                plan: Some(pb::FramePlanEntry {
+                    chunk_offsets: vec![1],
+                    ..raw(vec![id.clone()], vec![chunk.len() as u32])
+                }),
+                payload: chunk.clone().into(),
+            },
+        ),
+        (
+            "no plan",
+            pb::FramePut {
+                plan: None,
+                payload: chunk.clone().into(),
+            },
+        ),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (what, msg) in cases {
+        let err = rt.block_on(async {
+            let mut c = PeerClient::connect(url.clone()).await.unwrap();
+            let mut req = tonic::Request::new(tokio_stream::iter(vec![msg]));
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {rw}").parse().unwrap());
+            c.put_frames(req).await.expect_err(what)
+        });
+        assert!(err.message().contains("refused"), "{what}: {err:?}");
+        let st: serde_json::Value = serde_json::from_str(&hub.ok(&["stats", "--json"])).unwrap();
+        assert_eq!(st["chunks"], 0, "{what}: {st}");
+    }
+    hub.ok(&["verify", "--read-data"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&hub.ok(&["daemon", "status", "--json"])).unwrap();
+    assert_eq!(st["peer_refused"], 5, "{st}");
 }

@@ -72,6 +72,79 @@ pub(crate) struct PlannedFrame {
 }
 
 impl PlannedFrame {
+    /// Checks a frame plan entry from `peer`; with `asked`, every chunk it
+    /// lists must be one of those.
+    pub fn parse(
+        e: &pb::FramePlanEntry,
+        peer: &str,
+        asked: Option<&HashSet<Id>>,
+    ) -> Result<PlannedFrame> {
+        let bad = |why: &str| {
+            Error::Refused(format!(
+                "{peer} sent a malformed frame plan ({why}); refused"
+            ))
+        };
+        let codec = u8::try_from(e.codec)
+            .ok()
+            .and_then(Codec::from_u8)
+            .ok_or_else(|| bad("unknown codec"))?;
+        if e.raw_len > MAX_FOREIGN_FRAME || e.stored_len > MAX_FOREIGN_FRAME {
+            return Err(bad("frame too large"));
+        }
+        if e.frame.len() > MAX_FRAME_NAME {
+            return Err(bad("frame name too long"));
+        }
+        if e.chunk_ids.len() != e.chunk_offsets.len() || e.chunk_ids.len() != e.chunk_lens.len() {
+            return Err(bad("chunk lists differ in length"));
+        }
+        let mut chunks = Vec::with_capacity(e.chunk_ids.len());
+        for ((id, off), len) in e.chunk_ids.iter().zip(&e.chunk_offsets).zip(&e.chunk_lens) {
+            let id = Id::from_slice(id).ok_or_else(|| bad("malformed chunk id"))?;
+            if asked.is_some_and(|a| !a.contains(&id)) {
+                return Err(bad("a chunk that was not asked about"));
+            }
+            if *off as u64 + *len as u64 > e.raw_len as u64 {
+                return Err(bad("chunk outside its frame"));
+            }
+            chunks.push((id, *off, *len));
+        }
+        let bases: Vec<Id> = e
+            .bases
+            .iter()
+            .map(|b| Id::from_slice(b).ok_or_else(|| bad("malformed base id")))
+            .collect::<Result<_>>()?;
+        if bases.len() > MAX_BASES {
+            return Err(bad("too many bases"));
+        }
+        Ok(PlannedFrame {
+            codec,
+            raw_len: e.raw_len,
+            stored_len: e.stored_len,
+            bases,
+            chunks,
+        })
+    }
+
+    /// The plan entry describing it (without a frame name).
+    pub fn entry(&self) -> pb::FramePlanEntry {
+        pb::FramePlanEntry {
+            frame: Vec::new(),
+            codec: self.codec as u32,
+            raw_len: self.raw_len,
+            stored_len: self.stored_len,
+            bases: self.bases.iter().map(|b| b.0.to_vec()).collect(),
+            chunk_ids: self.chunks.iter().map(|c| c.0 .0.to_vec()).collect(),
+            chunk_offsets: self.chunks.iter().map(|c| c.1).collect(),
+            chunk_lens: self.chunks.iter().map(|c| c.2).collect(),
+        }
+    }
+
+    /// Is taking it as stored worth it: not mostly chunks nobody asked
+    /// for (a delta always is)?
+    fn useful(&self) -> bool {
+        self.stored_len as u64 <= self.wanted().max(1) * 2 || !self.bases.is_empty()
+    }
+
     /// Bytes of requested chunks in it.
     fn wanted(&self) -> u64 {
         self.chunks.iter().map(|c| c.2 as u64).sum()
@@ -95,55 +168,10 @@ impl<'p> Plans<'p> {
         }
     }
 
-    fn bad(&self, why: &str) -> Error {
-        Error::Refused(format!(
-            "{} sent a malformed frame plan ({why}); refused",
-            self.peer
-        ))
-    }
-
     /// Adds the plan the peer gave for the ids in `asked`; every chunk it
     /// lists must be one of those.
     pub fn add(&mut self, e: pb::FramePlanEntry, asked: &HashSet<Id>) -> Result<()> {
-        let codec = u8::try_from(e.codec)
-            .ok()
-            .and_then(Codec::from_u8)
-            .ok_or_else(|| self.bad("unknown codec"))?;
-        if e.raw_len > MAX_FOREIGN_FRAME || e.stored_len > MAX_FOREIGN_FRAME {
-            return Err(self.bad("frame too large"));
-        }
-        if e.frame.len() > MAX_FRAME_NAME {
-            return Err(self.bad("frame name too long"));
-        }
-        if e.chunk_ids.len() != e.chunk_offsets.len() || e.chunk_ids.len() != e.chunk_lens.len() {
-            return Err(self.bad("chunk lists differ in length"));
-        }
-        let mut chunks = Vec::with_capacity(e.chunk_ids.len());
-        for ((id, off), len) in e.chunk_ids.iter().zip(e.chunk_offsets).zip(e.chunk_lens) {
-            let id = Id::from_slice(id).ok_or_else(|| self.bad("malformed chunk id"))?;
-            if !asked.contains(&id) {
-                return Err(self.bad("a chunk that was not asked about"));
-            }
-            if off as u64 + len as u64 > e.raw_len as u64 {
-                return Err(self.bad("chunk outside its frame"));
-            }
-            chunks.push((id, off, len));
-        }
-        let bases: Vec<Id> = e
-            .bases
-            .iter()
-            .map(|b| Id::from_slice(b).ok_or_else(|| self.bad("malformed base id")))
-            .collect::<Result<_>>()?;
-        if bases.len() > MAX_BASES {
-            return Err(self.bad("too many bases"));
-        }
-        let f = PlannedFrame {
-            codec,
-            raw_len: e.raw_len,
-            stored_len: e.stored_len,
-            bases,
-            chunks,
-        };
+        let f = PlannedFrame::parse(&e, self.peer, Some(asked))?;
         if e.frame.is_empty() {
             self.frames.push(f);
             return Ok(());
@@ -174,15 +202,24 @@ impl<'p> Plans<'p> {
     /// for. Each is named in `GetFrames` by its first chunk.
     pub fn worth_taking(self, store: &Store) -> Result<Vec<PlannedFrame>> {
         let mut out = Vec::new();
-        for mut f in self.frames {
-            f.chunks.sort_by_key(|c| c.1);
-            let useful = f.stored_len as u64 <= f.wanted().max(1) * 2 || !f.bases.is_empty();
-            if !useful || f.chunks.is_empty() || !store.indexed(&f.bases)?.into_iter().all(|h| h) {
-                continue;
+        for f in self.useful() {
+            if store.indexed(&f.bases)?.into_iter().all(|h| h) {
+                out.push(f);
             }
-            out.push(f);
         }
         Ok(out)
+    }
+
+    /// The frames worth sending or taking as stored, whoever has their
+    /// bases, in plan order.
+    pub fn useful(self) -> Vec<PlannedFrame> {
+        self.frames
+            .into_iter()
+            .filter_map(|mut f| {
+                f.chunks.sort_by_key(|c| c.1);
+                (f.useful() && !f.chunks.is_empty()).then_some(f)
+            })
+            .collect()
     }
 }
 

@@ -450,6 +450,51 @@ impl Peer for PeerApi {
         counted(&self.store, r).map(Response::new).map_err(status)
     }
 
+    async fn put_frames(
+        &self,
+        req: Request<Streaming<pb::FramePut>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        let peer = self.authorize(&req, Scope::Write)?;
+        let mut inbound = req.into_inner();
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
+            let mut intake = frames::Intake::new(&store, &peer);
+            let taken = intake.take_all(|take| {
+                while let Some(m) = rt
+                    .block_on(inbound.message())
+                    .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
+                {
+                    let plan = m.plan.ok_or_else(|| {
+                        Error::Refused(format!("{peer} sent a frame without its plan; refused"))
+                    })?;
+                    let f = frames::PlannedFrame::parse(&plan, &peer, None)?;
+                    if f.chunks.is_empty() {
+                        return Err(Error::Refused(format!(
+                            "{peer} sent a frame with no chunks; refused"
+                        )));
+                    }
+                    if !store.indexed(&f.bases)?.into_iter().all(|h| h) {
+                        return Err(Error::Refused(format!(
+                            "{peer} sent a delta against chunks this store does not have; refused"
+                        )));
+                    }
+                    take(f, m.payload)?;
+                }
+                Ok(())
+            });
+            // What arrived intact before any failure is kept.
+            intake.keep.session.seal()?;
+            Ok(pb::PutReply {
+                stored: taken?,
+                already_had: 0,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("receiving frames failed: {e}")))?;
+        counted(&self.store, r).map(Response::new).map_err(status)
+    }
+
     async fn put_manifests(
         &self,
         req: Request<Streaming<pb::ManifestPiece>>,
@@ -1112,6 +1157,15 @@ fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             to_send.push(*c);
         }
     }
+    // Frames as stored where the peer holds their bases (a new version
+    // travels as deltas against the one it has); the rest as chunks.
+    let (framed, framed_bytes) = push_frames(&rt, &peer, store, url, &to_send)?;
+    if !framed.is_empty() {
+        to_send.retain(|c| !framed.contains(c));
+        sum.chunks_sent += framed.len() as u64;
+        sum.bytes += framed_bytes;
+        progress(sum.bytes);
+    }
     // Chunks, read here on one thread while the runtime sends them.
     let (tx, rx) = mpsc::channel::<pb::ChunkBatch>(4);
     let r = std::thread::scope(|s| {
@@ -1135,10 +1189,10 @@ fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         Ok::<_, Error>((reply, n, bytes))
     });
     let (reply, n, bytes) = r?;
-    sum.chunks_sent = n;
+    sum.chunks_sent += n;
     sum.chunks_skipped += reply.already_had;
-    sum.bytes = bytes;
-    progress(bytes);
+    sum.bytes += bytes;
+    progress(sum.bytes);
     let pieces: Vec<pb::ManifestPiece> = manifests
         .iter()
         .flat_map(|(f, m)| pieces_of(f, m))
@@ -1150,6 +1204,91 @@ fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     sum.files = reply.stored;
     sum.files_already_there += reply.already_had;
     Ok(sum)
+}
+
+/// Largest frame pushed as stored (messages stay under the peer's limit).
+const MAX_PUT_FRAME: u32 = 4 << 20;
+
+/// Sends the frames of `to_send` whose bases the peer holds, as stored;
+/// returns the chunks they carried and the bytes sent. A peer that does
+/// not take frames gets everything as chunks.
+fn push_frames(
+    rt: &tokio::runtime::Runtime,
+    peer: &Client,
+    store: &Store,
+    url: &str,
+    to_send: &[Id],
+) -> Result<(HashSet<Id>, u64)> {
+    let mut plans = frames::Plans::new("this store");
+    for batch in to_send.chunks(PEER_BATCH) {
+        let asked: HashSet<Id> = batch.iter().copied().collect();
+        for e in frames::plan(store, batch)?.frames {
+            plans.add(e, &asked)?;
+        }
+    }
+    let candidates: Vec<frames::PlannedFrame> = plans
+        .useful()
+        .into_iter()
+        .filter(|f| f.stored_len <= MAX_PUT_FRAME)
+        .collect();
+    let mut bases: Vec<Id> = candidates.iter().flat_map(|f| f.bases.clone()).collect();
+    bases.sort();
+    bases.dedup();
+    let present = peer_has(rt, &bases, url, "the base check", |ids| {
+        let mut p = peer.clone();
+        async move { p.have_chunks(ids).await }
+    })?;
+    let held: HashSet<Id> = bases
+        .into_iter()
+        .zip(present)
+        .filter_map(|(b, p)| p.then_some(b))
+        .collect();
+    let sendable: Vec<frames::PlannedFrame> = candidates
+        .into_iter()
+        .filter(|f| f.bases.iter().all(|b| held.contains(b)))
+        .collect();
+    if sendable.is_empty() {
+        return Ok((HashSet::new(), 0));
+    }
+    // Read here on one thread while the runtime sends them.
+    let (tx, rx) = mpsc::channel::<pb::FramePut>(4);
+    let r = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<(HashSet<Id>, u64)> {
+            let (mut carried, mut bytes) = (HashSet::new(), 0u64);
+            for piece in sendable.chunks(PEER_BATCH) {
+                let firsts: Vec<Id> = piece.iter().map(|f| f.chunks[0].0).collect();
+                for (f, loc) in piece.iter().zip(store.index.chunk_locs(&firsts)?) {
+                    let loc = loc.ok_or_else(|| {
+                        Error::Corrupt(format!("chunk {} left the index", f.chunks[0].0.hex()))
+                    })?;
+                    let payload = store.frame_payload(&loc)?;
+                    bytes += payload.len() as u64;
+                    let m = pb::FramePut {
+                        plan: Some(f.entry()),
+                        payload: payload.into(),
+                    };
+                    if tx.blocking_send(m).is_err() {
+                        return Ok((carried, bytes));
+                    }
+                    carried.extend(f.chunks.iter().map(|c| c.0));
+                }
+            }
+            Ok((carried, bytes))
+        });
+        let sent = rt.block_on({
+            let mut p = peer.clone();
+            async move { p.put_frames(ReceiverStream::new(rx)).await }
+        });
+        let read = reader
+            .join()
+            .map_err(|_| Error::Busy("the frame reader panicked".into()))?;
+        match sent {
+            Ok(_) => read,
+            Err(e) if e.code() == tonic::Code::Unimplemented => Ok((HashSet::new(), 0)),
+            Err(e) => Err(net(url, "receiving frames", e)),
+        }
+    });
+    r
 }
 
 #[cfg(test)]
