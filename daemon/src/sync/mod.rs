@@ -848,12 +848,13 @@ const CALL_BUFFER: usize = 4;
 
 /// What arrives for the jobs of [`stream_jobs`]: one channel per job, in
 /// job order, each ending after the job's last message (or its error).
-type JobStreams<T> = Vec<mpsc::Receiver<std::result::Result<T, Status>>>;
+type JobStreams<T> = mpsc::Receiver<mpsc::Receiver<std::result::Result<T, Status>>>;
 
 /// Runs `call` for each job on [`STREAMS`] concurrent streams. Messages
 /// come out in job order, so the receiver sees data in the order it was
-/// planned; a stream runs at most [`CALL_BUFFER`] messages ahead of where
-/// the receiver is, so memory stays bounded.
+/// planned. At most [`STREAMS`] jobs wait beyond the one being read, each
+/// at most [`CALL_BUFFER`] messages ahead, so memory stays bounded
+/// however many jobs there are.
 fn stream_jobs<T, F, Fut>(
     rt: &tokio::runtime::Runtime,
     peer: &Client,
@@ -865,17 +866,23 @@ where
     F: Fn(Client, pb::IdList) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = std::result::Result<Response<Streaming<T>>, Status>> + Send,
 {
-    let mut out = Vec::with_capacity(jobs.len());
-    let mut work: Vec<Vec<_>> = (0..STREAMS).map(|_| Vec::new()).collect();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let (tx, rx) = mpsc::channel(CALL_BUFFER);
-        out.push(rx);
-        work[i % STREAMS].push((job, tx));
-    }
-    for work in work {
-        let (peer, call) = (peer.clone(), call.clone());
+    let (slots, out) = mpsc::channel(STREAMS);
+    let queue = Arc::new(tokio::sync::Mutex::new(jobs.into_iter()));
+    for _ in 0..STREAMS {
+        let (slots, queue, peer, call) = (slots.clone(), queue.clone(), peer.clone(), call.clone());
         rt.spawn(async move {
-            for (job, tx) in work {
+            loop {
+                // A job's channel is queued for the receiver while the job
+                // is taken, so channels queue in job order.
+                let (job, tx) = {
+                    let mut q = queue.lock().await;
+                    let Some(job) = q.next() else { return };
+                    let (tx, rx) = mpsc::channel(CALL_BUFFER);
+                    if slots.send(rx).await.is_err() {
+                        return;
+                    }
+                    (job, tx)
+                };
                 let ids = pb::IdList {
                     ids: job.iter().map(|c| c.0.to_vec()).collect(),
                 };
@@ -909,10 +916,10 @@ where
 /// Hands every message of `streams`, in order, to `each`.
 fn each_message<T>(
     rt: &tokio::runtime::Runtime,
-    streams: JobStreams<T>,
+    mut streams: JobStreams<T>,
     mut each: impl FnMut(std::result::Result<T, Status>) -> Result<()>,
 ) -> Result<()> {
-    for mut rx in streams {
+    while let Some(mut rx) = rt.block_on(streams.recv()) {
         while let Some(m) = rt.block_on(rx.recv()) {
             each(m)?;
         }
