@@ -288,6 +288,35 @@ impl PeerApi {
     }
 }
 
+/// The next message of an upload (None at its end).
+type Next<'a, T> = &'a mut dyn FnMut() -> Result<Option<T>>;
+
+impl PeerApi {
+    /// Serves an upload (write scope): `take` reads its messages on a
+    /// blocking thread and says what it stored; a refusal is counted.
+    async fn upload<T: Send + 'static>(
+        &self,
+        req: Request<Streaming<T>>,
+        what: &'static str,
+        take: impl FnOnce(&Store, &str, Next<T>) -> Result<pb::PutReply> + Send + 'static,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        let peer = self.authorize(&req, Scope::Write)?;
+        let mut inbound = req.into_inner();
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut next = || {
+                rt.block_on(inbound.message())
+                    .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))
+            };
+            take(&store, &peer, &mut next)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("receiving {what} failed: {e}")))?;
+        counted(&self.store, r).map(Response::new).map_err(status)
+    }
+}
+
 type Events<T> = ReceiverStream<std::result::Result<T, Status>>;
 
 /// Runs `produce` on a blocking thread, streaming what it sends (`send`
@@ -423,19 +452,12 @@ impl Peer for PeerApi {
         &self,
         req: Request<Streaming<pb::ChunkBatch>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        let peer = self.authorize(&req, Scope::Write)?;
-        let mut inbound = req.into_inner();
-        let store = self.store.clone();
-        let rt = tokio::runtime::Handle::current();
-        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
-            let mut session = Session::new(&store);
+        self.upload(req, "chunks", |store, peer, next| {
+            let mut session = Session::new(store);
             let mut reply = pb::PutReply::default();
             let outcome = (|| -> Result<()> {
-                while let Some(b) = rt
-                    .block_on(inbound.message())
-                    .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
-                {
-                    let got = receive_batch(&store, &mut session, b, &peer, None, None)?;
+                while let Some(b) = next()? {
+                    let got = receive_batch(store, &mut session, b, peer, None, None)?;
                     reply.stored += got.stored;
                     reply.already_had += got.had;
                 }
@@ -446,29 +468,20 @@ impl Peer for PeerApi {
             outcome.map(|_| reply)
         })
         .await
-        .map_err(|e| Status::internal(format!("receiving chunks failed: {e}")))?;
-        counted(&self.store, r).map(Response::new).map_err(status)
     }
 
     async fn put_frames(
         &self,
         req: Request<Streaming<pb::FramePut>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        let peer = self.authorize(&req, Scope::Write)?;
-        let mut inbound = req.into_inner();
-        let store = self.store.clone();
-        let rt = tokio::runtime::Handle::current();
-        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
-            let mut intake = frames::Intake::new(&store, &peer);
+        self.upload(req, "frames", |store, peer, next| {
+            let mut intake = frames::Intake::new(store, peer);
             let taken = intake.take_all(|take| {
-                while let Some(m) = rt
-                    .block_on(inbound.message())
-                    .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
-                {
+                while let Some(m) = next()? {
                     let plan = m.plan.ok_or_else(|| {
                         Error::Refused(format!("{peer} sent a frame without its plan; refused"))
                     })?;
-                    let f = frames::PlannedFrame::parse(&plan, &peer, None)?;
+                    let f = frames::PlannedFrame::parse(&plan, peer, None)?;
                     if f.chunks.is_empty() {
                         return Err(Error::Refused(format!(
                             "{peer} sent a frame with no chunks; refused"
@@ -491,29 +504,19 @@ impl Peer for PeerApi {
             })
         })
         .await
-        .map_err(|e| Status::internal(format!("receiving frames failed: {e}")))?;
-        counted(&self.store, r).map(Response::new).map_err(status)
     }
 
     async fn put_manifests(
         &self,
         req: Request<Streaming<pb::ManifestPiece>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        let peer = self.authorize(&req, Scope::Write)?;
-        let mut inbound = req.into_inner();
-        let store = self.store.clone();
-        let rt = tokio::runtime::Handle::current();
-        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
+        self.upload(req, "manifests", |store, peer, next| {
             let mut pieces = Pieces::default();
             let mut reply = pb::PutReply::default();
-            while let Some(p) = rt
-                .block_on(inbound.message())
-                .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
-            {
-                pieces.add(p, &peer)?;
+            while let Some(p) = next()? {
+                pieces.add(p, peer)?;
                 if pieces.done.len() >= MANIFEST_BATCH {
-                    let (n, had) =
-                        accept_manifests(&store, std::mem::take(&mut pieces.done), &peer)?;
+                    let (n, had) = accept_manifests(store, std::mem::take(&mut pieces.done), peer)?;
                     reply.stored += n;
                     reply.already_had += had;
                 }
@@ -523,14 +526,12 @@ impl Peer for PeerApi {
                     "{peer} ended a manifest stream in the middle of a file"
                 )));
             }
-            let (n, had) = accept_manifests(&store, pieces.done, &peer)?;
+            let (n, had) = accept_manifests(store, pieces.done, peer)?;
             reply.stored += n;
             reply.already_had += had;
             Ok(reply)
         })
         .await
-        .map_err(|e| Status::internal(format!("receiving manifests failed: {e}")))?;
-        counted(&self.store, r).map(Response::new).map_err(status)
     }
 
     type GetObjectsStream = Events<pb::ObjectBatch>;
@@ -551,26 +552,17 @@ impl Peer for PeerApi {
         &self,
         req: Request<Streaming<pb::ObjectBatch>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        let peer = self.authorize(&req, Scope::Write)?;
-        let mut inbound = req.into_inner();
-        let store = self.store.clone();
-        let rt = tokio::runtime::Handle::current();
-        let r = tokio::task::spawn_blocking(move || -> Result<pb::PutReply> {
+        self.upload(req, "objects", |store, peer, next| {
             let mut reply = pb::PutReply::default();
-            while let Some(b) = rt
-                .block_on(inbound.message())
-                .map_err(|e| Error::Busy(format!("{peer} went away: {e}")))?
-            {
+            while let Some(b) = next()? {
                 let (n, had) =
-                    crate::dataset::remote::accept_objects(&store, b.objects, &peer, true)?;
+                    crate::dataset::remote::accept_objects(store, b.objects, peer, true)?;
                 reply.stored += n;
                 reply.already_had += had;
             }
             Ok(reply)
         })
         .await
-        .map_err(|e| Status::internal(format!("receiving objects failed: {e}")))?;
-        counted(&self.store, r).map(Response::new).map_err(status)
     }
 
     async fn list_refs(
