@@ -52,6 +52,24 @@ def mem(pid):
     return out
 
 
+def settled(env):
+    """Waits until the watched dataset has been scanned and nothing is pending."""
+    while True:
+        d = json.loads(run(env, "dataset", "list", "--json"))[0]
+        if d["changed"] is not None and d["pending"] == 0:
+            return
+        time.sleep(0.2)
+
+
+def idle_cpu(pid, secs):
+    """The daemon's CPU use over `secs` (after 3 s of quiet), in percent."""
+    time.sleep(3)
+    c0, t0 = cpu_ticks(pid), time.perf_counter()
+    time.sleep(secs)
+    c1, t1 = cpu_ticks(pid), time.perf_counter()
+    return (c1 - c0) / HZ / (t1 - t0) * 100
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=100_000)
@@ -80,23 +98,14 @@ def main():
     pid = json.loads(run(env, "daemon", "status", "--json"))["pid"]
     t = time.perf_counter()
     run(env, "dataset", "add", "big", data, "--watch")
-    while True:
-        d = json.loads(run(env, "dataset", "list", "--json"))[0]
-        if d["changed"] is not None and d["pending"] == 0:
-            break
-        time.sleep(0.2)
+    settled(env)
     scan = time.perf_counter() - t
     dt, out = timed(env, "snapshot", "big", "--json")
     first = json.loads(out)
     print(f"initial scan+ingest of {first['files']} files: {scan:.1f} s; first snapshot {dt * 1000:.0f} ms",
           file=sys.stderr)
 
-    # Idle.
-    time.sleep(3)
-    c0, t0 = cpu_ticks(pid), time.perf_counter()
-    time.sleep(a.idle_secs)
-    c1, t1 = cpu_ticks(pid), time.perf_counter()
-    idle_cpu = (c1 - c0) / HZ / (t1 - t0) * 100
+    idle = idle_cpu(pid, a.idle_secs)
     m = mem(pid)
 
     # Unchanged status / snapshot.
@@ -133,17 +142,9 @@ def main():
     run(env, "daemon", "start")
     pid2 = json.loads(run(env, "daemon", "status", "--json"))["pid"]
     t = time.perf_counter()
-    while True:
-        d = json.loads(run(env, "dataset", "list", "--json"))[0]
-        if d["changed"] is not None and d["pending"] == 0:
-            break
-        time.sleep(0.2)
+    settled(env)
     rescan = time.perf_counter() - t
-    time.sleep(3)
-    c0, t0 = cpu_ticks(pid2), time.perf_counter()
-    time.sleep(a.idle_secs)
-    c1, t1 = cpu_ticks(pid2), time.perf_counter()
-    idle2 = (c1 - c0) / HZ / (t1 - t0) * 100
+    idle2 = idle_cpu(pid2, a.idle_secs)
     m2 = mem(pid2)
     run(env, "daemon", "stop")
 
@@ -154,7 +155,7 @@ def main():
         "restarted_peak_rss_mb": round(m2["VmHWM"] / 1e6, 1),
         "files": first["files"],
         "initial_scan_s": round(scan, 2),
-        "idle_cpu_percent": round(idle_cpu, 3),
+        "idle_cpu_percent": round(idle, 3),
         "idle_secs": a.idle_secs,
         "rss_mb": round(m["VmRSS"] / 1e6, 1),
         "peak_rss_mb": round(m["VmHWM"] / 1e6, 1),
