@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! pack    := MAGIC record* trailer
-//! MAGIC   := "HOARDPK1"                                   (8 bytes)
+//! MAGIC   := "HOARDPK2"                                   (8 bytes)
 //! record  := header meta payload
-//! header  := kind[4] codec u8 0u8×3 meta_len u32 raw_len u32 stored_len u32 check u32
-//!                                                          (24 bytes, little endian)
-//!   check := first 4 bytes of BLAKE3(header[0..20] ‖ meta), as u32 LE
+//! header  := kind[4] codec u8 0u8×3 meta_len u32 raw_len u32 stored_len u32
+//!            payload_sum u64 check u32                    (32 bytes, little endian)
+//!   payload_sum := XXH3-64 of the payload
+//!   check := first 4 bytes of BLAKE3(header[0..28] ‖ meta), as u32 LE
 //!   codec := 0 raw | 1 zstd | 2 zstd with a dictionary of base chunks
 //! kind "FRM1": a frame of chunks, compressed together as one zstd frame.
 //!   meta := [codec 2: base count u32 ‖ base chunk id[32]×m] (chunk id[32] ‖ len u32)×n
@@ -21,19 +22,30 @@
 //!   meta := object kind u8 (1 tree, 2 snapshot) ‖ object id[32]
 //!   the id is BLAKE3 of the raw (decompressed) payload.
 //! trailer := "HOARDEND" records u32 0u32 pack_id[32]          (48 bytes)
-//!   pack_id := BLAKE3 of every byte before it; the file is named by it.
+//!   pack_id := BLAKE3 of every byte before it except the payloads; the
+//!   file is named by it.
 //! ```
 //!
 //! A pack therefore verifies and re-indexes by itself: the trailer proves it
-//! is whole, each header proves its own integrity, and every chunk and
-//! manifest carries the hash that names it.
+//! is whole, each header proves its own integrity and, through its
+//! `payload_sum`, its payload's (so damage is found record by record), and
+//! every chunk, manifest and object carries the BLAKE3 hash that names it.
+//! The pack id leaves payloads out because they are already covered twice:
+//! hashing them again cost a third BLAKE3 pass over every byte stored.
+//!
+//! Version 1 ("HOARDPK1", written until November 2026) differs in two ways:
+//! headers are 24 bytes, without `payload_sum` (check covers header[0..20]),
+//! and the pack id covers every byte before it, payloads included. Both are
+//! read; only version 2 is written.
 
 use crate::id::Id;
 use std::io::{self, Read};
 
-pub const MAGIC: &[u8; 8] = b"HOARDPK1";
+pub const MAGIC: &[u8; 8] = b"HOARDPK2";
+pub const MAGIC_V1: &[u8; 8] = b"HOARDPK1";
 pub const TRAILER_MAGIC: &[u8; 8] = b"HOARDEND";
-pub const HEADER_LEN: usize = 24;
+/// Header length in the version written.
+pub const HEADER_LEN: usize = Version::V2.header_len();
 pub const TRAILER_LEN: usize = 48;
 /// Per-chunk entry in a frame's meta.
 pub const FRAME_ENTRY_LEN: usize = 36;
@@ -89,6 +101,30 @@ impl Codec {
     }
 }
 
+/// The format versions a reader accepts (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    pub const fn header_len(self) -> usize {
+        match self {
+            Version::V1 => 24,
+            Version::V2 => 32,
+        }
+    }
+
+    fn from_magic(m: &[u8; 8]) -> Option<Version> {
+        match m {
+            m if m == MAGIC => Some(Version::V2),
+            m if m == MAGIC_V1 => Some(Version::V1),
+            _ => None,
+        }
+    }
+}
+
 /// A record header as decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -97,7 +133,17 @@ pub struct Header {
     pub meta_len: u32,
     pub raw_len: u32,
     pub stored_len: u32,
+    /// XXH3-64 of the payload (version 2; `None` in version 1 packs).
+    pub payload_sum: Option<u64>,
 }
+
+/// The checksum a header records for its payload.
+pub fn payload_sum(payload: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(payload)
+}
+
+/// [`payload_sum`] of a payload written in pieces.
+pub type PayloadSummer = xxhash_rust::xxh3::Xxh3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
@@ -109,6 +155,8 @@ pub enum FormatError {
     Truncated(u64),
     #[error("pack trailer is missing or damaged")]
     BadTrailer,
+    #[error("payload of the record at offset {0} is damaged (its checksum does not match)")]
+    BadPayload(u64),
     #[error("pack content hashes to {actual}, but the pack says {claimed}")]
     HashMismatch { claimed: Id, actual: Id },
     #[error("frame payload at offset {offset} cannot be decoded: {msg}")]
@@ -117,7 +165,8 @@ pub enum FormatError {
     Io(#[from] io::Error),
 }
 
-/// Encodes a record header and checksum over header and meta.
+/// Encodes a version 2 record header with its checksum over header and meta;
+/// `h.payload_sum` must be set.
 pub fn encode_header(h: &Header, meta: &[u8]) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[0..4].copy_from_slice(h.kind.tag());
@@ -125,8 +174,9 @@ pub fn encode_header(h: &Header, meta: &[u8]) -> [u8; HEADER_LEN] {
     b[8..12].copy_from_slice(&h.meta_len.to_le_bytes());
     b[12..16].copy_from_slice(&h.raw_len.to_le_bytes());
     b[16..20].copy_from_slice(&h.stored_len.to_le_bytes());
-    let check = header_check(&b[..20], meta);
-    b[20..24].copy_from_slice(&check.to_le_bytes());
+    b[20..28].copy_from_slice(&h.payload_sum.unwrap_or(0).to_le_bytes());
+    let check = header_check(&b[..28], meta);
+    b[28..32].copy_from_slice(&check.to_le_bytes());
     b
 }
 
@@ -137,22 +187,32 @@ fn header_check(fixed: &[u8], meta: &[u8]) -> u32 {
     u32::from_le_bytes(h.finalize().as_bytes()[..4].try_into().unwrap_or([0; 4]))
 }
 
-/// Decodes the fixed part of a header; the check is verified by
-/// [`check_header`] once the meta has been read.
-pub fn decode_header(b: &[u8; HEADER_LEN], offset: u64) -> Result<Header, FormatError> {
-    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+/// Decodes the fixed part of a header (`b` is `v.header_len()` bytes); the
+/// check is verified by [`check_header`] once the meta has been read.
+pub fn decode_header(b: &[u8], v: Version, offset: u64) -> Result<Header, FormatError> {
     let bad = || FormatError::BadHeader(offset);
+    if b.len() != v.header_len() {
+        return Err(bad());
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let kind = Kind::from_tag(&b[0..4]).ok_or_else(bad)?;
     let codec = Codec::from_u8(b[4]).ok_or_else(bad)?;
     if b[5..8] != [0, 0, 0] {
         return Err(bad());
     }
+    let payload_sum = match v {
+        Version::V1 => None,
+        Version::V2 => Some(u64::from_le_bytes(
+            b[20..28].try_into().map_err(|_| bad())?,
+        )),
+    };
     let h = Header {
         kind,
         codec,
         meta_len: u32_at(8),
         raw_len: u32_at(12),
         stored_len: u32_at(16),
+        payload_sum,
     };
     if h.meta_len > MAX_META || h.raw_len > MAX_RAW || h.stored_len > MAX_RAW {
         return Err(bad());
@@ -163,9 +223,12 @@ pub fn decode_header(b: &[u8; HEADER_LEN], offset: u64) -> Result<Header, Format
     Ok(h)
 }
 
-pub fn check_header(b: &[u8; HEADER_LEN], meta: &[u8], offset: u64) -> Result<(), FormatError> {
-    let stored = u32::from_le_bytes([b[20], b[21], b[22], b[23]]);
-    if header_check(&b[..20], meta) == stored {
+/// Verifies a header's check (its last 4 bytes) over the rest and the meta.
+pub fn check_header(b: &[u8], meta: &[u8], offset: u64) -> Result<(), FormatError> {
+    let (fixed, check) = b
+        .split_last_chunk::<4>()
+        .ok_or(FormatError::BadHeader(offset))?;
+    if header_check(fixed, meta) == u32::from_le_bytes(*check) {
         Ok(())
     } else {
         Err(FormatError::BadHeader(offset))
@@ -393,19 +456,21 @@ pub struct ScannedRecord {
     pub meta: Vec<u8>,
     /// The stored payload, when the scan reads data.
     pub payload: Option<Vec<u8>>,
+    header_len: usize,
 }
 
 impl ScannedRecord {
     pub fn payload_offset(&self) -> u64 {
-        self.offset + HEADER_LEN as u64 + self.header.meta_len as u64
+        self.offset + self.header_len as u64 + self.header.meta_len as u64
     }
 }
 
-/// Reads a whole pack front to back, checking headers, the trailer and the
-/// pack id. With `read_payloads` false, payloads are still hashed (the pack id
-/// covers them) but not kept.
+/// Reads a whole pack front to back, checking headers, payload checksums,
+/// the trailer and the pack id. With `read_payloads` false, payloads are
+/// still read and checked but not kept.
 pub struct Scanner<R: Read> {
     r: R,
+    version: Version,
     hasher: blake3::Hasher,
     pos: u64,
     len: u64,
@@ -429,13 +494,12 @@ impl<R: Read> Scanner<R> {
         }
         let mut m = [0u8; 8];
         r.read_exact(&mut m)?;
-        if &m != MAGIC {
-            return Err(FormatError::BadMagic);
-        }
+        let version = Version::from_magic(&m).ok_or(FormatError::BadMagic)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(&m);
         Ok(Scanner {
             r,
+            version,
             hasher,
             pos: 8,
             len,
@@ -445,14 +509,49 @@ impl<R: Read> Scanner<R> {
         })
     }
 
-    fn read_hashed(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
         self.r.read_exact(buf).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => FormatError::Truncated(self.pos),
             _ => FormatError::Io(e),
         })?;
-        self.hasher.update(buf);
         self.pos += buf.len() as u64;
         Ok(())
+    }
+
+    /// Reads bytes the pack id covers.
+    fn read_hashed(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
+        self.read(buf)?;
+        self.hasher.update(buf);
+        Ok(())
+    }
+
+    /// Reads `len` payload bytes, checks them against the header and keeps
+    /// them when the scan reads data.
+    fn read_payload(&mut self, h: &Header, offset: u64) -> Result<Option<Vec<u8>>, FormatError> {
+        let mut sum = PayloadSummer::new();
+        let mut left = h.stored_len as usize;
+        let mut buf = vec![0u8; if self.read_payloads { left } else { (64 << 10).min(left) }];
+        while left > 0 {
+            let n = left.min(buf.len());
+            self.read(&mut buf[..n])?;
+            match self.version {
+                Version::V1 => {
+                    self.hasher.update(&buf[..n]);
+                }
+                Version::V2 => sum.update(&buf[..n]),
+            }
+            left -= n;
+        }
+        if let Some(want) = h.payload_sum {
+            if sum.digest() != want {
+                return Err(FormatError::BadPayload(offset));
+            }
+        }
+        Ok(self.read_payloads.then_some(buf))
     }
 
     /// The next record, or `None` at the trailer (then call [`Scanner::finish`]).
@@ -465,40 +564,30 @@ impl<R: Read> Scanner<R> {
             self.done = true;
             return Ok(None);
         }
-        if self.pos + HEADER_LEN as u64 > trailer_at {
+        let header_len = self.version.header_len();
+        if self.pos + header_len as u64 > trailer_at {
             return Err(FormatError::Truncated(self.pos));
         }
         let offset = self.pos;
         let mut hb = [0u8; HEADER_LEN];
-        self.read_hashed(&mut hb)?;
-        let header = decode_header(&hb, offset)?;
+        let hb = &mut hb[..header_len];
+        self.read_hashed(hb)?;
+        let header = decode_header(hb, self.version, offset)?;
         let body = header.meta_len as u64 + header.stored_len as u64;
         if self.pos + body > trailer_at {
             return Err(FormatError::BadHeader(offset));
         }
         let mut meta = vec![0u8; header.meta_len as usize];
         self.read_hashed(&mut meta)?;
-        check_header(&hb, &meta, offset)?;
-        let payload = if self.read_payloads {
-            let mut p = vec![0u8; header.stored_len as usize];
-            self.read_hashed(&mut p)?;
-            Some(p)
-        } else {
-            let mut left = header.stored_len as u64;
-            let mut buf = vec![0u8; (64 << 10).min(left as usize)];
-            while left > 0 {
-                let n = (left as usize).min(buf.len());
-                self.read_hashed(&mut buf[..n])?;
-                left -= n as u64;
-            }
-            None
-        };
+        check_header(hb, &meta, offset)?;
+        let payload = self.read_payload(&header, offset)?;
         self.records += 1;
         Ok(Some(ScannedRecord {
             offset,
             header,
             meta,
             payload,
+            header_len,
         }))
     }
 
@@ -548,6 +637,7 @@ mod tests {
                 meta_len,
                 raw_len,
                 stored_len: if z { stored } else { raw_len },
+                payload_sum: Some(raw_len as u64 * 0x9e37_79b9_7f4a_7c15),
             })
     }
 
@@ -555,7 +645,7 @@ mod tests {
         #[test]
         fn header_round_trips(h in header_strategy(), meta in proptest::collection::vec(any::<u8>(), 0..100)) {
             let b = encode_header(&h, &meta);
-            prop_assert_eq!(decode_header(&b, 0).unwrap(), h);
+            prop_assert_eq!(decode_header(&b, Version::V2, 0).unwrap(), h);
             prop_assert!(check_header(&b, &meta, 0).is_ok());
         }
 
@@ -564,7 +654,7 @@ mod tests {
             let meta = b"meta".to_vec();
             let mut b = encode_header(&h, &meta);
             b[bit / 8] ^= 1 << (bit % 8);
-            let caught = decode_header(&b, 0).is_err() || check_header(&b, &meta, 0).is_err();
+            let caught = decode_header(&b, Version::V2, 0).is_err() || check_header(&b, &meta, 0).is_err();
             prop_assert!(caught);
         }
 
@@ -622,5 +712,104 @@ mod tests {
         let z = compress_if_smaller(&raw, 1).unwrap();
         assert!(decompress(Codec::Zstd, &z, 9_999, &[], 0).is_err());
         assert!(decompress(Codec::Raw, &raw, 5, &[], 0).is_err());
+    }
+
+    /// A version 2 pack of `payloads` as raw frames, one chunk each, written
+    /// by [`crate::pack::PackWriter`]; returns its id and bytes.
+    fn v2_pack(payloads: &[&[u8]]) -> (Id, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::backend::LocalDir::open(dir.path()).unwrap();
+        let mut w = crate::pack::PackWriter::new(&backend, dir.path()).unwrap();
+        for p in payloads {
+            let f = crate::pack::Frame::uncompressed(vec![(Id::of(p), p.len() as u32)], p.to_vec());
+            w.append_frame(&f).unwrap();
+        }
+        let (id, _, _) = w.finish().unwrap();
+        (id, std::fs::read(backend.path_of(&id)).unwrap())
+    }
+
+    /// A version 1 pack, as written before version 2: 24-byte headers, the
+    /// pack id over every byte.
+    fn v1_pack(payloads: &[&[u8]]) -> (Id, Vec<u8>) {
+        let mut b = MAGIC_V1.to_vec();
+        for p in payloads {
+            let meta = encode_frame_meta(&[(Id::of(p), p.len() as u32)], &[]);
+            let mut h = [0u8; 24];
+            h[0..4].copy_from_slice(b"FRM1");
+            h[8..12].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+            h[12..16].copy_from_slice(&(p.len() as u32).to_le_bytes());
+            h[16..20].copy_from_slice(&(p.len() as u32).to_le_bytes());
+            let check = header_check(&h[..20], &meta);
+            h[20..24].copy_from_slice(&check.to_le_bytes());
+            b.extend_from_slice(&h);
+            b.extend_from_slice(&meta);
+            b.extend_from_slice(p);
+        }
+        b.extend_from_slice(&encode_trailer_prefix(payloads.len() as u32));
+        let id = Id::of(&b);
+        b.extend_from_slice(&id.0);
+        (id, b)
+    }
+
+    /// Scans a whole pack; returns its records' (chunk id, payload) and its id.
+    #[allow(clippy::type_complexity)]
+    fn scan(b: &[u8]) -> Result<(Vec<(Id, Vec<u8>)>, Id), FormatError> {
+        let mut s = Scanner::new(b, b.len() as u64, true)?;
+        let mut out = Vec::new();
+        while let Some(r) = s.next_record()? {
+            let fm = decode_frame_meta(&r.meta, r.header.raw_len, r.header.codec, r.offset)?;
+            out.push((fm.chunks[0].0, r.payload.unwrap()));
+        }
+        Ok((out, s.finish()?.pack_id))
+    }
+
+    #[test]
+    fn both_versions_scan_and_prove_their_id() {
+        let payloads: [&[u8]; 3] = [b"first chunk", &[7u8; 100_000], b""];
+        for (want, b) in [v2_pack(&payloads), v1_pack(&payloads)] {
+            let (got, id) = scan(&b).unwrap();
+            assert_eq!(id, want);
+            let got: Vec<Vec<u8>> = got
+                .into_iter()
+                .map(|(chunk, p)| {
+                    assert_eq!(chunk, Id::of(&p));
+                    p
+                })
+                .collect();
+            assert_eq!(got, payloads.map(|p| p.to_vec()).to_vec());
+        }
+        assert_eq!(&v2_pack(&payloads).1[..8], MAGIC);
+    }
+
+    #[test]
+    fn a_damaged_payload_is_named_by_its_record() {
+        let (_, mut b) = v2_pack(&[b"first", b"second chunk, damaged below"]);
+        let second = 8 + HEADER_LEN + FRAME_ENTRY_LEN + 5;
+        b[second + HEADER_LEN + FRAME_ENTRY_LEN + 3] ^= 0x10;
+        match scan(&b) {
+            Err(FormatError::BadPayload(at)) => assert_eq!(at, second as u64),
+            other => panic!("{other:?}"),
+        }
+        // Version 1 finds it only at the end, for the whole pack.
+        let (_, mut b) = v1_pack(&[b"first", b"second"]);
+        let second = 8 + 24 + FRAME_ENTRY_LEN + 5;
+        b[second + 24 + FRAME_ENTRY_LEN + 1] ^= 0x10;
+        assert!(matches!(scan(&b), Err(FormatError::HashMismatch { .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_flipped_bit_of_a_pack_is_caught(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..4),
+            at in any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+            let (_, mut b) = v2_pack(&refs);
+            let i = at.index(b.len());
+            b[i] ^= 1 << bit;
+            prop_assert!(scan(&b).is_err(), "flip at {} of {} not caught", i, b.len());
+        }
     }
 }

@@ -121,7 +121,8 @@ pub struct Placed {
     pub codec: Codec,
 }
 
-/// Streams one pack into a backend sink, hashing as it goes.
+/// Streams one pack into a backend sink, hashing what the pack id covers
+/// (everything but payloads) as it goes.
 pub struct PackWriter {
     sink: Box<dyn PackSink>,
     hasher: blake3::Hasher,
@@ -144,16 +145,18 @@ impl PackWriter {
         Ok(w)
     }
 
+    /// Writes bytes the pack id covers.
     fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.put_payload(b)?;
+        self.hasher.update(b);
+        Ok(())
+    }
+
+    /// Writes payload bytes: their header's `payload_sum` covers them.
+    fn put_payload(&mut self, b: &[u8]) -> Result<()> {
         self.sink
             .write_all(b)
             .map_err(|e| Error::io("cannot write pack in", &self.place, e))?;
-        // Frame payloads (~1 MiB) are hashed on every core.
-        if b.len() >= 256 << 10 {
-            self.hasher.update_rayon(b);
-        } else {
-            self.hasher.update(b);
-        }
         self.len += b.len() as u64;
         Ok(())
     }
@@ -180,11 +183,12 @@ impl PackWriter {
             meta_len: meta.len() as u32,
             raw_len,
             stored_len: payload.len() as u32,
+            payload_sum: Some(format::payload_sum(payload)),
         };
         self.put(&format::encode_header(&header, meta))?;
         self.put(meta)?;
         let payload_offset = self.len;
-        self.put(payload)?;
+        self.put_payload(payload)?;
         self.records += 1;
         Ok(Placed {
             payload_offset,
@@ -217,8 +221,10 @@ impl PackWriter {
             )));
         }
         let mut h = blake3::Hasher::new();
+        let mut sum = format::PayloadSummer::new();
         let _ = m.for_each_piece(|p| {
             h.update(p);
+            sum.update(p);
             Ok::<(), ()>(())
         });
         let meta = format::encode_manifest_meta(file, &h.finalize().into());
@@ -228,11 +234,12 @@ impl PackWriter {
             meta_len: meta.len() as u32,
             raw_len: len as u32,
             stored_len: len as u32,
+            payload_sum: Some(sum.digest()),
         };
         self.put(&format::encode_header(&header, &meta))?;
         self.put(&meta)?;
         let payload_offset = self.len;
-        m.for_each_piece(|p| self.put(p))?;
+        m.for_each_piece(|p| self.put_payload(p))?;
         self.records += 1;
         Ok(Placed {
             payload_offset,
