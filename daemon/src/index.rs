@@ -272,6 +272,10 @@ impl Index {
             bb.set_cache_index_and_filter_blocks(true);
             bb.set_block_cache(&cache);
             o.set_block_based_table_factory(&bb);
+            // ... and the memtable: without a filter, each miss walks the
+            // skip list (a cache miss per level, on random keys).
+            o.set_memtable_whole_key_filtering(true);
+            o.set_memtable_prefix_bloom_ratio(0.02);
             o.set_write_buffer_size(if *name == CF_CHUNKS || *name == CF_FILES {
                 16 << 20
             } else {
