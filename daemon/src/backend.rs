@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,13 @@ pub trait PackBackend: Send + Sync {
     fn create(&self) -> Result<Box<dyn PackSink>>;
     /// Reads exactly `buf.len()` bytes at `offset` of pack `id`.
     fn read_at(&self, id: &Id, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Reads exactly `len` bytes at `offset` of pack `id` into a new buffer
+    /// (a backend may skip zeroing it first).
+    fn read_vec(&self, id: &Id, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.read_at(id, offset, &mut buf)?;
+        Ok(buf)
+    }
     /// The whole pack, front to back, and its length.
     fn open(&self, id: &Id) -> Result<(Box<dyn Read + Send>, u64)>;
     /// Every committed pack and its length.
@@ -114,6 +121,37 @@ impl PackBackend for LocalDir {
             )),
             _ => Error::io("cannot read pack", &self.path_of(id), e),
         })
+    }
+
+    fn read_vec(&self, id: &Id, offset: u64, len: usize) -> Result<Vec<u8>> {
+        // Large reads (frames, ~1 MiB) go straight into fresh memory: a
+        // file of its own (so seeking races no one) and `read_to_end`,
+        // which does not zero the buffer first.
+        if len < 64 << 10 {
+            let mut buf = vec![0u8; len];
+            self.read_at(id, offset, &mut buf)?;
+            return Ok(buf);
+        }
+        let path = self.path_of(id);
+        let mut buf = Vec::with_capacity(len);
+        File::open(&path)
+            .and_then(|mut f| {
+                f.seek(io::SeekFrom::Start(offset))?;
+                f.take(len as u64).read_to_end(&mut buf)
+            })
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => {
+                    Error::Corrupt(format!("pack {} is missing ({})", id.hex(), path.display()))
+                }
+                _ => Error::io("cannot read pack", &path, e),
+            })?;
+        if buf.len() != len {
+            return Err(Error::Corrupt(format!(
+                "pack {} is shorter than the index says (reading {len} bytes at {offset})",
+                id.hex()
+            )));
+        }
+        Ok(buf)
     }
 
     fn open(&self, id: &Id) -> Result<(Box<dyn Read + Send>, u64)> {

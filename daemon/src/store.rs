@@ -879,9 +879,9 @@ impl Shared {
             cache.put(key, f.clone());
             return Ok(f);
         }
-        let mut stored = vec![0u8; loc.stored_len as usize];
-        self.backend
-            .read_at(&loc.pack, loc.payload_offset, &mut stored)?;
+        let stored =
+            self.backend
+                .read_vec(&loc.pack, loc.payload_offset, loc.stored_len as usize)?;
         let dict = if loc.codec == Codec::ZstdDict {
             let mut meta = vec![0u8; loc.meta_len as usize];
             let at = loc.payload_offset.saturating_sub(loc.meta_len as u64);
@@ -921,10 +921,8 @@ impl Shared {
 
     /// A frame's payload as it lies in its pack, to send to a peer as stored.
     pub fn frame_payload(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
-        let mut payload = vec![0u8; loc.stored_len as usize];
         self.backend
-            .read_at(&loc.pack, loc.payload_offset, &mut payload)?;
-        Ok(payload)
+            .read_vec(&loc.pack, loc.payload_offset, loc.stored_len as usize)
     }
 
     /// Decodes a frame a peer sent as stored, its bases read from this
