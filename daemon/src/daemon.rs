@@ -250,6 +250,7 @@ async fn serve(
                 builder
                     .initial_stream_window_size(4 << 20)
                     .initial_connection_window_size(16 << 20)
+                    .max_frame_size(crate::sync::HTTP2_FRAME)
                     .tcp_nodelay(true)
                     .add_service(svc)
                     .serve_with_incoming_shutdown(

@@ -225,10 +225,13 @@ impl<'p> Plans<'p> {
 
 /// Takes frames a peer sent as stored: checks every chunk, stores a frame
 /// as it came when it can, else its chunks one by one. Checking (decoding,
-/// chunk ids, file hashes) and storing (pack writes) run on two threads.
+/// chunk ids), hashing pulled files in content order, and storing (pack
+/// writes) run on three threads.
 pub(crate) struct Intake<'s> {
     pub check: Checker<'s>,
     pub keep: Keeper<'s>,
+    /// Files hashed in content order as their chunks pass.
+    pub files: Option<super::files::InOrder>,
 }
 
 impl<'s> Intake<'s> {
@@ -237,7 +240,6 @@ impl<'s> Intake<'s> {
             check: Checker {
                 store,
                 peer,
-                files: None,
                 cache: FrameCache::default(),
             },
             keep: Keeper {
@@ -247,18 +249,20 @@ impl<'s> Intake<'s> {
                 as_stored: 0,
                 split: 0,
             },
+            files: None,
         }
     }
 
-    /// Takes every frame `feed` hands over (through its `take` argument),
-    /// storing each on another thread while the next is checked; returns
-    /// how many chunks were new in this transfer. Storing keeps up to
-    /// [`IN_FLIGHT`] checked frames waiting.
+    /// Takes every frame `feed` hands over (through its `take` argument):
+    /// this thread checks each one while another stores the frames before
+    /// it and a third hashes their chunks into the files being pulled.
+    /// Returns how many chunks were new in this transfer. Each of the other
+    /// two threads has up to [`IN_FLIGHT`] checked frames waiting.
     pub fn take_all(
         &mut self,
         feed: impl FnOnce(&mut dyn FnMut(PlannedFrame, bytes::Bytes) -> Result<()>) -> Result<()>,
     ) -> Result<u64> {
-        let (check, keep) = (&mut self.check, &mut self.keep);
+        let (check, keep, files) = (&mut self.check, &mut self.keep, &mut self.files);
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Checked>(IN_FLIGHT);
             let storing = scope.spawn(move || -> Result<u64> {
@@ -268,17 +272,41 @@ impl<'s> Intake<'s> {
                 }
                 Ok(n)
             });
+            let (to_hash, hashing) = match files.as_mut() {
+                Some(files) => {
+                    let (htx, hrx) = std::sync::mpsc::sync_channel::<Checked>(IN_FLIGHT);
+                    let h = scope.spawn(move || {
+                        for c in hrx {
+                            for (id, off, len) in &c.f.chunks {
+                                files.arrived(
+                                    id,
+                                    &c.raw.slice(*off as usize..(*off + *len) as usize),
+                                );
+                            }
+                        }
+                    });
+                    (Some(htx), Some(h))
+                }
+                None => (None, None),
+            };
             let fed = feed(&mut |f, payload| {
                 let c = check.check(f, payload)?;
-                // A closed channel means storing failed: its error is the
-                // one reported.
-                tx.send(c)
-                    .map_err(|_| Error::Busy("storing stopped".into()))
+                // A closed channel means the other thread failed: its error
+                // is the one reported.
+                let stopped = |_| Error::Busy("storing stopped".into());
+                if let Some(h) = &to_hash {
+                    h.send(c.clone()).map_err(stopped)?;
+                }
+                tx.send(c).map_err(stopped)
             });
-            drop(tx);
+            drop((tx, to_hash));
             let stored = storing
                 .join()
                 .map_err(|_| Error::Busy("the thread storing frames panicked".into()))?;
+            if let Some(h) = hashing {
+                h.join()
+                    .map_err(|_| Error::Busy("the thread hashing files panicked".into()))?;
+            }
             let n = stored?;
             fed?;
             Ok(n)
@@ -286,10 +314,11 @@ impl<'s> Intake<'s> {
     }
 }
 
-/// Checked frames waiting to be stored.
+/// Checked frames waiting to be stored (and hashed into files).
 const IN_FLIGHT: usize = 4;
 
 /// A frame whose chunks have been checked, with its decoded bytes.
+#[derive(Clone)]
 pub(crate) struct Checked {
     f: PlannedFrame,
     raw: bytes::Bytes,
@@ -300,8 +329,6 @@ pub(crate) struct Checked {
 pub(crate) struct Checker<'s> {
     store: &'s Store,
     peer: &'s str,
-    /// Files hashed in content order as their chunks pass.
-    pub files: Option<super::files::InOrder>,
     /// Decoded base frames, shared by the deltas against them.
     cache: FrameCache,
 }
@@ -331,8 +358,6 @@ impl Checker<'_> {
                 })?
                 .into(),
         };
-        // On this thread: storing runs on another, and the network on
-        // others again, so a thread pool would only add hand-offs.
         for (id, off, len) in &f.chunks {
             check_chunk(
                 self.store,
@@ -340,11 +365,6 @@ impl Checker<'_> {
                 &raw[*off as usize..(*off + *len) as usize],
                 peer,
             )?;
-        }
-        if let Some(files) = &mut self.files {
-            for (id, off, len) in &f.chunks {
-                files.arrived(id, &raw.slice(*off as usize..(*off + *len) as usize));
-            }
         }
         Ok(Checked { f, raw, payload })
     }

@@ -677,12 +677,17 @@ impl PeerAddr {
     }
 }
 
+/// Largest HTTP/2 frame a peer may send us (the default, 16 KiB, cuts each
+/// ~1 MiB pack frame into 64 pieces, each handled on its own).
+pub(crate) const HTTP2_FRAME: u32 = 1 << 20;
+
 pub(crate) async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
     let (url, token) = (addr.url.as_str(), addr.token.as_str());
     let tune = |e: Endpoint| {
         e.connect_timeout(Duration::from_secs(10))
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(16 << 20)
+            .max_frame_size(crate::sync::HTTP2_FRAME)
             .tcp_nodelay(true)
     };
     let channel = if url.starts_with("https://") {
@@ -985,7 +990,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
     let started = std::time::Instant::now();
     let mut intake = frames::Intake::new(store, url);
     // Files are hashed as their chunks arrive, so few are read back.
-    intake.check.files = Some(files::InOrder::new(
+    intake.files = Some(files::InOrder::new(
         store,
         pieces.done,
         &missing_chunks,
@@ -1071,7 +1076,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             b,
             url,
             Some(&mut asked),
-            intake.check.files.as_mut(),
+            intake.files.as_mut(),
         )?;
         sum.chunks_sent += got.stored + got.had;
         sum.bytes += got.bytes;
@@ -1088,7 +1093,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         )));
     }
     let transferred = started.elapsed();
-    if let Some(files) = intake.check.files.take() {
+    if let Some(files) = intake.files.take() {
         let done = files.finish(store, url)?;
         sum.files += done.recorded;
         sum.files_already_there += done.already_here;
