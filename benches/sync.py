@@ -122,6 +122,9 @@ class Daemon:
 def rsyncd(root):
     port = free_port()
     conf = os.path.join(WORK, "rsyncd.conf")
+    # A run that was interrupted leaves its pid file, and rsync then refuses to start.
+    if os.path.exists(os.path.join(WORK, "rsyncd.pid")):
+        os.remove(os.path.join(WORK, "rsyncd.pid"))
     with open(conf, "w") as f:
         f.write(f"port = {port}\naddress = 127.0.0.1\nuse chroot = no\npid file = {WORK}/rsyncd.pid\n"
                 f"[data]\npath = {root}\nread only = yes\n")
