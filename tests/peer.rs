@@ -884,4 +884,24 @@ fn a_hostile_pusher_is_refused_and_nothing_it_sent_is_stored() {
     let st: serde_json::Value =
         serde_json::from_str(&hub.ok(&["daemon", "status", "--json"])).unwrap();
     assert_eq!(st["peer_refused"], 5, "{st}");
+
+    // An honest frame sent twice is stored once; the second reply says the
+    // hub had it.
+    for (stored, had) in [(1, 0), (0, 1)] {
+        let reply = rt.block_on(async {
+            let mut c = PeerClient::connect(url.clone()).await.unwrap();
+            let msg = pb::FramePut {
+                plan: Some(raw(vec![id.clone()], vec![chunk.len() as u32])),
+                payload: chunk.clone().into(),
+            };
+            let mut req = tonic::Request::new(tokio_stream::iter(vec![msg]));
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {rw}").parse().unwrap());
+            c.put_frames(req).await.unwrap().into_inner()
+        });
+        assert_eq!((reply.stored, reply.already_had), (stored, had));
+    }
+    let st: serde_json::Value = serde_json::from_str(&hub.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(st["chunks"], 1, "{st}");
+    hub.ok(&["verify", "--read-data"]);
 }

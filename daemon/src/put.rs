@@ -187,8 +187,10 @@ impl<'s> Session<'s> {
 
     /// Appends a verified frame as it is (a peer's frame as stored: no
     /// re-framing, no recompression). Every chunk must be new, and a
-    /// delta's bases self-contained here.
-    pub fn put_frame(&mut self, mut frame: crate::pack::Frame) -> Result<()> {
+    /// delta's bases self-contained here. Returns how many of its chunks
+    /// were left out because the store got them meanwhile (from another
+    /// writer).
+    pub fn put_frame(&mut self, mut frame: crate::pack::Frame) -> Result<u64> {
         use rayon::prelude::*;
         if frame.compressed.is_some() && frame.bases.is_empty() {
             // Compressible content: sketch it so later versions can be
@@ -203,7 +205,7 @@ impl<'s> Session<'s> {
         let r = self
             .store
             .append_frames(vec![frame], &mut self.deps)
-            .map(|_| ());
+            .map(|a| a.reused);
         if let Err(e) = &r {
             self.reset(&format!("an earlier write failed: {e}"));
         }

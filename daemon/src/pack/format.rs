@@ -202,9 +202,7 @@ pub fn decode_header(b: &[u8], v: Version, offset: u64) -> Result<Header, Format
     }
     let payload_sum = match v {
         Version::V1 => None,
-        Version::V2 => Some(u64::from_le_bytes(
-            b[20..28].try_into().map_err(|_| bad())?,
-        )),
+        Version::V2 => Some(u64::from_le_bytes(b[20..28].try_into().map_err(|_| bad())?)),
     };
     let h = Header {
         kind,
@@ -534,7 +532,14 @@ impl<R: Read> Scanner<R> {
     fn read_payload(&mut self, h: &Header, offset: u64) -> Result<Option<Vec<u8>>, FormatError> {
         let mut sum = PayloadSummer::new();
         let mut left = h.stored_len as usize;
-        let mut buf = vec![0u8; if self.read_payloads { left } else { (64 << 10).min(left) }];
+        let mut buf = vec![
+            0u8;
+            if self.read_payloads {
+                left
+            } else {
+                (64 << 10).min(left)
+            }
+        ];
         while left > 0 {
             let n = left.min(buf.len());
             self.read(&mut buf[..n])?;

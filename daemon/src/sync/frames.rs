@@ -248,6 +248,7 @@ impl<'s> Intake<'s> {
                 covered: HashSet::new(),
                 as_stored: 0,
                 split: 0,
+                had: 0,
             },
             files: None,
         }
@@ -379,11 +380,14 @@ pub(crate) struct Keeper<'s> {
     /// Frames stored as they came / split into their chunks.
     pub as_stored: u64,
     pub split: u64,
+    /// Chunks taken that the store turned out to have already (another
+    /// writer stored them since the plan).
+    pub had: u64,
 }
 
 impl Keeper<'_> {
     /// Stores a checked frame; returns how many of its chunks were new in
-    /// this transfer.
+    /// this transfer (some of which the store may have had: [`Keeper::had`]).
     pub fn keep(&mut self, c: Checked) -> Result<u64> {
         let Checked { f, raw, payload } = c;
         if self.whole(&f)? {
@@ -391,7 +395,7 @@ impl Keeper<'_> {
             self.covered.extend(f.chunks.iter().map(|c| c.0));
             self.as_stored += 1;
             let compressed = (f.codec != Codec::Raw).then(|| payload.to_vec());
-            self.session.put_frame(Frame {
+            self.had += self.session.put_frame(Frame {
                 chunks: f.chunks.iter().map(|(id, _, len)| (*id, *len)).collect(),
                 raw,
                 compressed,
@@ -404,8 +408,10 @@ impl Keeper<'_> {
         let mut n = 0;
         for (id, off, len) in f.chunks {
             if self.covered.insert(id) {
-                self.session
+                let new = self
+                    .session
                     .put_chunk(id, raw[off as usize..(off + len) as usize].to_vec())?;
+                self.had += u64::from(!new);
                 n += 1;
             }
         }
@@ -414,9 +420,8 @@ impl Keeper<'_> {
 
     /// Can the frame be stored as it came? Only when it holds exactly the
     /// chunks asked for, contiguously, none taken before in this transfer,
-    /// and a delta's
-    /// bases are self-contained here (so any chunk still decodes from at
-    /// most its bases' frames and its own).
+    /// and a delta's bases are self-contained here (so any chunk still
+    /// decodes from at most its bases' frames and its own).
     fn whole(&self, f: &PlannedFrame) -> Result<bool> {
         if f.bases.is_empty() != (f.codec != Codec::ZstdDict) {
             return Ok(false);

@@ -498,9 +498,10 @@ impl Peer for PeerApi {
             });
             // What arrived intact before any failure is kept.
             intake.keep.session.seal()?;
+            let had = intake.keep.had;
             Ok(pb::PutReply {
-                stored: taken?,
-                already_had: 0,
+                stored: taken? - had,
+                already_had: had,
             })
         })
         .await
