@@ -201,13 +201,25 @@ impl<'p> Plans<'p> {
     /// their bases, and they are not mostly made of chunks nobody asked
     /// for. Each is named in `GetFrames` by its first chunk.
     pub fn worth_taking(self, store: &Store) -> Result<Vec<PlannedFrame>> {
-        let mut out = Vec::new();
-        for f in self.useful() {
-            if store.indexed(&f.bases)?.into_iter().all(|h| h) {
-                out.push(f);
+        let useful = self.useful();
+        let bases: Vec<Id> = useful
+            .iter()
+            .flat_map(|f| f.bases.iter().copied())
+            .collect::<HashSet<Id>>()
+            .into_iter()
+            .collect();
+        let mut here = HashSet::new();
+        for batch in bases.chunks(crate::STAT_BATCH) {
+            for (b, have) in batch.iter().zip(store.indexed(batch)?) {
+                if have {
+                    here.insert(*b);
+                }
             }
         }
-        Ok(out)
+        Ok(useful
+            .into_iter()
+            .filter(|f| f.bases.iter().all(|b| here.contains(b)))
+            .collect())
     }
 
     /// The frames worth sending or taking as stored, whoever has their
