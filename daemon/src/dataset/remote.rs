@@ -610,10 +610,10 @@ pub fn push(
         files_of(store, &trees, &mut files)?;
         let mut fseen = HashSet::new();
         files.retain(|f| fseen.insert(*f));
-        drop(rt);
-        out.files = sync::push(store, addr, &files, progress)?;
-        let rt = runtime()?;
-        let mut peer = rt.block_on(sync::connect(addr, store))?;
+        out.files = sync::counted(
+            store,
+            sync::push_over(store, &rt, &mut peer, url, &files, progress),
+        )?;
         // Trees (children first), then snapshots (oldest first).
         let mut batches: Vec<pb::ObjectBatch> = Vec::new();
         let mut cur = pb::ObjectBatch::default();

@@ -1123,12 +1123,23 @@ pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
 }
 
 fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
-    let url = addr.url.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))?;
     let mut peer = rt.block_on(connect(addr, store))?;
+    push_over(store, &rt, &mut peer, &addr.url, files, progress)
+}
+
+/// [`push`] over a connection the caller holds (and keeps using after).
+pub(crate) fn push_over(
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    peer: &mut Client,
+    url: &str,
+    files: &[Id],
+    progress: Progress,
+) -> Result<Summary> {
     let mut sum = Summary::default();
     let mut send = Vec::new();
     let present = peer_has(&rt, files, url, "the file check", |ids| {
