@@ -1256,3 +1256,31 @@ fn load_or_create_params(dir: &Path, create_with: StoreParams) -> Result<StorePa
         Err(e) => Err(Error::io("cannot read", &path, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_of_format_1_are_still_reindexed_verified_and_read() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("store");
+        let store = Store::open(&dir, StoreParams::default()).unwrap();
+        let chunks: [&[u8]; 2] = [b"a chunk written by an older hoard", &[9u8; 70_000]];
+        let (pack, bytes) = format::v1_pack(&chunks);
+        let h = pack.hex();
+        let path = dir.join("packs").join(&h[..2]).join(format!("{h}.pack"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let (packs, n, _, bad) = store.reindex(|_, _| {}).unwrap();
+        assert_eq!((packs, n, bad), (1, 2, 0));
+        let report = crate::check::verify(&store, true, &mut |_| true).unwrap();
+        assert_eq!((report.packs, report.chunks, report.problems), (1, 2, 0));
+        let mut cache = FrameCache::default();
+        for c in chunks {
+            let id = Id::of(c);
+            let loc = store.index.chunk_locs(&[id]).unwrap()[0].unwrap();
+            assert_eq!(store.read_chunk(&id, &loc, &mut cache).unwrap(), c);
+        }
+    }
+}

@@ -454,6 +454,9 @@ pub struct ScannedRecord {
     pub meta: Vec<u8>,
     /// The stored payload, when the scan reads data.
     pub payload: Option<Vec<u8>>,
+    /// Whether the payload matches its header's checksum (`None` in a
+    /// version 1 pack, whose payloads only the pack id covers).
+    pub payload_intact: Option<bool>,
     header_len: usize,
 }
 
@@ -465,7 +468,9 @@ impl ScannedRecord {
 
 /// Reads a whole pack front to back, checking headers, payload checksums,
 /// the trailer and the pack id. With `read_payloads` false, payloads are
-/// still read and checked but not kept.
+/// still read and checked but not kept. A damaged payload does not stop the
+/// scan (its record says so, for a caller that wants to look closer at it);
+/// [`Scanner::finish`] then fails.
 pub struct Scanner<R: Read> {
     r: R,
     version: Version,
@@ -475,6 +480,8 @@ pub struct Scanner<R: Read> {
     read_payloads: bool,
     records: u32,
     done: bool,
+    /// Offset of the first record whose payload is damaged.
+    damaged: Option<u64>,
 }
 
 /// What the trailer says once a scan completed.
@@ -504,6 +511,7 @@ impl<R: Read> Scanner<R> {
             read_payloads,
             records: 0,
             done: false,
+            damaged: None,
         })
     }
 
@@ -527,9 +535,15 @@ impl<R: Read> Scanner<R> {
         Ok(())
     }
 
-    /// Reads `len` payload bytes, checks them against the header and keeps
-    /// them when the scan reads data.
-    fn read_payload(&mut self, h: &Header, offset: u64) -> Result<Option<Vec<u8>>, FormatError> {
+    /// Reads a record's payload, checks it against the header (see
+    /// [`ScannedRecord::payload_intact`]) and keeps it when the scan reads
+    /// data.
+    #[allow(clippy::type_complexity)]
+    fn read_payload(
+        &mut self,
+        h: &Header,
+        offset: u64,
+    ) -> Result<(Option<Vec<u8>>, Option<bool>), FormatError> {
         let mut sum = PayloadSummer::new();
         let mut left = h.stored_len as usize;
         let mut buf = vec![
@@ -551,12 +565,11 @@ impl<R: Read> Scanner<R> {
             }
             left -= n;
         }
-        if let Some(want) = h.payload_sum {
-            if sum.digest() != want {
-                return Err(FormatError::BadPayload(offset));
-            }
+        let intact = h.payload_sum.map(|want| sum.digest() == want);
+        if intact == Some(false) {
+            self.damaged.get_or_insert(offset);
         }
-        Ok(self.read_payloads.then_some(buf))
+        Ok((self.read_payloads.then_some(buf), intact))
     }
 
     /// The next record, or `None` at the trailer (then call [`Scanner::finish`]).
@@ -585,20 +598,25 @@ impl<R: Read> Scanner<R> {
         let mut meta = vec![0u8; header.meta_len as usize];
         self.read_hashed(&mut meta)?;
         check_header(hb, &meta, offset)?;
-        let payload = self.read_payload(&header, offset)?;
+        let (payload, payload_intact) = self.read_payload(&header, offset)?;
         self.records += 1;
         Ok(Some(ScannedRecord {
             offset,
             header,
             meta,
             payload,
+            payload_intact,
             header_len,
         }))
     }
 
     /// Reads and checks the trailer; the pack id is proven by re-hashing.
+    /// Fails if any payload was damaged.
     pub fn finish(mut self) -> Result<ScanEnd, FormatError> {
         while self.next_record()?.is_some() {}
+        if let Some(at) = self.damaged {
+            return Err(FormatError::BadPayload(at));
+        }
         let mut t = [0u8; TRAILER_LEN];
         self.r
             .read_exact(&mut t)
@@ -621,6 +639,30 @@ impl<R: Read> Scanner<R> {
             records,
         })
     }
+}
+
+/// A version 1 pack of `payloads` as raw frames, one chunk each, as written
+/// before version 2: 24-byte headers, the pack id over every byte.
+#[cfg(test)]
+pub(crate) fn v1_pack(payloads: &[&[u8]]) -> (Id, Vec<u8>) {
+    let mut b = MAGIC_V1.to_vec();
+    for p in payloads {
+        let meta = encode_frame_meta(&[(Id::of(p), p.len() as u32)], &[]);
+        let mut h = [0u8; 24];
+        h[0..4].copy_from_slice(b"FRM1");
+        h[8..12].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&(p.len() as u32).to_le_bytes());
+        h[16..20].copy_from_slice(&(p.len() as u32).to_le_bytes());
+        let check = header_check(&h[..20], &meta);
+        h[20..24].copy_from_slice(&check.to_le_bytes());
+        b.extend_from_slice(&h);
+        b.extend_from_slice(&meta);
+        b.extend_from_slice(p);
+    }
+    b.extend_from_slice(&encode_trailer_prefix(payloads.len() as u32));
+    let id = Id::of(&b);
+    b.extend_from_slice(&id.0);
+    (id, b)
 }
 
 #[cfg(test)]
@@ -733,29 +775,6 @@ mod tests {
         (id, std::fs::read(backend.path_of(&id)).unwrap())
     }
 
-    /// A version 1 pack, as written before version 2: 24-byte headers, the
-    /// pack id over every byte.
-    fn v1_pack(payloads: &[&[u8]]) -> (Id, Vec<u8>) {
-        let mut b = MAGIC_V1.to_vec();
-        for p in payloads {
-            let meta = encode_frame_meta(&[(Id::of(p), p.len() as u32)], &[]);
-            let mut h = [0u8; 24];
-            h[0..4].copy_from_slice(b"FRM1");
-            h[8..12].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-            h[12..16].copy_from_slice(&(p.len() as u32).to_le_bytes());
-            h[16..20].copy_from_slice(&(p.len() as u32).to_le_bytes());
-            let check = header_check(&h[..20], &meta);
-            h[20..24].copy_from_slice(&check.to_le_bytes());
-            b.extend_from_slice(&h);
-            b.extend_from_slice(&meta);
-            b.extend_from_slice(p);
-        }
-        b.extend_from_slice(&encode_trailer_prefix(payloads.len() as u32));
-        let id = Id::of(&b);
-        b.extend_from_slice(&id.0);
-        (id, b)
-    }
-
     /// Scans a whole pack; returns its records' (chunk id, payload) and its id.
     #[allow(clippy::type_complexity)]
     fn scan(b: &[u8]) -> Result<(Vec<(Id, Vec<u8>)>, Id), FormatError> {
@@ -791,7 +810,15 @@ mod tests {
         let (_, mut b) = v2_pack(&[b"first", b"second chunk, damaged below"]);
         let second = 8 + HEADER_LEN + FRAME_ENTRY_LEN + 5;
         b[second + HEADER_LEN + FRAME_ENTRY_LEN + 3] ^= 0x10;
-        match scan(&b) {
+        // The scan goes on past it (a verifier can still say which chunks
+        // it damages), then fails naming it.
+        let mut s = Scanner::new(&b[..], b.len() as u64, true).unwrap();
+        let mut seen = Vec::new();
+        while let Some(r) = s.next_record().unwrap() {
+            seen.push((r.offset, r.payload_intact));
+        }
+        assert_eq!(seen, [(8, Some(true)), (second as u64, Some(false))]);
+        match s.finish() {
             Err(FormatError::BadPayload(at)) => assert_eq!(at, second as u64),
             other => panic!("{other:?}"),
         }
