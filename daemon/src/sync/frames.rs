@@ -237,23 +237,30 @@ impl<'p> Plans<'p> {
 
 /// Takes frames a peer sent as stored: checks every chunk, stores a frame
 /// as it came when it can, else its chunks one by one. Checking (decoding,
-/// chunk ids), hashing pulled files in content order, and storing (pack
-/// writes) run on three threads.
+/// chunk ids) runs on [`CHECKERS`] threads, then, in the order the frames
+/// came, hashing pulled files in content order and storing (pack writes) on
+/// one thread each.
 pub(crate) struct Intake<'s> {
-    pub check: Checker<'s>,
+    store: &'s Store,
+    peer: &'s str,
     pub keep: Keeper<'s>,
     /// Files hashed in content order as their chunks pass.
     pub files: Option<super::files::InOrder>,
 }
 
+/// Threads decoding and checking frames.
+const CHECKERS: usize = 2;
+/// Frames taken but not yet handed to storing: bounds the memory held by
+/// frames checked ahead of a slow one.
+const AHEAD: usize = 8;
+/// Checked frames waiting to be stored (and hashed into files).
+const IN_FLIGHT: usize = 4;
+
 impl<'s> Intake<'s> {
     pub fn new(store: &'s Store, peer: &'s str) -> Self {
         Intake {
-            check: Checker {
-                store,
-                peer,
-                cache: FrameCache::default(),
-            },
+            store,
+            peer,
             keep: Keeper {
                 store,
                 session: Session::new(store),
@@ -266,30 +273,40 @@ impl<'s> Intake<'s> {
         }
     }
 
-    /// Takes every frame `feed` hands over (through its `take` argument):
-    /// this thread checks each one while another stores the frames before
-    /// it and a third hashes their chunks into the files being pulled.
-    /// Returns how many chunks were new in this transfer. Each of the other
-    /// two threads has up to [`IN_FLIGHT`] checked frames waiting.
+    /// Takes every frame `feed` hands over (through its `take` argument),
+    /// checking, hashing and storing them on other threads; returns how
+    /// many chunks were new in this transfer. The first error is the one
+    /// reported: a frame that fails its check, else storing, else `feed`.
     pub fn take_all(
         &mut self,
         feed: impl FnOnce(&mut dyn FnMut(PlannedFrame, bytes::Bytes) -> Result<()>) -> Result<()>,
     ) -> Result<u64> {
-        let (check, keep, files) = (&mut self.check, &mut self.keep, &mut self.files);
+        use std::collections::BTreeMap;
+        use std::sync::mpsc::sync_channel;
+        let (store, peer) = (self.store, self.peer);
+        let (keep, files) = (&mut self.keep, &mut self.files);
+        fn stopped<E>(_: E) -> Error {
+            Error::Busy("taking frames stopped".into())
+        }
+        let panicked = |what: &str| Error::Busy(format!("the thread {what} panicked"));
+        let (to_check, check_rx) = sync_channel::<(usize, PlannedFrame, bytes::Bytes)>(AHEAD);
+        let check_rx = std::sync::Mutex::new(check_rx);
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Checked>(IN_FLIGHT);
+            // Storing, in order.
+            let (to_keep, keep_rx) = sync_channel::<Checked>(IN_FLIGHT);
             let storing = scope.spawn(move || -> Result<u64> {
                 let mut n = 0;
-                for c in rx {
+                for c in keep_rx {
                     n += keep.keep(c)?;
                 }
                 Ok(n)
             });
+            // Hashing files, in order.
             let (to_hash, hashing) = match files.as_mut() {
                 Some(files) => {
-                    let (htx, hrx) = std::sync::mpsc::sync_channel::<Checked>(IN_FLIGHT);
+                    let (tx, rx) = sync_channel::<Checked>(IN_FLIGHT);
                     let h = scope.spawn(move || {
-                        for c in hrx {
+                        for c in rx {
                             for (id, off, len) in &c.f.chunks {
                                 files.arrived(
                                     id,
@@ -298,37 +315,79 @@ impl<'s> Intake<'s> {
                             }
                         }
                     });
-                    (Some(htx), Some(h))
+                    (Some(tx), Some(h))
                 }
                 None => (None, None),
             };
-            let fed = feed(&mut |f, payload| {
-                let c = check.check(f, payload)?;
-                // A closed channel means the other thread failed: its error
-                // is the one reported.
-                let stopped = |_| Error::Busy("storing stopped".into());
-                if let Some(h) = &to_hash {
-                    h.send(c.clone()).map_err(stopped)?;
+            // Checking, in any order.
+            let (checked_tx, checked_rx) = sync_channel::<(usize, Result<Checked>)>(AHEAD);
+            let checkers: Vec<_> = (0..CHECKERS)
+                .map(|_| {
+                    let (check_rx, checked_tx) = (&check_rx, checked_tx.clone());
+                    scope.spawn(move || {
+                        let mut checker = Checker {
+                            store,
+                            peer,
+                            cache: FrameCache::default(),
+                        };
+                        loop {
+                            let job = check_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok((seq, f, payload)) = job else { return };
+                            if checked_tx.send((seq, checker.check(f, payload))).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            drop(checked_tx);
+            // Back in order: each checked frame goes to storing and hashing;
+            // each frame handed on lets `feed` take one more.
+            let (permits, permit_rx) = sync_channel::<()>(AHEAD);
+            let sequencing = scope.spawn(move || -> Result<()> {
+                let mut waiting = BTreeMap::new();
+                let mut next = 0;
+                for (seq, r) in checked_rx {
+                    waiting.insert(seq, r);
+                    while let Some(r) = waiting.remove(&next) {
+                        let c = r?;
+                        if let Some(h) = &to_hash {
+                            h.send(c.clone()).map_err(stopped)?;
+                        }
+                        to_keep.send(c).map_err(stopped)?;
+                        permit_rx.recv().map_err(stopped)?;
+                        next += 1;
+                    }
                 }
-                tx.send(c).map_err(stopped)
+                Ok(())
             });
-            drop((tx, to_hash));
-            let stored = storing
-                .join()
-                .map_err(|_| Error::Busy("the thread storing frames panicked".into()))?;
-            if let Some(h) = hashing {
-                h.join()
-                    .map_err(|_| Error::Busy("the thread hashing files panicked".into()))?;
+            let mut seq = 0;
+            let fed = feed(&mut |f, payload| {
+                permits.send(()).map_err(stopped)?;
+                to_check.send((seq, f, payload)).map_err(stopped)?;
+                seq += 1;
+                Ok(())
+            });
+            drop((to_check, permits));
+            for c in checkers {
+                c.join().map_err(|_| panicked("checking frames"))?;
             }
-            let n = stored?;
+            let sequenced = sequencing.join().map_err(|_| panicked("ordering frames"))?;
+            let stored = storing.join().map_err(|_| panicked("storing frames"))?;
+            if let Some(h) = hashing {
+                h.join().map_err(|_| panicked("hashing files"))?;
+            }
+            // A closed channel means another thread failed: its error is
+            // the one reported.
+            let n = match (sequenced, stored) {
+                (Err(e), Ok(_)) => return Err(e),
+                (_, stored) => stored?,
+            };
             fed?;
             Ok(n)
         })
     }
 }
-
-/// Checked frames waiting to be stored (and hashed into files).
-const IN_FLIGHT: usize = 4;
 
 /// A frame whose chunks have been checked, with its decoded bytes.
 #[derive(Clone)]
@@ -510,5 +569,67 @@ mod tests {
         codec.codec = 99;
         assert!(p.add(codec, &asked).is_err());
         assert!(p.add(entry(&[7; 65], &[(a, 0, 100)]), &asked).is_err());
+    }
+
+    /// Raw frames of two chunks each, with their payloads.
+    fn raw_frames(n: usize) -> Vec<(PlannedFrame, bytes::Bytes)> {
+        (0..n)
+            .map(|i| {
+                let (a, b) = (vec![i as u8; 5000], vec![i as u8 ^ 0xff; 7000]);
+                let payload: Vec<u8> = [a.as_slice(), b.as_slice()].concat();
+                let f = PlannedFrame {
+                    codec: Codec::Raw,
+                    raw_len: 12_000,
+                    stored_len: 12_000,
+                    bases: Vec::new(),
+                    chunks: vec![(Id::of(&a), 0, 5000), (Id::of(&b), 5000, 7000)],
+                };
+                (f, payload.into())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_are_stored_in_order_until_one_fails_its_check() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), crate::store::StoreParams::default()).unwrap();
+        let frames = raw_frames(40);
+        let mut bad = frames.clone();
+        let mut damaged = bad[25].1.to_vec();
+        damaged[6000] ^= 1;
+        bad[25].1 = damaged.into();
+        let mut intake = Intake::new(&store, "peer");
+        let r = intake.take_all(|take| {
+            for (f, p) in bad {
+                take(f, p)?;
+            }
+            Ok(())
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("does not hash") && e.contains("refused"), "{e}");
+        intake.keep.session.seal().unwrap();
+        // Every frame before the bad one is stored, nothing of it or after.
+        let ids: Vec<Id> = frames
+            .iter()
+            .flat_map(|(f, _)| f.chunks.iter().map(|c| c.0))
+            .collect();
+        let here = store.indexed(&ids).unwrap();
+        assert!(here[..50].iter().all(|h| *h));
+        assert!(!here[50..].iter().any(|h| *h));
+
+        // All good: everything is taken, the rest of it now.
+        let mut intake = Intake::new(&store, "peer");
+        let n = intake
+            .take_all(|take| {
+                for (f, p) in frames {
+                    take(f, p)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 80);
+        assert_eq!(intake.keep.had, 50);
+        intake.keep.session.seal().unwrap();
+        assert!(store.indexed(&ids).unwrap().iter().all(|h| *h));
     }
 }

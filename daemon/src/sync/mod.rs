@@ -1024,6 +1024,8 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         // Fetched over several streams, in plan order, while this thread
         // decodes and stores.
         let keys: Vec<Id> = planned.iter().map(|f| f.chunks[0].0).collect();
+        let keys_len = keys.len();
+        tracing::debug!(round, frames = keys_len, at = ?started.elapsed(), "planned a round of frames");
         let jobs = keys.chunks(FRAMES_PER_CALL).map(|k| k.to_vec()).collect();
         let mut planned: HashMap<Id, frames::PlannedFrame> =
             keys.into_iter().zip(planned).collect();
@@ -1051,6 +1053,12 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             intake.keep.session.seal()?;
             return Err(e);
         }
+        tracing::debug!(
+            round,
+            frames = keys_len,
+            at = ?started.elapsed(),
+            "took a round of frames"
+        );
         let before = missing_chunks.len();
         missing_chunks.retain(|c| !intake.keep.covered.contains(c));
         if missing_chunks.len() == before {
@@ -1142,7 +1150,7 @@ pub(crate) fn push_over(
 ) -> Result<Summary> {
     let mut sum = Summary::default();
     let mut send = Vec::new();
-    let present = peer_has(&rt, files, url, "the file check", |ids| {
+    let present = peer_has(rt, files, url, "the file check", |ids| {
         let mut p = peer.clone();
         async move { p.have_files(ids).await }
     })?;
@@ -1162,7 +1170,7 @@ pub(crate) fn push_over(
     }
     let needed = distinct_chunks(manifests.iter().map(|(_, m)| m));
     let mut to_send = Vec::new();
-    let present = peer_has(&rt, &needed, url, "the chunk check", |ids| {
+    let present = peer_has(rt, &needed, url, "the chunk check", |ids| {
         let mut p = peer.clone();
         async move { p.have_chunks(ids).await }
     })?;
@@ -1175,7 +1183,7 @@ pub(crate) fn push_over(
     }
     // Frames as stored where the peer holds their bases (a new version
     // travels as deltas against the one it has); the rest as chunks.
-    let (framed, framed_bytes) = push_frames(&rt, &peer, store, url, &to_send)?;
+    let (framed, framed_bytes) = push_frames(rt, peer, store, url, &to_send)?;
     if !framed.is_empty() {
         to_send.retain(|c| !framed.contains(c));
         sum.chunks_sent += framed.len() as u64;
