@@ -688,7 +688,7 @@ pub(crate) async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
         e.connect_timeout(Duration::from_secs(10))
             .initial_stream_window_size(4 << 20)
             .initial_connection_window_size(16 << 20)
-            .max_frame_size(crate::sync::HTTP2_FRAME)
+            .max_frame_size(HTTP2_FRAME)
             .tcp_nodelay(true)
     };
     let channel = if url.starts_with("https://") {
@@ -1021,8 +1021,8 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
             }
         }
         let planned = plans.worth_taking(store)?;
-        // Fetched over several streams, in plan order, while this thread
-        // decodes and stores.
+        // Fetched over several streams and handed on in plan order, while
+        // other threads check, hash and store.
         let keys: Vec<Id> = planned.iter().map(|f| f.chunks[0].0).collect();
         let keys_len = keys.len();
         tracing::debug!(round, frames = keys_len, at = ?started.elapsed(), "planned a round of frames");
