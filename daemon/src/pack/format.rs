@@ -515,10 +515,6 @@ impl<R: Read> Scanner<R> {
         })
     }
 
-    pub fn version(&self) -> Version {
-        self.version
-    }
-
     fn read(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
         self.r.read_exact(buf).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => FormatError::Truncated(self.pos),
