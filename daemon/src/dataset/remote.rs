@@ -292,13 +292,6 @@ fn files_of(store: &Store, trees: &[Id], out: &mut Vec<Id>) -> Result<()> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))
-}
-
 fn remote_ref(
     rt: &tokio::runtime::Runtime,
     peer: &mut sync::Client,
@@ -432,7 +425,7 @@ pub fn clone(
     objects::check_dataset_name(dataset).map_err(|e| Error::Config(e.0))?;
     let url = addr.url.as_str();
     let store = &*ds.store;
-    let rt = runtime()?;
+    let rt = sync::runtime()?;
     let mut peer = rt.block_on(sync::connect(addr, store))?;
     let snap_id = resolve_remote(&rt, &mut peer, url, dataset, rev)?;
 
@@ -569,7 +562,7 @@ pub fn push(
             "dataset {name} has no snapshot to push; `hoard snapshot {name}` first"
         ))
     })?;
-    let rt = runtime()?;
+    let rt = sync::runtime()?;
     let mut peer = rt.block_on(sync::connect(addr, store))?;
     let r = objects::dataset_ref(name);
     let remote = remote_ref(&rt, &mut peer, url, &r)?;

@@ -1130,11 +1130,16 @@ pub fn push(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) ->
     counted(store, push_inner(store, addr, files, progress))
 }
 
-fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A runtime on the calling thread, for one exchange with a peer.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))?;
+        .map_err(|e| Error::Busy(format!("cannot start a runtime: {e}")))
+}
+
+fn push_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
+    let rt = runtime()?;
     let mut peer = rt.block_on(connect(addr, store))?;
     push_over(store, &rt, &mut peer, &addr.url, files, progress)
 }
