@@ -576,6 +576,81 @@ fn auto_sync_pushes_new_snapshots_and_retries() {
     assert_eq!(listing(&on_hub), listing(&src));
 }
 
+#[test]
+fn auto_sync_reports_a_conflict_with_its_resolution_and_does_not_retry_it() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let hub = Env::new();
+    std::fs::create_dir_all(&hub.home).unwrap();
+    hub.start_hub_at(port);
+    let token = hub.token(true);
+    // Another store's history is on the hub first.
+    let other = Env::new();
+    other.ok(&["remote", "add", "origin", &url, "--token", &token]);
+    let osrc = other.path("survey");
+    std::fs::create_dir_all(&osrc).unwrap();
+    std::fs::write(osrc.join("x.csv"), data(50_000, 7, true)).unwrap();
+    other.ok(&["dataset", "add", "survey", osrc.to_str().unwrap()]);
+    let theirs = snap(&other, &["survey", "-m", "theirs"]);
+    other.ok(&["dataset", "push", "survey"]);
+    // This store's own history of the same dataset syncs automatically.
+    let a = Env::new();
+    a.ok(&["remote", "add", "origin", &url, "--token", &token]);
+    let src = a.path("survey");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.csv"), data(80_000, 8, true)).unwrap();
+    a.ok(&[
+        "dataset",
+        "add",
+        "survey",
+        src.to_str().unwrap(),
+        "--remote",
+        "origin",
+    ]);
+    let ours = snap(&a, &["survey", "-m", "ours"]);
+    let info = |a: &Env| a.json(&["dataset", "list"]).pop().unwrap()[0].clone();
+    wait_until(
+        "the conflict to be reported",
+        Duration::from_secs(30),
+        || info(&a)["sync"]["state"] == "failing",
+    );
+    let s = info(&a)["sync"].clone();
+    assert_eq!(s["kind"], "conflict", "{s}");
+    let error = s["error"].as_str().unwrap();
+    assert!(error.contains("not a fast-forward"), "{s}");
+    assert!(
+        error.contains("hoard dataset push survey --force"),
+        "the message names the command that resolves it: {s}"
+    );
+    assert_eq!(s["retry_in_secs"], 0, "a conflict is not retried: {s}");
+    let attempts = s["attempts"].as_u64().unwrap();
+    assert_eq!(attempts, 1, "{s}");
+    // Transient failures are retried after 2, 4, 8 s: a conflict is not.
+    std::thread::sleep(Duration::from_secs(7));
+    let s = info(&a)["sync"].clone();
+    assert_eq!(
+        s["attempts"].as_u64(),
+        Some(attempts),
+        "retried a conflict: {s}"
+    );
+    assert_eq!(s["state"], "failing", "{s}");
+    let line = a.ok(&["dataset", "list"]);
+    assert!(line.contains("failing: conflict"), "{line}");
+    // The hub still holds the other history.
+    assert_eq!(
+        hub.json(&["log", "survey", "-n", "1"]).pop().unwrap()[0]["id"],
+        theirs["id"]
+    );
+    // Resolving it (keeping ours) clears the state.
+    a.ok(&["dataset", "push", "survey", "--force"]);
+    let s = info(&a)["sync"].clone();
+    assert_eq!(s["state"], "synced", "{s}");
+    assert_eq!(
+        hub.json(&["log", "survey", "-n", "1"]).pop().unwrap()[0]["id"],
+        ours["id"]
+    );
+}
+
 mod double {
     //! A peer that speaks the real protocol and sends hostile objects.
     use hoard_daemon::objects::{Entry, EntryKind, Snapshot, Tree};

@@ -72,7 +72,8 @@ pub async fn follow(
     label: &'static str,
     quiet: bool,
 ) -> anyhow::Result<SyncSummary> {
-    let bar = ui::bytes_bar(0, label, quiet);
+    // The daemon sends no total: bytes moved so far.
+    let bar = ui::bytes_spinner(label, quiet);
     let mut summary = None;
     while let Some(ev) = s.message().await.map_err(ui::status_error)? {
         match ev.event {

@@ -1,8 +1,15 @@
 //! Auto-sync: datasets that name a remote push their new snapshots (and
 //! content) there in the background, with exponential backoff after a
-//! failure. `hoard dataset list` shows each one's state.
+//! transient failure. A conflict (the remote's history is not in this
+//! one's) is not retried: it waits until the dataset's head moves or its
+//! configuration changes, and `hoard dataset list` shows it as
+//! `failing: conflict` with the commands that resolve it.
+//!
+//! May import: `dataset`, `sync`, `error`. Only the services and `daemon`
+//! import it.
 
-use crate::dataset::{remote, Datasets};
+use crate::dataset::{Datasets, Live};
+use crate::error::{Error, Kind};
 use crate::sync::PeerAddr;
 use hoard_proto::paths::Paths;
 use hoard_proto::remotes::Remotes;
@@ -67,52 +74,16 @@ pub fn peer_addr(paths: &Paths, name: &str) -> Result<PeerAddr, String> {
     Ok(PeerAddr::new(r.url, r.token, r.fingerprint, ca))
 }
 
+/// Per dataset: consecutive failures and when to try next.
+type Failing = HashMap<String, (u32, Instant)>;
+
 fn run(ds: &Datasets, paths: &Paths, wake: &(Mutex<bool>, Condvar), stop: &AtomicBool) {
-    // Per dataset: consecutive failures and when to try next.
-    let mut failing: HashMap<String, (u32, Instant)> = HashMap::new();
+    let mut failing: Failing = HashMap::new();
     while !stop.load(Ordering::SeqCst) && !ds.store.is_shutting_down() {
         let mut next_wake = Instant::now() + IDLE_CHECK;
         for live in ds.all() {
-            let Some(remote_name) = live.config.remote.clone() else {
-                continue;
-            };
-            let head = match ds.head(&live.name) {
-                Ok(Some(h)) => h,
-                _ => continue,
-            };
-            if live.lock().sync.pushed == Some(head) {
-                continue;
-            }
-            if let Some((_, at)) = failing.get(&live.name) {
-                if *at > Instant::now() {
-                    next_wake = next_wake.min(*at);
-                    let mut st = live.lock();
-                    st.sync.retry_in = Some(at.saturating_duration_since(Instant::now()).as_secs());
-                    continue;
-                }
-            }
-            let r = peer_addr(paths, &remote_name).and_then(|addr| {
-                remote::push(ds, &addr, &live.name, false, &mut |_| {}).map_err(|e| e.to_string())
-            });
-            let mut st = live.lock();
-            match r {
-                Ok(p) => {
-                    tracing::info!(dataset = %live.name, remote = %remote_name, snapshots = p.snapshots_sent, "pushed");
-                    st.sync.pushed = p.snapshot;
-                    st.sync.last_error = None;
-                    st.sync.retry_in = None;
-                    failing.remove(&live.name);
-                }
-                Err(e) => {
-                    let n = failing.get(&live.name).map(|f| f.0 + 1).unwrap_or(1);
-                    let wait = Duration::from_secs(1u64 << n.min(9)).min(MAX_BACKOFF);
-                    tracing::warn!(dataset = %live.name, remote = %remote_name, error = %e, retry_in = ?wait, "auto-sync failed");
-                    st.sync.last_error = Some(e);
-                    st.sync.retry_in = Some(wait.as_secs());
-                    let at = Instant::now() + wait;
-                    failing.insert(live.name.clone(), (n, at));
-                    next_wake = next_wake.min(at);
-                }
+            if let Some(at) = attempt(ds, paths, &live, &mut failing) {
+                next_wake = next_wake.min(at);
             }
         }
         let (m, c) = wake;
@@ -125,5 +96,67 @@ fn run(ds: &Datasets, paths: &Paths, wake: &(Mutex<bool>, Condvar), stop: &Atomi
                 .0;
         }
         *poked = false;
+    }
+}
+
+/// Pushes one dataset if it is due; returns when to look at it again
+/// (None: when something changes).
+fn attempt(ds: &Datasets, paths: &Paths, live: &Live, failing: &mut Failing) -> Option<Instant> {
+    let remote_name = live.config.remote.clone()?;
+    let head = match ds.head(&live.name) {
+        Ok(Some(h)) => h,
+        _ => return None,
+    };
+    {
+        let st = live.lock();
+        if st.sync.pushed == Some(head) || st.sync.conflict_at == Some(head) {
+            // Synced, or a conflict at this head: only a new snapshot, a
+            // forced push or a configuration change moves it on.
+            return None;
+        }
+    }
+    if let Some((_, at)) = failing.get(&live.name) {
+        if *at > Instant::now() {
+            let mut st = live.lock();
+            st.sync.retry_in = Some(at.saturating_duration_since(Instant::now()).as_secs());
+            return Some(*at);
+        }
+    }
+    let r = peer_addr(paths, &remote_name)
+        .map_err(Error::Invalid)
+        .and_then(|addr| crate::sync::dataset::push(ds, &addr, &live.name, false, &mut |_| {}));
+    let mut st = live.lock();
+    st.sync.attempts += 1;
+    match r {
+        Ok(p) => {
+            tracing::info!(dataset = %live.name, remote = %remote_name, snapshots = p.snapshots_sent, "pushed");
+            st.sync.pushed = p.snapshot;
+            st.sync.last_error = None;
+            st.sync.kind = None;
+            st.sync.retry_in = None;
+            st.sync.conflict_at = None;
+            failing.remove(&live.name);
+            None
+        }
+        Err(e) if e.kind() == Kind::Conflict => {
+            tracing::warn!(dataset = %live.name, remote = %remote_name, error = %e, "auto-sync stopped until this is resolved");
+            st.sync.kind = Some(e.kind());
+            st.sync.last_error = Some(e.to_string());
+            st.sync.retry_in = None;
+            st.sync.conflict_at = Some(head);
+            failing.remove(&live.name);
+            None
+        }
+        Err(e) => {
+            let n = failing.get(&live.name).map(|f| f.0 + 1).unwrap_or(1);
+            let wait = Duration::from_secs(1u64 << n.min(9)).min(MAX_BACKOFF);
+            tracing::warn!(dataset = %live.name, remote = %remote_name, error = %e, retry_in = ?wait, "auto-sync failed");
+            st.sync.kind = Some(e.kind());
+            st.sync.last_error = Some(e.to_string());
+            st.sync.retry_in = Some(wait.as_secs());
+            let at = Instant::now() + wait;
+            failing.insert(live.name.clone(), (n, at));
+            Some(at)
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! durable and not visible until [`PackSink::commit`] returns `Ok`; from then
 //! on the pack survives a crash or power loss under its id, and it is never
 //! changed again. A sink dropped without commit leaves nothing behind.
+//!
+//! Floor 1: may import `id` and `error`; knows nothing of what packs hold.
 
 use crate::error::{Error, Result};
 use crate::id::Id;

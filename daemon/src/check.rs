@@ -1,10 +1,13 @@
 //! `verify` and the problems it reports. (`reindex` lives with the store,
 //! which owns the index layout it rebuilds.)
+//!
+//! Floor 5 (engine): may import `store`, `index`, `pack`, `objects`; no sync,
+//! no services.
 
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::ChunkLoc;
-use crate::pack::format::{self, Kind, Scanner};
+use crate::pack::format::{self, Kind, ScannedRecord, Scanner};
 use crate::store::Store;
 use std::collections::{HashMap, HashSet};
 
@@ -66,17 +69,31 @@ pub fn verify(
     emit: &mut dyn FnMut(VerifyEvent) -> bool,
 ) -> Result<Report> {
     let _quiet = store.pause_writes();
-    let index = &store.index;
-    let backend = store.backend();
     let mut r = Reporter {
         rep: Report::default(),
         emit,
         live: true,
     };
+    let on_disk: HashMap<Id, u64> = store.backend().list()?.into_iter().collect();
+    let known = check_packs(store, &on_disk, &mut r)?;
+    check_chunks(store, &known, &mut r)?;
+    let mut bad_chunks: HashSet<Id> = HashSet::new();
+    if read_data {
+        read_all_packs(store, &on_disk, &mut bad_chunks, &mut r)?;
+    }
+    check_files(store, &bad_chunks, &mut r)?;
+    Ok(r.rep)
+}
 
-    // Packs: the index's list against the backend's.
-    let on_disk: HashMap<Id, u64> = backend.list()?.into_iter().collect();
-    let indexed = index.packs()?;
+/// Packs: the index's list against the backend's. Returns the indexed
+/// packs and their lengths.
+fn check_packs(
+    store: &Store,
+    on_disk: &HashMap<Id, u64>,
+    r: &mut Reporter,
+) -> Result<HashMap<Id, u64>> {
+    let backend = store.backend();
+    let indexed = store.index.packs()?;
     let known: HashMap<Id, u64> = indexed.iter().map(|(id, info)| (*id, info.len)).collect();
     for (id, info) in &indexed {
         r.rep.packs += 1;
@@ -103,9 +120,12 @@ pub fn verify(
             );
         }
     }
+    Ok(known)
+}
 
-    // Chunks: each entry points inside a known pack.
-    index.for_each_chunk(|id, loc: ChunkLoc| {
+/// Chunks: each entry points inside a known pack.
+fn check_chunks(store: &Store, known: &HashMap<Id, u64>, r: &mut Reporter) -> Result<()> {
+    store.index.for_each_chunk(|id, loc: ChunkLoc| {
         r.rep.chunks += 1;
         let inside = known
             .get(&loc.pack)
@@ -118,28 +138,37 @@ pub fn verify(
             );
         }
         Ok(())
-    })?;
+    })
+}
 
-    // Data: every byte of every pack.
-    let mut bad_chunks: HashSet<Id> = HashSet::new();
-    if read_data {
-        r.send(VerifyEvent::Plan(on_disk.values().sum()));
-        let mut packs: Vec<(&Id, &u64)> = on_disk.iter().collect();
-        packs.sort();
-        for (pack, &len) in packs {
-            for (kind, object, message) in read_pack(store, pack, len, &mut bad_chunks) {
-                r.problem(kind, object, message);
-            }
-            r.rep.bytes_read += len;
-            let bytes_read = r.rep.bytes_read;
-            r.send(VerifyEvent::Progress { bytes_read });
-            if !r.live || store.is_shutting_down() {
-                return Err(crate::error::Error::Cancelled);
-            }
+/// Data: every byte of every pack; damaged chunks go to `bad_chunks`.
+fn read_all_packs(
+    store: &Store,
+    on_disk: &HashMap<Id, u64>,
+    bad_chunks: &mut HashSet<Id>,
+    r: &mut Reporter,
+) -> Result<()> {
+    r.send(VerifyEvent::Plan(on_disk.values().sum()));
+    let mut packs: Vec<(&Id, &u64)> = on_disk.iter().collect();
+    packs.sort();
+    for (pack, &len) in packs {
+        for (kind, object, message) in read_pack(store, pack, len, bad_chunks) {
+            r.problem(kind, object, message);
+        }
+        r.rep.bytes_read += len;
+        let bytes_read = r.rep.bytes_read;
+        r.send(VerifyEvent::Progress { bytes_read });
+        if !r.live || store.is_shutting_down() {
+            return Err(crate::error::Error::Cancelled);
         }
     }
+    Ok(())
+}
 
-    // Files: every manifest's chunks are indexed and add up to its size.
+/// Files: every manifest's chunks are indexed (and not damaged) and add up
+/// to its size.
+fn check_files(store: &Store, bad_chunks: &HashSet<Id>, r: &mut Reporter) -> Result<()> {
+    let index = &store.index;
     for file in index.file_ids()? {
         r.rep.files += 1;
         let head = match index.file_head(&file) {
@@ -169,45 +198,34 @@ pub fn verify(
                 }
             }
         }
+        let file = file.to_string();
         if size != head.size || count != head.chunks {
-            r.problem(
-                "file",
-                file.to_string(),
-                format!(
-                    "manifest lists {size} bytes in {count} chunks, its head says {} in {}",
-                    head.size, head.chunks
-                ),
+            let m = format!(
+                "manifest lists {size} bytes in {count} chunks, its head says {} in {}",
+                head.size, head.chunks
             );
+            r.problem("file", file.clone(), m);
         }
         if missing > 0 {
-            r.problem(
-                "file",
-                file.to_string(),
-                format!("{missing} of its chunks are missing from the index"),
-            );
+            let m = format!("{missing} of its chunks are missing from the index");
+            r.problem("file", file.clone(), m);
         }
         if damaged > 0 {
-            r.problem(
-                "file",
-                file.to_string(),
-                format!("{damaged} of its chunks are damaged; it cannot be restored intact"),
-            );
+            let m = format!("{damaged} of its chunks are damaged; it cannot be restored intact");
+            r.problem("file", file, m);
         }
     }
-    Ok(r.rep)
+    Ok(())
 }
 
+/// A problem found reading a pack: (kind, object, message).
+type Found = (&'static str, String, String);
+
 /// Reads one pack fully: returns its problems and adds its bad chunks to `bad`.
-fn read_pack(
-    store: &Store,
-    pack: &Id,
-    len: u64,
-    bad: &mut HashSet<Id>,
-) -> Vec<(&'static str, String, String)> {
+fn read_pack(store: &Store, pack: &Id, len: u64, bad: &mut HashSet<Id>) -> Vec<Found> {
     let mut out = Vec::new();
     let mut cache = crate::store::FrameCache::default();
-    let backend = store.backend();
-    let (r, _) = match backend.open(pack) {
+    let (r, _) = match store.backend().open(pack) {
         Ok(x) => x,
         Err(e) => return vec![("pack", pack.hex(), e.to_string())],
     };
@@ -216,121 +234,28 @@ fn read_pack(
         Err(e) => return vec![("pack", pack.hex(), e.to_string())],
     };
     loop {
-        match scan.next_record() {
+        let rec = match scan.next_record() {
             Ok(None) => break,
-            Ok(Some(rec)) => {
-                let payload = rec.payload.as_deref().unwrap_or(&[]);
-                match rec.header.kind {
-                    Kind::Frame => {
-                        let fm = match format::decode_frame_meta(
-                            &rec.meta,
-                            rec.header.raw_len,
-                            rec.header.codec,
-                            rec.offset,
-                        ) {
-                            Ok(fm) => fm,
-                            Err(e) => {
-                                out.push(("pack", pack.hex(), e.to_string()));
-                                continue;
-                            }
-                        };
-                        // A delta frame decodes against its bases (read and
-                        // verified through the index).
-                        let dict = if fm.bases.is_empty() {
-                            Ok(Vec::new())
-                        } else {
-                            store
-                                .bases_dict(&fm.bases, &mut cache)
-                                .map_err(|e| e.to_string())
-                        };
-                        let raw = dict.and_then(|dict| {
-                            format::decompress(
-                                rec.header.codec,
-                                payload,
-                                rec.header.raw_len,
-                                &dict,
-                                rec.payload_offset(),
-                            )
-                            .map_err(|e| e.to_string())
-                        });
-                        match raw {
-                            Ok(raw) => {
-                                let mut off = 0usize;
-                                for (id, l) in fm.chunks {
-                                    let end = off + l as usize;
-                                    if Id::of(&raw[off..end]) != id {
-                                        bad.insert(id);
-                                        out.push(("chunk", id.hex(), format!("in pack {} (frame at offset {}) does not hash to its id", pack.hex(), rec.offset)));
-                                    }
-                                    off = end;
-                                }
-                            }
-                            Err(e) => {
-                                for (id, _) in fm.chunks {
-                                    bad.insert(id);
-                                    out.push(("chunk", id.hex(), format!("in pack {} (frame at offset {}) cannot be decoded: {e}", pack.hex(), rec.offset)));
-                                }
-                            }
-                        }
-                    }
-                    Kind::Manifest => {
-                        let ok = format::decode_manifest_meta(&rec.meta, rec.offset)
-                            .ok()
-                            .and_then(|(file, h)| {
-                                format::decompress(
-                                    rec.header.codec,
-                                    payload,
-                                    rec.header.raw_len,
-                                    &[],
-                                    rec.payload_offset(),
-                                )
-                                .ok()
-                                .filter(|raw| Id::of(raw) == h)
-                                .map(|_| file)
-                            });
-                        if ok.is_none() {
-                            out.push((
-                                "pack",
-                                pack.hex(),
-                                format!("manifest record at offset {} is damaged", rec.offset),
-                            ));
-                        }
-                    }
-                    Kind::Object => {
-                        let r = format::decode_object_meta(&rec.meta, rec.offset)
-                            .map_err(|e| e.to_string())
-                            .and_then(|(kind, id)| {
-                                let kind = crate::objects::ObjectKind::from_u8(kind)
-                                    .ok_or_else(|| format!("unknown object kind {kind}"))?;
-                                let raw = format::decompress(
-                                    rec.header.codec,
-                                    payload,
-                                    rec.header.raw_len,
-                                    &[],
-                                    rec.payload_offset(),
-                                )
-                                .map_err(|e| e.to_string())?;
-                                crate::objects::decode_checked(kind, &id, &raw)
-                                    .map(|_| ())
-                                    .map_err(|e| e.to_string())
-                            });
-                        if let Err(e) = r {
-                            out.push((
-                                "pack",
-                                pack.hex(),
-                                format!("object record at offset {} is damaged: {e}", rec.offset),
-                            ));
-                        }
-                    }
+            Ok(Some(rec)) => rec,
+            Err(e) => {
+                let m = format!("{e}; the rest of this pack cannot be checked");
+                out.push(("pack", pack.hex(), m));
+                return out;
+            }
+        };
+        match rec.header.kind {
+            Kind::Frame => check_frame(store, pack, &rec, &mut cache, bad, &mut out),
+            Kind::Manifest => {
+                if !manifest_intact(&rec) {
+                    let m = format!("manifest record at offset {} is damaged", rec.offset);
+                    out.push(("pack", pack.hex(), m));
                 }
             }
-            Err(e) => {
-                out.push((
-                    "pack",
-                    pack.hex(),
-                    format!("{e}; the rest of this pack cannot be checked"),
-                ));
-                return out;
+            Kind::Object => {
+                if let Err(e) = object_intact(&rec) {
+                    let m = format!("object record at offset {} is damaged: {e}", rec.offset);
+                    out.push(("pack", pack.hex(), m));
+                }
             }
         }
     }
@@ -338,4 +263,88 @@ fn read_pack(
         out.push(("pack", pack.hex(), e.to_string()));
     }
     out
+}
+
+/// A frame record: decoded (a delta against its bases, read and verified
+/// through the index) and every chunk re-hashed.
+fn check_frame(
+    store: &Store,
+    pack: &Id,
+    rec: &ScannedRecord,
+    cache: &mut crate::store::FrameCache,
+    bad: &mut HashSet<Id>,
+    out: &mut Vec<Found>,
+) {
+    let h = &rec.header;
+    let fm = match format::decode_frame_meta(&rec.meta, h.raw_len, h.codec, rec.offset) {
+        Ok(fm) => fm,
+        Err(e) => return out.push(("pack", pack.hex(), e.to_string())),
+    };
+    let dict = if fm.bases.is_empty() {
+        Ok(Vec::new())
+    } else {
+        store
+            .bases_dict(&fm.bases, cache)
+            .map_err(|e| e.to_string())
+    };
+    let payload = rec.payload.as_deref().unwrap_or(&[]);
+    let raw = dict.and_then(|dict| {
+        format::decompress(h.codec, payload, h.raw_len, &dict, rec.payload_offset())
+            .map_err(|e| e.to_string())
+    });
+    let at = |what: &str| {
+        format!(
+            "in pack {} (frame at offset {}) {what}",
+            pack.hex(),
+            rec.offset
+        )
+    };
+    match raw {
+        Ok(raw) => {
+            let mut off = 0usize;
+            for (id, l) in fm.chunks {
+                let end = off + l as usize;
+                if Id::of(&raw[off..end]) != id {
+                    bad.insert(id);
+                    out.push(("chunk", id.hex(), at("does not hash to its id")));
+                }
+                off = end;
+            }
+        }
+        Err(e) => {
+            for (id, _) in fm.chunks {
+                bad.insert(id);
+                out.push(("chunk", id.hex(), at(&format!("cannot be decoded: {e}"))));
+            }
+        }
+    }
+}
+
+/// Whether a manifest record decodes and matches the hash in its metadata.
+fn manifest_intact(rec: &ScannedRecord) -> bool {
+    let payload = rec.payload.as_deref().unwrap_or(&[]);
+    let h = &rec.header;
+    format::decode_manifest_meta(&rec.meta, rec.offset)
+        .ok()
+        .and_then(|(_, hash)| {
+            format::decompress(h.codec, payload, h.raw_len, &[], rec.payload_offset())
+                .ok()
+                .filter(|raw| Id::of(raw) == hash)
+        })
+        .is_some()
+}
+
+/// Whether an object record decodes and matches its id.
+fn object_intact(rec: &ScannedRecord) -> std::result::Result<(), String> {
+    let payload = rec.payload.as_deref().unwrap_or(&[]);
+    let h = &rec.header;
+    let (kind, id) =
+        format::decode_object_meta(&rec.meta, rec.offset).map_err(|e| e.to_string())?;
+    let kind = crate::objects::ObjectKind::from_u8(kind)
+        .ok_or_else(|| format!("unknown object kind {kind}"))?;
+    let raw = format::decompress(h.codec, payload, h.raw_len, &[], rec.payload_offset())
+        .map_err(|e| e.to_string())?;
+    crate::objects::decode_checked(kind, &id, &raw)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

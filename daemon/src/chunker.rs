@@ -7,6 +7,8 @@
 //! cut of block n+1 runs on one core while block n's chunk and file hashes run
 //! on the other, so a big file keeps both cores busy while memory stays at a
 //! few blocks whatever the file's size.
+//!
+//! Floor 1 (formats): may import `id` only.
 
 use crate::id::Id;
 use fastcdc::v2020::FastCDC;

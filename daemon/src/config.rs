@@ -24,6 +24,10 @@
 //! rescan_secs = 3600     # full rescan of watched datasets this often
 //! poll_secs = 60         # scan interval when a directory cannot be watched
 //! ```
+//!
+//! Floor 5: owns its types (including the watcher's [`WatchConfig`]); may
+//! import `store` and `chunker` for their parameters, never the rooms it
+//! configures.
 
 use crate::chunker::ChunkParams;
 use crate::error::{Error, Result};
@@ -53,14 +57,36 @@ pub struct WatchSection {
 }
 
 impl WatchSection {
-    pub fn config(&self) -> crate::watch::WatchConfig {
-        let d = crate::watch::WatchConfig::default();
+    pub fn config(&self) -> WatchConfig {
+        let d = WatchConfig::default();
         let ms = std::time::Duration::from_millis;
         let secs = std::time::Duration::from_secs;
-        crate::watch::WatchConfig {
+        WatchConfig {
             debounce: self.debounce_ms.map(ms).unwrap_or(d.debounce),
             rescan: self.rescan_secs.map(secs).unwrap_or(d.rescan).max(secs(1)),
             poll: self.poll_secs.map(secs).unwrap_or(d.poll).max(secs(1)),
+        }
+    }
+}
+
+/// Watcher settings (`[watch]` in the daemon's config).
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    /// Quiet time before a change is ingested.
+    pub debounce: std::time::Duration,
+    /// Full rescan this often (catches anything notify cannot see, such as
+    /// changes made over a network filesystem).
+    pub rescan: std::time::Duration,
+    /// Scan interval when watching is impossible (watch limit reached).
+    pub poll: std::time::Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            debounce: std::time::Duration::from_secs(1),
+            rescan: std::time::Duration::from_secs(3600),
+            poll: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -101,7 +127,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {
             Ok(s) => toml::from_str(&s)
-                .map_err(|e| Error::Config(format!("{} is not valid: {e}", path.display()))),
+                .map_err(|e| Error::Invalid(format!("{} is not valid: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(Error::io("cannot read configuration", path, e)),
         }

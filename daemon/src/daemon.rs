@@ -1,8 +1,11 @@
 //! Running `hoardd`: one daemon per store (a lock file), the local API on a
 //! Unix socket with mode 0600, clean shutdown on SIGTERM/SIGINT or request.
+//!
+//! Floor 13: composes the rooms below it (store, datasets, watchers, auto-
+//! sync, the Local and Peer services); nothing imports it but `main.rs`.
 
-use crate::api::LocalApi;
 use crate::config::Config;
+use crate::service::LocalApi;
 use crate::store::Store;
 use anyhow::{bail, Context};
 use hoard_proto::paths::Paths;
@@ -131,7 +134,7 @@ pub fn run(paths: Paths, listen: Option<String>, tls: bool) -> anyhow::Result<()
         crate::autosync::AutoSync::start(datasets.clone(), paths.clone())
             .context("cannot start the auto-sync thread")?,
     );
-    let ctx = Arc::new(crate::dataset::rpc::Ctx {
+    let ctx = Arc::new(crate::service::Ctx {
         ds: datasets,
         watchers: watchers.clone(),
         autosync: autosync.clone(),
@@ -172,38 +175,13 @@ fn peer_listen(
 }
 
 async fn serve(
-    ctx: Arc<crate::dataset::rpc::Ctx>,
+    ctx: Arc<crate::service::Ctx>,
     tokens: Arc<crate::tokens::Tokens>,
     paths: &Paths,
     peer: Option<(SocketAddr, Option<crate::tls::ServerCert>)>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    if let Some(dir) = paths.socket.parent() {
-        private_dir(dir)?;
-    }
-    // We hold the store lock, so a socket left here belongs to a dead daemon.
-    match fs::remove_file(&paths.socket) {
-        Ok(()) => tracing::info!("removed a stale socket from a previous daemon"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot remove stale socket {}", paths.socket.display()))
-        }
-    }
-    if paths.socket.as_os_str().len() >= 108 {
-        bail!(
-            "socket path {} is too long for a Unix socket (108 bytes); use a shorter HOARD_HOME",
-            paths.socket.display()
-        );
-    }
-    let listener = {
-        // Created private: no window in which another user could connect.
-        let old = unsafe { libc::umask(0o177) };
-        let l = tokio::net::UnixListener::bind(&paths.socket);
-        unsafe { libc::umask(old) };
-        l.with_context(|| format!("cannot listen on {}", paths.socket.display()))?
-    };
-    fs::set_permissions(&paths.socket, fs::Permissions::from_mode(0o600))?;
+    let listener = local_socket(paths)?;
 
     let shutdown = Arc::new(Notify::new());
     let peer_info = peer
@@ -221,46 +199,7 @@ async fn serve(
     let api = LocalApi::new(ctx.clone(), tokens.clone(), peer_info, shutdown.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let peer_server = match peer {
-        Some((addr, cert)) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for peers on {addr}"))?;
-            let mut builder = tonic::transport::Server::builder();
-            match &cert {
-                Some(c) => {
-                    tracing::info!(%addr, fingerprint = %c.fingerprint, "serving the Peer API over TLS");
-                    builder = builder
-                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                            tonic::transport::Identity::from_pem(&c.cert_pem, &c.key_pem),
-                        ))
-                        .context("cannot set up TLS for the Peer API")?;
-                }
-                None => tracing::info!(%addr, "serving the Peer API (plaintext)"),
-            }
-            let svc = hoard_proto::v1::peer_server::PeerServer::new(crate::sync::PeerApi::new(
-                ctx.ds.clone(),
-                tokens,
-            ))
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .max_decoding_message_size(8 << 20)
-            .max_encoding_message_size(8 << 20);
-            let mut stop = stop_rx.clone();
-            Some(tokio::spawn(
-                builder
-                    .initial_stream_window_size(4 << 20)
-                    .initial_connection_window_size(16 << 20)
-                    .max_frame_size(crate::sync::HTTP2_FRAME)
-                    .tcp_nodelay(true)
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(l),
-                        async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        },
-                    ),
-            ))
-        }
+        Some((addr, cert)) => Some(serve_peers(ctx, tokens, addr, cert, stop_rx.clone()).await?),
         None => None,
     };
     let mut term = signal(SignalKind::terminate())?;
@@ -294,6 +233,85 @@ async fn serve(
         }
     }
     result.context("local API server failed")
+}
+
+/// The local API's Unix socket, created private (mode 0600, in a private
+/// directory); a socket left by a dead daemon is removed first.
+fn local_socket(paths: &Paths) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = paths.socket.parent() {
+        private_dir(dir)?;
+    }
+    // We hold the store lock, so a socket left here belongs to a dead daemon.
+    match fs::remove_file(&paths.socket) {
+        Ok(()) => tracing::info!("removed a stale socket from a previous daemon"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove stale socket {}", paths.socket.display()))
+        }
+    }
+    if paths.socket.as_os_str().len() >= 108 {
+        bail!(
+            "socket path {} is too long for a Unix socket (108 bytes); use a shorter HOARD_HOME",
+            paths.socket.display()
+        );
+    }
+    let listener = {
+        // Created private: no window in which another user could connect.
+        let old = unsafe { libc::umask(0o177) };
+        let l = tokio::net::UnixListener::bind(&paths.socket);
+        unsafe { libc::umask(old) };
+        l.with_context(|| format!("cannot listen on {}", paths.socket.display()))?
+    };
+    fs::set_permissions(&paths.socket, fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the Peer API on `addr` (over TLS with `cert`) until `stop` says so.
+async fn serve_peers(
+    ctx: Arc<crate::service::Ctx>,
+    tokens: Arc<crate::tokens::Tokens>,
+    addr: SocketAddr,
+    cert: Option<crate::tls::ServerCert>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for peers on {addr}"))?;
+    let mut builder = tonic::transport::Server::builder();
+    match &cert {
+        Some(c) => {
+            tracing::info!(%addr, fingerprint = %c.fingerprint, "serving the Peer API over TLS");
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                    tonic::transport::Identity::from_pem(&c.cert_pem, &c.key_pem),
+                ))
+                .context("cannot set up TLS for the Peer API")?;
+        }
+        None => tracing::info!(%addr, "serving the Peer API (plaintext)"),
+    }
+    let svc = hoard_proto::v1::peer_server::PeerServer::new(crate::sync::PeerApi::new(
+        ctx.ds.clone(),
+        tokens,
+    ))
+    .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+    .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+    .max_decoding_message_size(8 << 20)
+    .max_encoding_message_size(8 << 20);
+    Ok(tokio::spawn(
+        builder
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .max_frame_size(crate::sync::HTTP2_FRAME)
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(l),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ),
+    ))
 }
 
 /// Logs to stderr; `HOARD_LOG` (or `RUST_LOG`), else the config, else info.

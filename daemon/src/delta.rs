@@ -8,6 +8,9 @@
 //! (only they are indexed by feature), so decoding any chunk needs at most
 //! its bases' frames and its own; a frame names at most [`MAX_BASES`] bases
 //! and at most twice its own size in base bytes.
+//!
+//! Floor 5 (engine): may import `store`, `index`, `pack`, `sketch`; no sync,
+//! no services.
 
 use crate::error::Result;
 use crate::id::Id;

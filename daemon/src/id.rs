@@ -1,4 +1,6 @@
 //! Object identifiers: BLAKE3-256, printed as `blake3:<64 lowercase hex>`.
+//!
+//! Imports nothing of the crate.
 
 use std::fmt;
 use std::str::FromStr;

@@ -17,6 +17,9 @@
 //! rebuilt from the packs.
 //! Related updates go in one [`rocksdb::WriteBatch`], which is atomic across
 //! column families.
+//!
+//! Floor 3: may import `pack`, `manifest`, `id`, `error`; never the store
+//! above it.
 
 use crate::error::Result;
 use crate::id::Id;

@@ -6,6 +6,9 @@
 //! files (so their new chunks still share ~1 MiB compression frames).
 //! Completed files are committed every [`COMMIT_EVERY`] or so; a file is
 //! reported only after its commit, so what a client saw is durable.
+//!
+//! Floor 6 (engine): may import `store`, `delta`, `chunker`, `index`, `pack`,
+//! `manifest`; no sync, no services, no tonic.
 
 use crate::chunker::{chunk_stream, Block};
 use crate::error::{Error, Result};
@@ -103,11 +106,42 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
         bytes: total_bytes,
     });
 
-    // Stat cache: unchanged files are answered without reading them.
-    let mut misses = Vec::new();
-    let mut unchanged_bytes = 0u64;
-    let mut done_files = 0u64;
-    let mut done_bytes = 0u64;
+    let cached = answer_from_stat_cache(store, entries, &mut sum, &mut emit_or_cancel);
+    if !cached.misses.is_empty() {
+        emit_or_cancel(Event::Progress {
+            files_done: cached.files,
+            bytes_done: cached.bytes,
+        });
+    }
+    ingest_and_commit(store, cached, &cancel, &mut sum, &mut emit_or_cancel);
+    if cancel.load(Ordering::SeqCst) {
+        tracing::info!("add cancelled; completed files were committed");
+    }
+    sum
+}
+
+/// What the stat cache answered: files and bytes done, the bytes of the
+/// unchanged files, and the files that must be read.
+struct Cached {
+    files: u64,
+    bytes: u64,
+    unchanged_bytes: u64,
+    misses: Vec<Entry>,
+}
+
+/// Stat cache: unchanged files are answered without reading them.
+fn answer_from_stat_cache(
+    store: &Store,
+    entries: Vec<Entry>,
+    sum: &mut Summary,
+    emit_or_cancel: &mut dyn FnMut(Event),
+) -> Cached {
+    let mut out = Cached {
+        files: 0,
+        bytes: 0,
+        unchanged_bytes: 0,
+        misses: Vec::new(),
+    };
     for batch in entries.chunks(crate::STAT_BATCH) {
         let keys: Vec<&[u8]> = batch
             .iter()
@@ -125,7 +159,7 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
             let hit = cached.filter(|c| same_file_state(c, &entry.meta));
             match hit {
                 Some(c) => {
-                    unchanged_bytes += c.size;
+                    out.unchanged_bytes += c.size;
                     hits.push(FileDone {
                         file: c.file,
                         path: entry.display.clone(),
@@ -133,29 +167,39 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
                         unchanged: true,
                     });
                 }
-                None => misses.push(entry.clone()),
+                None => out.misses.push(entry.clone()),
             }
         }
         if !hits.is_empty() {
-            done_files += hits.len() as u64;
-            done_bytes += hits.iter().map(|h| h.size).sum::<u64>();
+            out.files += hits.len() as u64;
+            out.bytes += hits.iter().map(|h| h.size).sum::<u64>();
             sum.files += hits.len() as u64;
             emit_or_cancel(Event::Done(hits));
         }
     }
-    sum.logical_bytes += unchanged_bytes;
-    if !misses.is_empty() {
-        emit_or_cancel(Event::Progress {
-            files_done: done_files,
-            bytes_done: done_bytes,
-        });
-    }
+    sum.logical_bytes += out.unchanged_bytes;
+    out
+}
 
+/// Reads, chunks and stores the stat cache's misses on the thread pool,
+/// committing what is complete every [`COMMIT_EVERY`] and at the end.
+fn ingest_and_commit(
+    store: &Store,
+    cached: Cached,
+    cancel: &AtomicBool,
+    sum: &mut Summary,
+    emit_or_cancel: &mut dyn FnMut(Event),
+) {
+    let Cached {
+        files: mut done_files,
+        bytes: done_bytes,
+        unchanged_bytes,
+        misses,
+    } = cached;
     let work = plan_work(misses);
     let bytes_read = AtomicU64::new(done_bytes);
     let (tx, rx) = mpsc::channel::<Vec<(Entry, Result<(Completed, Appended)>)>>();
     std::thread::scope(|s| {
-        let cancel = &cancel;
         let bytes_read = &bytes_read;
         s.spawn(move || {
             work.into_par_iter()
@@ -208,7 +252,7 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
             if finished || (due && !pending.is_empty()) {
                 let batch = std::mem::take(&mut pending);
                 done_files += batch.len() as u64;
-                commit_and_report(store, batch, unchanged, &mut sum, &mut emit_or_cancel);
+                commit_and_report(store, batch, unchanged, sum, emit_or_cancel);
                 unchanged = 0;
                 last_commit = Instant::now();
             }
@@ -220,10 +264,6 @@ pub fn add(store: &Store, inputs: Vec<AddInput>, emit: &mut dyn FnMut(Event) -> 
             }
         }
     });
-    if cancel.load(Ordering::SeqCst) {
-        tracing::info!("add cancelled; completed files were committed");
-    }
-    sum
 }
 
 fn commit_and_report(
@@ -638,7 +678,7 @@ fn ingest_small(
         .map(|(e, r)| {
             let r = match (&shared, r) {
                 (_, Err(err)) => Err(err),
-                (Err(err), Ok(_)) => Err(Error::Busy(err.to_string())),
+                (Err(err), Ok(_)) => Err(err.same_again()),
                 (Ok((deps, a)), Ok((file, manifest, stat, _))) => {
                     // The batch's totals are reported once, on its first file.
                     let a = if std::mem::take(&mut first) {
@@ -663,76 +703,12 @@ fn ingest_small(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::chunker::ChunkParams;
     use crate::store::StoreParams;
+    use crate::testutil::{add_paths, noise, read_all, small_store};
     use proptest::prelude::*;
-
-    pub(crate) fn small_store(dir: &Path) -> Store {
-        Store::open(
-            dir,
-            StoreParams {
-                chunk: ChunkParams::with_avg(4096),
-                pack_target: 1 << 20,
-                frame_target: 64 << 10,
-                ..StoreParams::default()
-            },
-        )
-        .unwrap()
-    }
-
-    pub(crate) fn add_paths(
-        store: &Store,
-        paths: &[&Path],
-    ) -> (Vec<FileDone>, Vec<String>, Summary) {
-        let inputs = paths
-            .iter()
-            .map(|p| AddInput {
-                path: p.to_path_buf(),
-                display: p.display().to_string(),
-            })
-            .collect();
-        let mut done = Vec::new();
-        let mut errs = Vec::new();
-        let sum = add(store, inputs, &mut |e| {
-            match e {
-                Event::Done(d) => done.extend(d),
-                Event::Error { path, message } => errs.push(format!("{path}: {message}")),
-                _ => {}
-            }
-            true
-        });
-        (done, errs, sum)
-    }
-
-    pub(crate) fn read_all(store: &Store, id: &Id) -> Vec<u8> {
-        let mut out = Vec::new();
-        store
-            .read_range(id, 0, None, &mut |b| {
-                out.extend_from_slice(b);
-                Ok(())
-            })
-            .unwrap();
-        out
-    }
-
-    pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                // Half compressible text-like bytes, half noise.
-                if (i / 5000) % 2 == 0 {
-                    b"abcdefgh"[(x % 8) as usize]
-                } else {
-                    x as u8
-                }
-            })
-            .collect()
-    }
 
     #[test]
     fn edge_sizes_round_trip() {

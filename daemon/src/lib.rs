@@ -5,8 +5,22 @@
 //! ([`pack`], through a [`backend`]) → index ([`index`]) → manifest
 //! ([`manifest`]) → acknowledgement ([`ingest`]). [`store`] owns the write
 //! order that makes that crash-safe.
+//!
+//! The house, floor by floor; a room imports only rooms on lower floors
+//! (`scripts/layers.py` checks it, and that no import circle exists):
+//!
+//! 1. formats and the engine, no tonic: [`id`], [`error`]; [`chunker`],
+//!    [`sketch`], [`manifest`], [`objects`], [`pack`] (one file per byte
+//!    format); [`backend`], [`index`], [`store`] (split by phase: write,
+//!    read, objects and refs, recover); [`delta`], [`ingest`], [`put`],
+//!    [`check`]; [`dataset`] (snapshots, checkout, and the receiver's
+//!    checks of objects and refs in [`dataset::accept`]);
+//! 2. [`status`] (error kinds as gRPC codes), [`tokens`], [`tls`];
+//! 3. [`sync`]: the Peer service and this daemon's side of a transfer;
+//! 4. services: [`watch`], [`autosync`], [`config`], [`service`] (the Local
+//!    API, one module per area);
+//! 5. [`daemon`]: composition, run by `hoardd`.
 
-pub mod api;
 pub mod autosync;
 pub mod backend;
 pub mod check;
@@ -23,9 +37,13 @@ pub mod manifest;
 pub mod objects;
 pub mod pack;
 pub mod put;
+pub mod service;
 pub mod sketch;
+pub mod status;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod testutil;
 pub mod tls;
 pub mod tokens;
 pub mod watch;

@@ -5,6 +5,8 @@
 //! ```text
 //! manifest := "HMF1" size u64 count u64 (chunk id[32] ‖ len u32)×count   (little endian)
 //! ```
+//!
+//! Floor 1 (formats): may import `id` only.
 
 use crate::id::Id;
 

@@ -8,6 +8,9 @@
 //! the pointer), and it becomes durable at the next [`Session::flush`]; the
 //! session flushes at least every [`COMMIT_EVERY`], when asked, and at its
 //! end. A flush that fails names every staged file it could not keep.
+//!
+//! Floor 7 (engine): may import `ingest`, `store`, `chunker`, `index`,
+//! `pack`; no sync, no services, no tonic.
 
 use crate::chunker::{chunk_buffer, chunk_stream, Block};
 use crate::error::{Error, Result};
@@ -442,7 +445,7 @@ impl Read for MsgReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::tests::{add_paths, noise, read_all, small_store};
+    use crate::testutil::{add_paths, noise, read_all, small_store};
 
     fn msgs(content: &[u8]) -> impl FnMut() -> Option<Msg> + Send {
         let mut pieces: Vec<Msg> = content

@@ -7,6 +7,8 @@
 //! - A syncing daemon trusts a hub by a pinned fingerprint (what a
 //!   self-signed hub needs), by a CA certificate file, or by the system's
 //!   roots.
+//!
+//! Floor 1: may import `error` only (used by the Peer server and client).
 
 use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -52,7 +54,7 @@ pub fn server_cert(store: &Path, cert: Option<&Path>, key: Option<&Path>) -> Res
                     names.push(host);
                 }
                 let made = rcgen::generate_simple_self_signed(names)
-                    .map_err(|e| Error::Config(format!("cannot make a TLS certificate: {e}")))?;
+                    .map_err(|e| Error::Invalid(format!("cannot make a TLS certificate: {e}")))?;
                 let (cp, kp) = (made.cert.pem(), made.signing_key.serialize_pem());
                 write_private(&k, &kp)?;
                 write_private(&c, &cp)?;
@@ -60,13 +62,13 @@ pub fn server_cert(store: &Path, cert: Option<&Path>, key: Option<&Path>) -> Res
             }
         }
         _ => {
-            return Err(Error::Config(
+            return Err(Error::Invalid(
                 "[peer] tls_cert and tls_key go together: give both, or neither for a self-signed certificate".into(),
             ))
         }
     };
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .map_err(|e| Error::Config(format!("the peer TLS certificate is not PEM: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("the peer TLS certificate is not PEM: {e}")))?;
     Ok(ServerCert {
         fingerprint: fingerprint(&der),
         cert_pem,
@@ -104,10 +106,10 @@ pub async fn connect(
 ) -> Result<Channel> {
     let uri: Uri = url
         .parse()
-        .map_err(|e| Error::Config(format!("bad remote URL {url:?}: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("bad remote URL {url:?}: {e}")))?;
     let host = uri
         .host()
-        .ok_or_else(|| Error::Config(format!("remote URL {url:?} has no host")))?
+        .ok_or_else(|| Error::Invalid(format!("remote URL {url:?} has no host")))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
@@ -119,14 +121,14 @@ pub async fn connect(
         } else {
             "is its daemon running with `listen` and TLS on?"
         };
-        Error::Busy(format!("cannot reach {url}: {e}; {hint}"))
+        Error::Transient(format!("cannot reach {url}: {e}; {hint}"))
     };
     match trust {
         Trust::Pinned(fp) => {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
-                .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+                .map_err(|e| Error::Invalid(format!("TLS setup: {e}")))?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Pinned {
                     fingerprint: fp.clone(),
@@ -136,10 +138,10 @@ pub async fn connect(
             config.alpn_protocols = vec![b"h2".to_vec()];
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
             let name = ServerName::try_from(host.clone())
-                .map_err(|e| Error::Config(format!("bad host in {url:?}: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("bad host in {url:?}: {e}")))?;
             let endpoint = tune(
                 Endpoint::from_shared(format!("http://{host}:{port}"))
-                    .map_err(|e| Error::Config(format!("bad remote URL {url:?}: {e}")))?,
+                    .map_err(|e| Error::Invalid(format!("bad remote URL {url:?}: {e}")))?,
             );
             endpoint
                 .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -158,21 +160,27 @@ pub async fn connect(
             let tls = ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(pem))
                 .domain_name(host);
-            tune(Endpoint::from_shared(url.to_string()).map_err(|e| Error::Config(e.to_string()))?)
-                .tls_config(tls)
-                .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
-                .connect()
-                .await
-                .map_err(|e| unreachable(&error_chain(&e)))
+            tune(
+                Endpoint::from_shared(url.to_string())
+                    .map_err(|e| Error::Invalid(e.to_string()))?,
+            )
+            .tls_config(tls)
+            .map_err(|e| Error::Invalid(format!("TLS setup: {e}")))?
+            .connect()
+            .await
+            .map_err(|e| unreachable(&error_chain(&e)))
         }
         Trust::System => {
             let tls = ClientTlsConfig::new().with_native_roots().domain_name(host);
-            tune(Endpoint::from_shared(url.to_string()).map_err(|e| Error::Config(e.to_string()))?)
-                .tls_config(tls)
-                .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
-                .connect()
-                .await
-                .map_err(|e| unreachable(&error_chain(&e)))
+            tune(
+                Endpoint::from_shared(url.to_string())
+                    .map_err(|e| Error::Invalid(e.to_string()))?,
+            )
+            .tls_config(tls)
+            .map_err(|e| Error::Invalid(format!("TLS setup: {e}")))?
+            .connect()
+            .await
+            .map_err(|e| unreachable(&error_chain(&e)))
         }
     }
 }

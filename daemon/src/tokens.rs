@@ -4,6 +4,8 @@
 //! bytes in hex). The store keeps only the id, the scope, the BLAKE3 of the
 //! secret and when it was made, in `tokens.json` (mode 0600) in the store
 //! directory; the token itself is shown once, when it is created.
+//!
+//! Floor 1: may import `error` only (the Peer server checks tokens with it).
 
 use crate::error::{Error, Result};
 use std::io::Read;
@@ -52,7 +54,7 @@ impl Tokens {
         let path = dir.join(FILE);
         let entries = match std::fs::read_to_string(&path) {
             Ok(s) => serde_json::from_str(&s).map_err(|e| {
-                Error::Config(format!(
+                Error::Invalid(format!(
                     "{} is malformed ({e}); fix or remove it (removing revokes every token)",
                     path.display()
                 ))
@@ -138,7 +140,7 @@ impl Tokens {
     fn save(&self, entries: &[Entry]) -> Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(entries)
-            .map_err(|e| Error::Config(format!("cannot encode tokens: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("cannot encode tokens: {e}")))?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -9,6 +9,9 @@
 //! an inotify queue overflow) or an error, and on a timer. When the kernel
 //! refuses more watches (`fs.inotify.max_user_watches`), the dataset falls
 //! back to periodic scanning and says how to fix it.
+//!
+//! Floor 11 (services): may import `dataset` and `config`; only `service` and
+//! `daemon` import it.
 
 use crate::dataset::scan::{self, Filter};
 use crate::dataset::state::{Dir, Node};
@@ -23,27 +26,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Watcher settings (`[watch]` in the daemon's config).
-#[derive(Debug, Clone, Copy)]
-pub struct WatchConfig {
-    /// Quiet time before a change is ingested.
-    pub debounce: Duration,
-    /// Full rescan this often (catches anything notify cannot see, such as
-    /// changes made over a network filesystem).
-    pub rescan: Duration,
-    /// Scan interval when watching is impossible (watch limit reached).
-    pub poll: Duration,
-}
-
-impl Default for WatchConfig {
-    fn default() -> Self {
-        WatchConfig {
-            debounce: Duration::from_secs(1),
-            rescan: Duration::from_secs(3600),
-            poll: Duration::from_secs(60),
-        }
-    }
-}
+pub use crate::config::WatchConfig;
 
 enum Msg {
     Events(Vec<notify_debouncer_full::DebouncedEvent>),
@@ -158,31 +141,8 @@ fn watch_error(root: &Path, e: &notify::Error) -> String {
 fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
     let root = live.config.path.clone();
     let (tx, rx) = mpsc::channel::<Msg>();
-    let handler = move |r: DebounceEventResult| {
-        let _ = tx.send(match r {
-            Ok(ev) => Msg::Events(ev),
-            Err(er) => Msg::Errors(er),
-        });
-    };
     // Watch first, then scan, so nothing changed during the scan is missed.
-    let mut debouncer = match new_debouncer(cfg.debounce, None, handler) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            live.lock().watching = Some(Err(watch_error(&root, &e)));
-            None
-        }
-    };
-    if let Some(d) = debouncer.as_mut() {
-        match d.watch(&root, RecursiveMode::Recursive) {
-            Ok(()) => live.lock().watching = Some(Ok(())),
-            Err(e) => {
-                let msg = watch_error(&root, &e);
-                tracing::warn!(dataset = %live.name, "{msg}");
-                live.lock().watching = Some(Err(msg));
-                debouncer = None;
-            }
-        }
-    }
+    let debouncer = start_watching(live, &root, cfg, tx);
     let watching = debouncer.is_some();
     // Paths waiting to settle, with when to look again.
     let mut deferred: BTreeMap<Vec<u8>, Instant> = BTreeMap::new();
@@ -201,43 +161,12 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
             .min(next_full)
             .min(Instant::now() + Duration::from_millis(250));
         let timeout = wake.saturating_duration_since(Instant::now());
-        let mut paths: BTreeSet<Vec<u8>> = BTreeSet::new();
-        let mut full = false;
-        let take = |m: Msg, paths: &mut BTreeSet<Vec<u8>>, full: &mut bool| match m {
-            Msg::Events(evs) => {
-                for ev in evs {
-                    // Opening and reading (ours included: scans open every
-                    // directory) changes nothing.
-                    if matches!(ev.kind, notify::EventKind::Access(_)) {
-                        continue;
-                    }
-                    if ev.need_rescan() {
-                        tracing::info!(dataset = %live.name, "events were lost; rescanning");
-                        *full = true;
-                    }
-                    for p in &ev.paths {
-                        match p.strip_prefix(&root) {
-                            Ok(rel) if rel.as_os_str().is_empty() => *full = true,
-                            Ok(rel) => {
-                                paths.insert(rel.as_os_str().as_bytes().to_vec());
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                }
-            }
-            Msg::Errors(errs) => {
-                for e in errs {
-                    tracing::warn!(dataset = %live.name, error = %e, "watch error; rescanning");
-                }
-                *full = true;
-            }
-        };
+        let mut changed = Changed::default();
         match rx.recv_timeout(timeout) {
             Ok(m) => {
-                take(m, &mut paths, &mut full);
+                changed.take(m, live, &root);
                 while let Ok(m) = rx.try_recv() {
-                    take(m, &mut paths, &mut full);
+                    changed.take(m, live, &root);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -248,10 +177,7 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
             }
         }
         let now = Instant::now();
-        if now >= next_full {
-            full = true;
-        }
-        if full {
+        if changed.full || now >= next_full {
             deferred.clear();
             for p in full_scan(ds, live) {
                 deferred.insert(p, Instant::now() + settle);
@@ -260,39 +186,135 @@ fn run(ds: &Datasets, live: &Live, cfg: WatchConfig, stop: &AtomicBool) {
             next_full = Instant::now() + period;
             continue;
         }
-        // Deferred paths whose time has come join this round.
-        let due: Vec<Vec<u8>> = deferred
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in due {
-            deferred.remove(&p);
-            paths.insert(p);
-        }
-        if paths.is_empty() {
-            continue;
-        }
-        // Files written more recently than the debounce time wait.
-        let mut ready = Vec::new();
-        for p in paths {
-            if live.filter.excluded(&p) {
-                continue;
-            }
-            match modified_ago(&root.join(std::ffi::OsStr::from_bytes(&p))) {
-                Some(ago) if ago < settle => {
-                    deferred.insert(p, now + (settle - ago));
-                }
-                _ => ready.push(p),
-            }
-        }
-        live.lock().pending = (ready.len() + deferred.len()) as u64;
-        for p in update(ds, live, &root, &live.filter, reduce(ready)) {
-            deferred.entry(p).or_insert_with(|| Instant::now() + settle);
-        }
-        live.lock().pending = deferred.len() as u64;
+        ingest_settled(ds, live, &root, changed.paths, &mut deferred, settle);
     }
     drop(debouncer);
+}
+
+type Debouncer = notify_debouncer_full::Debouncer<
+    notify_debouncer_full::notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
+/// Starts notify on `root`, recording in `live` whether it watches (or why
+/// not: then the directory is polled).
+fn start_watching(
+    live: &Live,
+    root: &Path,
+    cfg: WatchConfig,
+    tx: mpsc::Sender<Msg>,
+) -> Option<Debouncer> {
+    let handler = move |r: DebounceEventResult| {
+        let _ = tx.send(match r {
+            Ok(ev) => Msg::Events(ev),
+            Err(er) => Msg::Errors(er),
+        });
+    };
+    let mut debouncer = match new_debouncer(cfg.debounce, None, handler) {
+        Ok(d) => d,
+        Err(e) => {
+            live.lock().watching = Some(Err(watch_error(root, &e)));
+            return None;
+        }
+    };
+    match debouncer.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => {
+            live.lock().watching = Some(Ok(()));
+            Some(debouncer)
+        }
+        Err(e) => {
+            let msg = watch_error(root, &e);
+            tracing::warn!(dataset = %live.name, "{msg}");
+            live.lock().watching = Some(Err(msg));
+            None
+        }
+    }
+}
+
+/// What one round of events says changed.
+#[derive(Default)]
+struct Changed {
+    paths: BTreeSet<Vec<u8>>,
+    /// Events were lost, or the root itself changed: rescan everything.
+    full: bool,
+}
+
+impl Changed {
+    fn take(&mut self, m: Msg, live: &Live, root: &Path) {
+        match m {
+            Msg::Events(evs) => {
+                for ev in evs {
+                    // Opening and reading (ours included: scans open every
+                    // directory) changes nothing.
+                    if matches!(ev.kind, notify::EventKind::Access(_)) {
+                        continue;
+                    }
+                    if ev.need_rescan() {
+                        tracing::info!(dataset = %live.name, "events were lost; rescanning");
+                        self.full = true;
+                    }
+                    for p in &ev.paths {
+                        match p.strip_prefix(root) {
+                            Ok(rel) if rel.as_os_str().is_empty() => self.full = true,
+                            Ok(rel) => {
+                                self.paths.insert(rel.as_os_str().as_bytes().to_vec());
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            Msg::Errors(errs) => {
+                for e in errs {
+                    tracing::warn!(dataset = %live.name, error = %e, "watch error; rescanning");
+                }
+                self.full = true;
+            }
+        }
+    }
+}
+
+/// Ingests the changed paths (and the deferred ones whose time has come)
+/// that have settled; files written more recently than the debounce time
+/// wait in `deferred`.
+fn ingest_settled(
+    ds: &Datasets,
+    live: &Live,
+    root: &Path,
+    mut paths: BTreeSet<Vec<u8>>,
+    deferred: &mut BTreeMap<Vec<u8>, Instant>,
+    settle: Duration,
+) {
+    let now = Instant::now();
+    let due: Vec<Vec<u8>> = deferred
+        .iter()
+        .filter(|(_, t)| **t <= now)
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in due {
+        deferred.remove(&p);
+        paths.insert(p);
+    }
+    if paths.is_empty() {
+        return;
+    }
+    let mut ready = Vec::new();
+    for p in paths {
+        if live.filter.excluded(&p) {
+            continue;
+        }
+        match modified_ago(&root.join(std::ffi::OsStr::from_bytes(&p))) {
+            Some(ago) if ago < settle => {
+                deferred.insert(p, now + (settle - ago));
+            }
+            _ => ready.push(p),
+        }
+    }
+    live.lock().pending = (ready.len() + deferred.len()) as u64;
+    for p in update(ds, live, root, &live.filter, reduce(ready)) {
+        deferred.entry(p).or_insert_with(|| Instant::now() + settle);
+    }
+    live.lock().pending = deferred.len() as u64;
 }
 
 /// How long ago the file at `p` was last modified (None if absent or a

@@ -1,13 +1,20 @@
 //! hoard's wire protocol and the one definition of where a user's daemon,
 //! store and socket live (both `hoard` and `hoardd` resolve paths here).
+//!
+//! Two APIs, one package (`hoard.v1`): the Local API (`proto/local.proto`,
+//! `hoard` to its own user's `hoardd` over a Unix socket, free to change
+//! between versions) and the Peer API (`proto/peer.proto`, the network
+//! contract between daemons, documented there for other implementations).
 
 pub mod paths;
 pub mod remotes;
 
-/// Generated from `proto/hoard.proto`.
+/// Generated from `proto/local.proto` and `proto/peer.proto`.
 pub mod v1 {
     tonic::include_proto!("hoard.v1");
 }
+
+// ---- Local API limits ------------------------------------------------------
 
 /// Largest data payload put in one message (well under tonic's 4 MiB limit).
 pub const MAX_DATA_MESSAGE: usize = 1 << 20;
@@ -18,6 +25,8 @@ pub const FILE_RESULTS_BATCH: usize = 1024;
 /// Files per `ReadBatch` call, and the largest file it carries.
 pub const READ_BATCH_FILES: usize = 64;
 pub const READ_BATCH_MAX_FILE: u64 = MAX_DATA_MESSAGE as u64;
+
+// ---- Peer API limits (and version) -----------------------------------------
 
 /// Version of the Peer protocol this build speaks.
 pub const PEER_PROTOCOL: u32 = 1;

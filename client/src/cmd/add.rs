@@ -28,14 +28,13 @@ pub async fn run(mut client: Client, paths: Vec<PathBuf>, json: bool) -> anyhow:
         .into_inner();
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    let mut bar = ui::bytes_bar(0, "adding", json);
+    // A spinner until the daemon has planned the add (walked the paths).
+    let bar = ui::pending_bar("adding", json);
     let mut summary: Option<AddSummary> = None;
     let mut errors = 0u64;
     while let Some(ev) = stream.message().await.map_err(ui::status_error)? {
         match ev.event {
-            Some(Event::Plan(p)) => {
-                bar = ui::bytes_bar(p.bytes, "adding", json);
-            }
+            Some(Event::Plan(p)) => ui::set_total(&bar, p.bytes),
             Some(Event::Progress(p)) => bar.set_position(p.bytes_done),
             Some(Event::Files(f)) => {
                 for r in f.files {

@@ -84,6 +84,8 @@ fn info_json(d: &pb::DatasetInfo) -> Value {
             "pushed": (!d.pushed.is_empty()).then(|| hex::encode(&d.pushed)),
             "error": (!d.sync_error.is_empty()).then_some(&d.sync_error),
             "retry_in_secs": d.retry_in_secs,
+            "kind": (!d.sync_kind.is_empty()).then_some(&d.sync_kind),
+            "attempts": d.sync_attempts,
         })),
     })
 }
@@ -177,7 +179,10 @@ pub async fn list(mut c: Client, json: bool) -> anyhow::Result<()> {
         }
         if !d.remote.is_empty() {
             line += &format!(", sync to {}: {}", d.remote, d.sync_state);
-            if !d.sync_error.is_empty() {
+            if d.sync_kind == "conflict" {
+                // Not retried: the message names the commands that resolve it.
+                line += &format!(": conflict ({}; not retried until resolved)", d.sync_error);
+            } else if !d.sync_error.is_empty() {
                 line += &format!(" ({}; retry in {} s)", d.sync_error, d.retry_in_secs);
             }
         }

@@ -83,10 +83,10 @@ pub async fn restore(
     let guard = TempGuard(tmp.clone());
     let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut hasher = blake3::Hasher::new();
-    let mut bar = ui::bytes_bar(0, "restoring", quiet);
+    let bar = ui::pending_bar("restoring", quiet);
     while let Some(m) = stream.message().await.map_err(ui::status_error)? {
         if let Some(size) = m.file_size {
-            bar = ui::bytes_bar(size, "restoring", quiet);
+            ui::set_total(&bar, size);
         }
         hasher.update(&m.data);
         f.write_all(&m.data)

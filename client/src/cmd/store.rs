@@ -52,12 +52,13 @@ pub async fn verify(mut client: Client, read_data: bool, as_json: bool) -> anyho
         .await
         .map_err(ui::status_error)?
         .into_inner();
-    let mut bar = ui::bytes_bar(0, "verifying", as_json || !read_data);
+    // Only --read-data has a size to show, once the daemon has planned it.
+    let bar = ui::pending_bar("verifying", as_json || !read_data);
     let mut summary = None;
     let mut problems = 0u64;
     while let Some(ev) = stream.message().await.map_err(ui::status_error)? {
         match ev.event {
-            Some(verify_event::Event::PlanBytes(b)) => bar = ui::bytes_bar(b, "verifying", as_json),
+            Some(verify_event::Event::PlanBytes(b)) => ui::set_total(&bar, b),
             Some(verify_event::Event::Progress(p)) => bar.set_position(p.bytes_done),
             Some(verify_event::Event::Problem(p)) => {
                 problems += 1;
@@ -109,7 +110,8 @@ pub async fn reindex(mut client: Client, as_json: bool) -> anyhow::Result<()> {
         .await
         .map_err(ui::status_error)?
         .into_inner();
-    let bar = ui::bytes_bar(0, "reindexing", as_json);
+    // The daemon sends no total: bytes read so far.
+    let bar = ui::bytes_spinner("reindexing", as_json);
     let mut summary = None;
     while let Some(ev) = stream.message().await.map_err(ui::status_error)? {
         match ev.event {

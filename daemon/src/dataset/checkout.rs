@@ -75,11 +75,11 @@ impl Selection {
                         globset::GlobBuilder::new(&pat)
                             .literal_separator(true)
                             .build()
-                            .map_err(|e| Error::Config(format!("bad pattern {p:?}: {e}")))?,
+                            .map_err(|e| Error::Invalid(format!("bad pattern {p:?}: {e}")))?,
                     );
                 }
             }
-            Ok(Some(b.build().map_err(|e| Error::Config(e.to_string()))?))
+            Ok(Some(b.build().map_err(|e| Error::Invalid(e.to_string()))?))
         };
         Ok(Selection {
             include: set(include)?,
@@ -157,14 +157,14 @@ fn check_parents(dir: &Path, rel: &[u8]) -> Result<()> {
         at.push(std::ffi::OsStr::from_bytes(p));
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::Config(format!(
+                return Err(Error::Invalid(format!(
                     "refusing to write {}: {} is a symbolic link (checkout never writes through links); remove it and retry",
                     String::from_utf8_lossy(rel),
                     at.display()
                 )))
             }
             Ok(m) if !m.is_dir() => {
-                return Err(Error::Config(format!(
+                return Err(Error::Invalid(format!(
                     "refusing to write {}: {} is not a directory; move it away and retry",
                     String::from_utf8_lossy(rel),
                     at.display()
@@ -271,57 +271,110 @@ fn rename(tmp: &Path, abs: &Path) -> Result<()> {
 
 /// Checks out `req.snapshot` into `req.dir`.
 pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
-    let dir = &req.dir;
+    let dir = &target_dir(&req.dir)?;
+    let sel = Selection::new(&req.include, &req.exclude)?;
+    let want = selected_files(ds, &req.snapshot, &sel)?;
+    all_content_here(ds, &want, &req.snapshot)?;
+    let prev = previous_checkout(ds, dir)?;
+    let mut report = Report::default();
+    let plan = plan(ds, dir, &want, &prev, req.force, &mut report)?;
+    write_all(ds, dir, &plan.to_write, &mut report)?;
+    for abs in plan.to_remove {
+        if std::fs::remove_file(&abs).is_ok() {
+            report.removed += 1;
+            // Empty directories left behind go too (never DIR itself).
+            let mut p = abs.parent();
+            while let Some(d) = p {
+                if d == dir || std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                p = d.parent();
+            }
+        }
+    }
+    let rec = Record {
+        snapshot: req.snapshot.hex(),
+        include: req.include.clone(),
+        exclude: req.exclude.clone(),
+    };
+    let json = serde_json::to_vec(&rec).map_err(|e| Error::Invalid(e.to_string()))?;
+    ds.store.put_local(&record_key(dir), Some(&json))?;
+    Ok(report)
+}
+
+/// The checkout's directory, created if need be and resolved.
+fn target_dir(dir: &Path) -> Result<PathBuf> {
     if !dir.is_absolute() {
-        return Err(Error::Config(format!("{} is not absolute", dir.display())));
+        return Err(Error::Invalid(format!("{} is not absolute", dir.display())));
     }
     if let Ok(m) = std::fs::symlink_metadata(dir) {
         if !m.is_dir() {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "{} exists and is not a directory",
                 dir.display()
             )));
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
-    let dir = &std::fs::canonicalize(dir).map_err(|e| Error::io("cannot resolve", dir, e))?;
-    let sel = Selection::new(&req.include, &req.exclude)?;
-    let want = selected_files(ds, &req.snapshot, &sel)?;
+    std::fs::canonicalize(dir).map_err(|e| Error::io("cannot resolve", dir, e))
+}
 
+/// Refuses a checkout whose files are not all in this store.
+fn all_content_here(ds: &Datasets, want: &BTreeMap<Vec<u8>, Node>, snapshot: &Id) -> Result<()> {
     let missing: Vec<String> = want
         .iter()
         .filter_map(|(p, n)| node_id(n).map(|(id, size)| (p, id, size)))
         .filter(|(_, id, size)| ds.store.file_size(id).ok().flatten() != Some(*size))
         .map(|(p, _, _)| String::from_utf8_lossy(p).into_owned())
         .collect();
-    if !missing.is_empty() {
-        return Err(Error::NotFound(format!(
-            "{} file(s) of snapshot {} are not in this store (e.g. {}); fetch them first (`hoard clone REMOTE/NAME@REV DIR --include ...` or `hoard fetch`) or narrow --include",
-            missing.len(),
-            req.snapshot,
-            missing.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-        )));
+    if missing.is_empty() {
+        return Ok(());
     }
+    Err(Error::NotFound(format!(
+        "{} file(s) of snapshot {} are not in this store (e.g. {}); fetch them first (`hoard clone REMOTE/NAME@REV DIR --include ...` or `hoard fetch`) or narrow --include",
+        missing.len(),
+        snapshot,
+        missing.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+    )))
+}
 
-    // What the previous checkout of this directory wrote.
-    let prev: BTreeMap<Vec<u8>, Node> = match ds.store.get_local(&record_key(dir))? {
-        Some(v) => match serde_json::from_slice::<Record>(&v) {
-            Ok(r) => match (
-                Id::parse(&r.snapshot),
-                Selection::new(&r.include, &r.exclude),
-            ) {
-                (Ok(id), Ok(s)) => selected_files(ds, &id, &s).unwrap_or_default(),
-                _ => BTreeMap::new(),
-            },
-            Err(_) => BTreeMap::new(),
-        },
-        None => BTreeMap::new(),
+/// What the previous checkout of this directory wrote.
+fn previous_checkout(ds: &Datasets, dir: &Path) -> Result<BTreeMap<Vec<u8>, Node>> {
+    let Some(v) = ds.store.get_local(&record_key(dir))? else {
+        return Ok(BTreeMap::new());
     };
+    Ok(match serde_json::from_slice::<Record>(&v) {
+        Ok(r) => match (
+            Id::parse(&r.snapshot),
+            Selection::new(&r.include, &r.exclude),
+        ) {
+            (Ok(id), Ok(s)) => selected_files(ds, &id, &s).unwrap_or_default(),
+            _ => BTreeMap::new(),
+        },
+        Err(_) => BTreeMap::new(),
+    })
+}
 
-    let mut report = Report::default();
+/// What a checkout writes and removes.
+struct Plan<'a> {
+    to_write: Vec<(&'a Vec<u8>, &'a Node)>,
+    to_remove: Vec<PathBuf>,
+}
+
+/// Compares what the snapshot wants with what is on disk and what the
+/// previous checkout wrote; refuses (nothing written) when local changes
+/// are in the way, unless `force`.
+fn plan<'a>(
+    ds: &Datasets,
+    dir: &Path,
+    want: &'a BTreeMap<Vec<u8>, Node>,
+    prev: &BTreeMap<Vec<u8>, Node>,
+    force: bool,
+    report: &mut Report,
+) -> Result<Plan<'a>> {
     let mut to_write: Vec<(&Vec<u8>, &Node)> = Vec::new();
     let mut conflicts = Vec::new();
-    for (rel, node) in &want {
+    for (rel, node) in want {
         check_parents(dir, rel)?;
         let abs = dir.join(std::ffi::OsStr::from_bytes(rel));
         let Some((id, _)) = node_id(node) else {
@@ -338,7 +391,7 @@ pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
             }
             Some(cur) => {
                 let ours = prev.get(rel).and_then(node_id).map(|p| p.0) == Some(cur);
-                if !ours && !req.force {
+                if !ours && !force {
                     conflicts.push(String::from_utf8_lossy(rel).into_owned());
                 } else {
                     to_write.push((rel, node));
@@ -347,7 +400,7 @@ pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
         }
     }
     let mut to_remove = Vec::new();
-    for (rel, node) in &prev {
+    for (rel, node) in prev {
         if want.contains_key(rel) {
             continue;
         }
@@ -358,19 +411,32 @@ pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
         match on_disk(ds, &abs)? {
             None => {}
             Some(cur) if Some(cur) == node_id(node).map(|n| n.0) => to_remove.push(abs),
-            Some(_) if req.force => report.kept.push(String::from_utf8_lossy(rel).into_owned()),
+            Some(_) if force => report.kept.push(String::from_utf8_lossy(rel).into_owned()),
             Some(_) => conflicts.push(String::from_utf8_lossy(rel).into_owned()),
         }
     }
     if !conflicts.is_empty() {
-        return Err(Error::Busy(format!(
+        return Err(Error::Conflict(format!(
             "{} file(s) in {} have local changes that checkout would overwrite or remove (e.g. {}); nothing was written — move them away or use --force",
             conflicts.len(),
             dir.display(),
             conflicts.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
         )));
     }
+    Ok(Plan {
+        to_write,
+        to_remove,
+    })
+}
 
+/// Writes the planned files in parallel; what was written is remembered in
+/// the stat cache even when another file failed.
+fn write_all(
+    ds: &Datasets,
+    dir: &Path,
+    to_write: &[(&Vec<u8>, &Node)],
+    report: &mut Report,
+) -> Result<()> {
     let written: Vec<Result<(Option<Written>, u64)>> = to_write
         .par_iter()
         .with_max_len(16)
@@ -395,28 +461,8 @@ pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
         }
     }
     remember(&ds.store, &remembered)?;
-    if let Some(e) = first_err {
-        return Err(e);
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    for abs in to_remove {
-        if std::fs::remove_file(&abs).is_ok() {
-            report.removed += 1;
-            // Empty directories left behind go too (never DIR itself).
-            let mut p = abs.parent();
-            while let Some(d) = p {
-                if d == dir || std::fs::remove_dir(d).is_err() {
-                    break;
-                }
-                p = d.parent();
-            }
-        }
-    }
-    let rec = Record {
-        snapshot: req.snapshot.hex(),
-        include: req.include.clone(),
-        exclude: req.exclude.clone(),
-    };
-    let json = serde_json::to_vec(&rec).map_err(|e| Error::Config(e.to_string()))?;
-    ds.store.put_local(&record_key(dir), Some(&json))?;
-    Ok(report)
 }

@@ -8,11 +8,14 @@
 //!
 //! Write order for a snapshot, as for files: file content durable, then
 //! trees, then the snapshot, then the ref (compare-and-swap).
+//!
+//! Floor 8 (engine): may import `store`, `ingest`, `put`, `objects`; never
+//! `sync` or the services (the network side of datasets is
+//! `crate::sync::dataset`; the Local API calls are `crate::service`).
 
+pub mod accept;
 pub mod checkout;
 pub mod diff;
-pub mod remote;
-pub mod rpc;
 pub mod scan;
 pub mod state;
 
@@ -49,8 +52,15 @@ pub struct SyncState {
     /// The latest snapshot known to be on the remote.
     pub pushed: Option<Id>,
     pub last_error: Option<String>,
+    /// The kind of the last error (a conflict is not retried by itself).
+    pub kind: Option<crate::error::Kind>,
     /// Seconds until the next attempt after a failure.
     pub retry_in: Option<u64>,
+    /// The head at which a push met a conflict: auto-sync waits until the
+    /// head moves (or the configuration changes) before it tries again.
+    pub conflict_at: Option<Id>,
+    /// Pushes auto-sync attempted since the daemon started.
+    pub attempts: u64,
 }
 
 /// What the daemon knows about one dataset right now.
@@ -160,7 +170,7 @@ impl Datasets {
     /// Registers (or reconfigures) a dataset. Returns it; the caller starts
     /// or stops its watcher.
     pub fn add(&self, name: &str, mut config: Config) -> Result<Arc<Live>> {
-        objects::check_dataset_name(name).map_err(|e| Error::Config(e.0))?;
+        objects::check_dataset_name(name).map_err(|e| Error::Invalid(e.0))?;
         let path = std::fs::canonicalize(&config.path).map_err(|e| {
             Error::io(
                 "cannot use the dataset directory (create it first)",
@@ -169,13 +179,13 @@ impl Datasets {
             )
         })?;
         if !path.is_dir() {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "{} is not a directory; a dataset is a directory",
                 path.display()
             )));
         }
         if path.starts_with(self.store.dir()) || self.store.dir().starts_with(&path) {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "{} overlaps the store directory {}; choose a directory outside it",
                 path.display(),
                 self.store.dir().display()
@@ -183,7 +193,7 @@ impl Datasets {
         }
         config.path = path;
         let filter = Filter::new(&config.exclude)?;
-        let json = serde_json::to_vec(&config).map_err(|e| Error::Config(e.to_string()))?;
+        let json = serde_json::to_vec(&config).map_err(|e| Error::Invalid(e.to_string()))?;
         self.store.put_local(&config_key(name), Some(&json))?;
         let live = Arc::new(Live {
             name: name.to_string(),
@@ -220,7 +230,7 @@ impl Datasets {
             let mut st = live.lock();
             if !rescan && st.watching == Some(Ok(())) {
                 if let Some(root) = st.root.as_mut() {
-                    let b = root.build(&mut new).map_err(|e| Error::Config(e.0))?;
+                    let b = root.build(&mut new).map_err(|e| Error::Invalid(e.0))?;
                     if Some(b.id) == head_tree {
                         // The latest snapshot's trees: all stored already.
                         root.mark_all_stored();
@@ -233,15 +243,15 @@ impl Datasets {
         }
         let scanned = scan::scan(&self.store, &live.config.path, &[Vec::new()], &live.filter);
         let Some(update) = scanned.updates.into_iter().next() else {
-            return Err(Error::Config("scan returned nothing".into()));
+            return Err(Error::Invalid("scan returned nothing".into()));
         };
         let Some(Node::Dir(mut root)) = update.node else {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "dataset directory {} is missing or not a directory",
                 live.config.path.display()
             )));
         };
-        let b = root.build(&mut new).map_err(|e| Error::Config(e.0))?;
+        let b = root.build(&mut new).map_err(|e| Error::Invalid(e.0))?;
         let mut st = live.lock();
         st.errors = scanned.errors.clone();
         if st.watching == Some(Ok(())) {
@@ -261,7 +271,7 @@ impl Datasets {
                 .take(10)
                 .map(|(p, m)| format!("{p}: {m}"))
                 .collect();
-            return Err(Error::Busy(format!(
+            return Err(Error::Conflict(format!(
                 "{} path(s) of dataset {name} could not be read, so no snapshot was made:\n  {}\nfix them (or exclude them) and retry",
                 errors.len(),
                 list.join("\n  ")
@@ -309,7 +319,7 @@ impl Datasets {
             message: req.message,
             meta: req.meta,
         };
-        snap.check().map_err(|e| Error::Config(e.0))?;
+        snap.check().map_err(|e| Error::Invalid(e.0))?;
         let enc = snap.encode();
         let id = Id::of(&enc);
         self.store.put_objects(&[(ObjectKind::Snapshot, id, enc)])?;
@@ -323,7 +333,7 @@ impl Datasets {
                 snapshot: snap,
                 unchanged: false,
             }),
-            Err(now) => Err(Error::Busy(format!(
+            Err(now) => Err(Error::Transient(format!(
                 "dataset {name} moved to {} while the snapshot was made; retry",
                 now.map(|i| i.hex()).unwrap_or_else(|| "nothing".into())
             ))),
@@ -333,7 +343,7 @@ impl Datasets {
     /// Records the reverse lineage links of a stored snapshot (so lineage
     /// can be walked downstream).
     pub fn note_lineage(&self, id: &Id, snap: &Snapshot) -> Result<()> {
-        remote::note_lineage(&self.store, id, snap)
+        accept::note_lineage(&self.store, id, snap)
     }
 
     /// Snapshots recorded as derived from `id`.
@@ -404,7 +414,7 @@ impl Datasets {
             Some((n, r)) => (n, Some(r)),
             None => (spec, None),
         };
-        objects::check_dataset_name(name).map_err(|e| Error::Config(e.0))?;
+        objects::check_dataset_name(name).map_err(|e| Error::Invalid(e.0))?;
         let head = self.head(name)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "dataset {name} has no snapshot yet; `hoard snapshot {name}` records one"
@@ -416,7 +426,7 @@ impl Datasets {
         if let Some(n) = rev.strip_prefix('~') {
             let n: usize = n
                 .parse()
-                .map_err(|_| Error::Config(format!("{spec:?}: `~N` needs a number")))?;
+                .map_err(|_| Error::Invalid(format!("{spec:?}: `~N` needs a number")))?;
             let log = self.log(name, Some(head), n + 1)?;
             return log.get(n).map(|(id, _)| *id).ok_or_else(|| {
                 Error::NotFound(format!("{name} has only {} snapshot(s)", log.len()))
@@ -444,7 +454,7 @@ impl Datasets {
                 1 => return Ok(hits[0]),
                 0 => {}
                 _ => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Invalid(format!(
                         "{spec:?} is ambiguous: give more digits of the snapshot id"
                     )))
                 }
@@ -457,7 +467,7 @@ impl Datasets {
 
     /// Points a tag at a snapshot (moving an existing tag needs `force`).
     pub fn tag(&self, name: &str, tag: &str, target: Id, force: bool) -> Result<()> {
-        objects::check_dataset_name(tag).map_err(|e| Error::Config(e.0))?;
+        objects::check_dataset_name(tag).map_err(|e| Error::Invalid(e.0))?;
         if self.snapshot_object(&target)?.is_none() {
             return Err(Error::NotFound(format!(
                 "snapshot {target} is not in this store"
@@ -466,14 +476,16 @@ impl Datasets {
         let r = objects::tag_ref(name, tag);
         let old = self.store.get_ref(&r)?;
         if old.is_some() && old != Some(target) && !force {
-            return Err(Error::Busy(format!(
+            return Err(Error::Conflict(format!(
                 "tag {tag} of {name} already names {}; use --force to move it",
                 old.map(|o| o.hex()).unwrap_or_default()
             )));
         }
         match self.store.cas_ref(&r, old, Some(target))? {
             Ok(()) => Ok(()),
-            Err(_) => Err(Error::Busy(format!("tag {tag} moved meanwhile; retry"))),
+            Err(_) => Err(Error::Transient(format!(
+                "tag {tag} moved meanwhile; retry"
+            ))),
         }
     }
 

@@ -28,13 +28,13 @@ impl Filter {
             let g = globset::GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| Error::Config(format!("bad exclude pattern {p:?}: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("bad exclude pattern {p:?}: {e}")))?;
             b.add(g);
         }
         Ok(Filter {
             excludes: b
                 .build()
-                .map_err(|e| Error::Config(format!("bad exclude patterns: {e}")))?,
+                .map_err(|e| Error::Invalid(format!("bad exclude patterns: {e}")))?,
         })
     }
 
@@ -106,8 +106,19 @@ enum Found {
 /// was known below them.
 pub fn scan(store: &Store, root: &Path, rels: &[Vec<u8>], filter: &Filter) -> Scanned {
     let mut out = Scanned::default();
-    // (update index, path inside it, what is there)
-    let mut found: Vec<(usize, Vec<u8>, Found)> = Vec::new();
+    let found = find(root, rels, filter, &mut out);
+    let mut ids = ingest_files(store, &found, &mut out);
+    store_links(store, &found, &mut ids, &mut out);
+    assemble(found, &ids, &mut out);
+    out
+}
+
+/// What was found: (update index, path inside it, what is there).
+type FoundAt = (usize, Vec<u8>, Found);
+
+/// Walks `rels`, one update each; directories whole.
+fn find(root: &Path, rels: &[Vec<u8>], filter: &Filter, out: &mut Scanned) -> Vec<FoundAt> {
+    let mut found: Vec<FoundAt> = Vec::new();
     for rel in rels {
         let idx = out.updates.len();
         out.updates.push(Update {
@@ -139,8 +150,16 @@ pub fn scan(store: &Store, root: &Path, rels: &[Vec<u8>], filter: &Filter) -> Sc
             found.push((idx, Vec::new(), f));
         }
     }
+    found
+}
 
-    // Files, in one ingest (parallel, batched, stat cache first).
+/// Files, in one ingest (parallel, batched, stat cache first). Returns
+/// each stored file's (id, size) by its index in `found`.
+fn ingest_files(
+    store: &Store,
+    found: &[FoundAt],
+    out: &mut Scanned,
+) -> HashMap<usize, (crate::Id, u64)> {
     let mut inputs = Vec::new();
     let mut by_display: HashMap<String, usize> = HashMap::new();
     for (i, (idx, inner, f)) in found.iter().enumerate() {
@@ -173,35 +192,46 @@ pub fn scan(store: &Store, root: &Path, rels: &[Vec<u8>], filter: &Filter) -> Sc
         }
         !store.is_shutting_down()
     });
+    ids
+}
 
-    // Link targets are stored as small files.
+/// Link targets are stored as small files.
+fn store_links(
+    store: &Store,
+    found: &[FoundAt],
+    ids: &mut HashMap<usize, (crate::Id, u64)>,
+    out: &mut Scanned,
+) {
     let links: Vec<usize> = (0..found.len())
         .filter(|i| matches!(found[*i].2, Found::Link { .. }))
         .collect();
-    if !links.is_empty() {
-        let mut session = crate::put::Session::new(store);
-        let mut staged = Vec::new();
-        for i in links {
-            let Found::Link { target } = &found[i].2 else {
-                continue;
-            };
-            let display = rel_display(&join_rel(&out.updates[found[i].0].path, &found[i].1));
-            match session.put(&display, &target[..]) {
-                Ok(p) => staged.push((i, p)),
-                Err(e) => out.errors.push((display, e.to_string())),
-            }
-        }
-        let flushed = session.flush();
-        if flushed.errors.is_empty() {
-            for (i, p) in staged {
-                ids.insert(i, (p.file, p.size));
-            }
-        } else {
-            out.errors.extend(flushed.errors);
+    if links.is_empty() {
+        return;
+    }
+    let mut session = crate::put::Session::new(store);
+    let mut staged = Vec::new();
+    for i in links {
+        let Found::Link { target } = &found[i].2 else {
+            continue;
+        };
+        let display = rel_display(&join_rel(&out.updates[found[i].0].path, &found[i].1));
+        match session.put(&display, &target[..]) {
+            Ok(p) => staged.push((i, p)),
+            Err(e) => out.errors.push((display, e.to_string())),
         }
     }
+    let flushed = session.flush();
+    if flushed.errors.is_empty() {
+        for (i, p) in staged {
+            ids.insert(i, (p.file, p.size));
+        }
+    } else {
+        out.errors.extend(flushed.errors);
+    }
+}
 
-    // Assemble: each found entry goes into its update's node.
+/// Each found entry goes into its update's node.
+fn assemble(found: Vec<FoundAt>, ids: &HashMap<usize, (crate::Id, u64)>, out: &mut Scanned) {
     for (i, (idx, inner, f)) in found.into_iter().enumerate() {
         let node = match f {
             Found::Dir => {
@@ -233,7 +263,6 @@ pub fn scan(store: &Store, root: &Path, rels: &[Vec<u8>], filter: &Filter) -> Sc
             d.set(&inner, node);
         }
     }
-    out
 }
 
 fn classify(
@@ -348,7 +377,7 @@ mod tests {
     #[test]
     fn scan_builds_the_directory_with_links_and_modes() {
         let t = tempfile::tempdir().unwrap();
-        let store = crate::ingest::tests::small_store(t.path());
+        let store = crate::testutil::small_store(t.path());
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         std::fs::create_dir_all(root.join("a/empty")).unwrap();

@@ -2,6 +2,8 @@
 //! dataset. Each format lives in its own file; this module holds what they
 //! share (the object kinds, name rules, and the check against an id that
 //! every object read from disk or from a peer goes through).
+//!
+//! Floor 1 (formats): may import `id` only.
 
 pub mod snapshot;
 pub mod tree;

@@ -4,6 +4,9 @@
 //! recovers most of the ratio that compressing 16–64 KiB chunks one by one
 //! loses (FIELD-NOTES; measured in `benches/`), while any chunk stays cheap to
 //! read on its own: one frame of at most ~1 MiB is read and decoded.
+//!
+//! Floor 2 (formats): may import `backend`, `manifest`, `sketch`, `id`,
+//! `error`; never the index or the store.
 
 pub mod format;
 
@@ -216,7 +219,7 @@ impl PackWriter {
     pub fn append_manifest(&mut self, file: &Id, m: &Manifest) -> Result<Placed> {
         let len = m.encoded_len();
         if len > format::MAX_RAW as u64 {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "file {file} has too many chunks for one manifest record; use a larger chunk size"
             )));
         }
@@ -253,7 +256,7 @@ impl PackWriter {
     /// Appends a tree or snapshot encoding, compressed when that shrinks it.
     pub fn append_object(&mut self, kind: u8, id: &Id, raw: &[u8], level: i32) -> Result<Placed> {
         if raw.len() > format::MAX_RAW as usize {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "object {id} is too large for one pack record"
             )));
         }

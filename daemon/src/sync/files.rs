@@ -374,8 +374,8 @@ pub(crate) struct FinishStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::tests::{add_paths, noise, read_all, small_store};
     use crate::put::Session;
+    use crate::testutil::{add_paths, noise, read_all, small_store};
 
     /// A file in a source store: its id, manifest and chunks' bytes.
     fn source(dir: &std::path::Path, content: &[u8]) -> (Id, Manifest, Vec<(Id, bytes::Bytes)>) {

@@ -7,7 +7,7 @@
 //! checked first: each chunk against its id after decoding, the plan
 //! against what was asked.
 
-use super::check_chunk;
+use super::checks::check_chunk;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::format::{Codec, MAX_BASES};
@@ -286,9 +286,9 @@ impl<'s> Intake<'s> {
         let (store, peer) = (self.store, self.peer);
         let (keep, files) = (&mut self.keep, &mut self.files);
         fn stopped<E>(_: E) -> Error {
-            Error::Busy("taking frames stopped".into())
+            Error::Internal("taking frames stopped".into())
         }
-        let panicked = |what: &str| Error::Busy(format!("the thread {what} panicked"));
+        let panicked = |what: &str| Error::Internal(format!("the thread {what} panicked"));
         let (to_check, check_rx) = sync_channel::<(usize, PlannedFrame, bytes::Bytes)>(AHEAD);
         let check_rx = std::sync::Mutex::new(check_rx);
         std::thread::scope(|scope| {

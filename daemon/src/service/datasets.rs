@@ -1,9 +1,11 @@
-//! The local API's dataset calls: request in, engine call, reply out.
+//! The Local API's dataset calls: request in, engine call, reply out.
+//! Each runs on a blocking thread (see `blocking` in the parent).
 
-use super::checkout::{self, Selection};
-use super::diff::{self, Trees};
-use super::{Config, Datasets, Live, SnapshotRequest};
+use super::summary;
 use crate::autosync::AutoSync;
+use crate::dataset::checkout::{self, Selection};
+use crate::dataset::diff::{self, Trees};
+use crate::dataset::{Config, Datasets, Live, SnapshotRequest};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::objects::Snapshot;
@@ -63,7 +65,7 @@ fn info_of(ctx: &Ctx, live: &Live) -> Result<pb::DatasetInfo> {
         (true, Some(root)) => {
             let b = root
                 .build(&mut Vec::new())
-                .map_err(|e| Error::Config(e.0))?;
+                .map_err(|e| Error::Invalid(e.0))?;
             Some(head_snap.as_ref().map(|(_, s)| s.tree) != Some(b.id))
         }
         _ => None,
@@ -93,13 +95,20 @@ fn info_of(ctx: &Ctx, live: &Live) -> Result<pb::DatasetInfo> {
         pushed: st.sync.pushed.map(|p| p.0.to_vec()).unwrap_or_default(),
         sync_error: st.sync.last_error.clone().unwrap_or_default(),
         retry_in_secs: st.sync.retry_in.unwrap_or(0),
+        sync_kind: st
+            .sync
+            .kind
+            .filter(|_| st.sync.last_error.is_some())
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_default(),
+        sync_attempts: st.sync.attempts,
         scans: st.scans,
     })
 }
 
 pub fn add(ctx: &Ctx, req: pb::DatasetAddRequest) -> Result<pb::DatasetInfo> {
     if let Some(r) = Some(&req.remote).filter(|r| !r.is_empty()) {
-        crate::autosync::peer_addr(&ctx.paths, r).map_err(Error::Config)?;
+        crate::autosync::peer_addr(&ctx.paths, r).map_err(Error::Invalid)?;
     }
     let live = ctx.ds.add(
         &req.name,
@@ -247,7 +256,7 @@ pub fn diff(ctx: &Ctx, req: pb::DiffRequest) -> Result<pb::DiffReply> {
 
 pub fn tag(ctx: &Ctx, req: pb::TagRequest) -> Result<pb::TagReply> {
     let ds = &ctx.ds;
-    crate::objects::check_dataset_name(&req.dataset).map_err(|e| Error::Config(e.0))?;
+    crate::objects::check_dataset_name(&req.dataset).map_err(|e| Error::Invalid(e.0))?;
     if req.delete {
         let r = crate::objects::tag_ref(&req.dataset, &req.tag);
         let old = ds
@@ -256,7 +265,7 @@ pub fn tag(ctx: &Ctx, req: pb::TagRequest) -> Result<pb::TagReply> {
             .ok_or_else(|| Error::NotFound(format!("{} has no tag {}", req.dataset, req.tag)))?;
         ds.store
             .cas_ref(&r, Some(old), None)?
-            .map_err(|_| Error::Busy("the tag moved meanwhile; retry".into()))?;
+            .map_err(|_| Error::Transient("the tag moved meanwhile; retry".into()))?;
         return Ok(pb::TagReply { id: old.0.to_vec() });
     }
     let spec = if req.target.is_empty() {
@@ -298,7 +307,7 @@ pub fn lineage(ctx: &Ctx, req: pb::LineageRequest) -> Result<pb::LineageReply> {
     })
 }
 
-pub fn do_checkout(ctx: &Ctx, req: pb::CheckoutRequest) -> Result<pb::CheckoutReply> {
+pub fn checkout(ctx: &Ctx, req: pb::CheckoutRequest) -> Result<pb::CheckoutReply> {
     let ds = &ctx.ds;
     let id = ds.resolve(&req.spec)?;
     let r = checkout::checkout(
@@ -322,25 +331,13 @@ pub fn do_checkout(ctx: &Ctx, req: pb::CheckoutRequest) -> Result<pb::CheckoutRe
 }
 
 pub fn peer_of(t: Option<pb::PeerTarget>) -> Result<crate::sync::PeerAddr> {
-    let t = t.ok_or_else(|| Error::Config("no peer given".into()))?;
+    let t = t.ok_or_else(|| Error::Invalid("no peer given".into()))?;
     Ok(crate::sync::PeerAddr::new(
         t.url,
         t.token,
         t.fingerprint,
         t.ca_pem,
     ))
-}
-
-fn summary(s: &crate::sync::Summary, snapshot: Option<Id>) -> pb::SyncSummary {
-    pb::SyncSummary {
-        snapshot: snapshot.map(|i| i.0.to_vec()).unwrap_or_default(),
-        files: s.files,
-        files_already_there: s.files_already_there,
-        chunks_sent: s.chunks_sent,
-        chunks_skipped: s.chunks_skipped,
-        bytes: s.bytes,
-        missing: s.missing.iter().map(|m| m.0.to_vec()).collect(),
-    }
 }
 
 /// Clone: fetch, then (with a directory) check out and register the
@@ -353,7 +350,7 @@ pub fn clone(
     let ds = &ctx.ds;
     let addr = peer_of(req.peer)?;
     let sel = Selection::new(&req.include, &req.exclude)?;
-    let (id, s) = super::remote::clone(ds, &addr, &req.dataset, &req.rev, &sel, progress)?;
+    let (id, s) = crate::sync::dataset::clone(ds, &addr, &req.dataset, &req.rev, &sel, progress)?;
     if !req.dir.is_empty() {
         let dir = PathBuf::from(&req.dir);
         checkout::checkout(
@@ -387,12 +384,14 @@ pub fn push_dataset(
     progress: crate::sync::Progress,
 ) -> Result<pb::SyncSummary> {
     let addr = peer_of(req.peer)?;
-    let p = super::remote::push(&ctx.ds, &addr, &req.dataset, req.force, progress)?;
+    let p = crate::sync::dataset::push(&ctx.ds, &addr, &req.dataset, req.force, progress)?;
     if let Ok(live) = ctx.ds.get(&req.dataset) {
         let mut st = live.lock();
         if live.config.remote.is_some() {
             st.sync.pushed = p.snapshot;
             st.sync.last_error = None;
+            st.sync.kind = None;
+            st.sync.conflict_at = None;
         }
     }
     Ok(summary(&p.files, p.snapshot))

@@ -1,249 +1,23 @@
-//! Datasets across daemons: the checks a receiver applies to trees and
-//! snapshots from a peer, `clone` (one snapshot, the selected paths) and
-//! `push` (a dataset's new snapshots, then its ref by compare-and-swap).
-//! File content moves through [`crate::sync`].
+//! A dataset across daemons, this daemon's side: `clone` (one snapshot and
+//! the files of the selected paths) and `push` (a dataset's new snapshots,
+//! their trees and content, then its ref by compare-and-swap, then its
+//! tags). What this daemon receives goes through the same checks as what a
+//! peer pushes to it ([`crate::dataset::accept`]).
 
-use super::checkout::Selection;
-use super::state::Node;
-use super::Datasets;
+use super::client::{connect, from_peer, runtime, Client};
+use super::push::push_over;
+use super::wire::{kind_of, objects_from_wire, OBJECT_BATCH_BYTES};
+use super::{counted, pull, PeerAddr, Progress, Summary};
+use crate::dataset::accept::accept_objects;
+use crate::dataset::checkout::Selection;
+use crate::dataset::state::Node;
+use crate::dataset::Datasets;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::objects::{self, EntryKind, Object, ObjectKind, Snapshot, Tree};
 use crate::store::Store;
-use crate::sync::{self, PeerAddr, Progress, Summary};
 use hoard_proto::v1 as pb;
 use std::collections::{HashMap, HashSet, VecDeque};
-
-/// Objects per message stay under this many bytes (plus one object).
-pub const OBJECT_BATCH_BYTES: usize = 1 << 20;
-
-fn kind_of(k: u32) -> Option<ObjectKind> {
-    u8::try_from(k).ok().and_then(ObjectKind::from_u8)
-}
-
-/// A stored tree or one from `overlay`.
-fn tree_in(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<Option<Tree>> {
-    if let Some(t) = overlay.get(id) {
-        return Ok(Some(t.clone()));
-    }
-    match store.object(id)? {
-        Some(Object::Tree(t)) => Ok(Some(t)),
-        _ => Ok(None),
-    }
-}
-
-/// Files and links below a tree, counted through `overlay` and the store.
-fn count_files(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<u64> {
-    let t = tree_in(store, overlay, id)?
-        .ok_or_else(|| Error::Refused(format!("tree {id} is missing")))?;
-    let mut n = 0;
-    for e in &t.entries {
-        n += match e.kind {
-            EntryKind::Dir => count_files(store, overlay, &e.id)?,
-            _ => 1,
-        };
-    }
-    Ok(n)
-}
-
-/// Checks objects received from `peer` and stores them. Each must match
-/// its id and be well formed; a tree's subtrees must be stored or sent
-/// alongside, with the sizes it records for them; its files' sizes must
-/// match the manifests this store holds; a snapshot's tree and parents
-/// must be there (unless `need_parents` is false: a clone fetches one
-/// version, not its history) and its counts must match its tree. Nothing of
-/// a batch is stored unless all of it passes. Returns (stored, already had).
-pub fn accept_objects(
-    store: &Store,
-    objs: Vec<pb::Object>,
-    peer: &str,
-    need_parents: bool,
-) -> Result<(u64, u64)> {
-    let refuse = |what: String| Error::Refused(format!("{peer} sent {what}; refused"));
-    let mut trees: HashMap<Id, Tree> = HashMap::new();
-    let mut snaps: Vec<(Id, Snapshot)> = Vec::new();
-    let mut raw: Vec<(ObjectKind, Id, Vec<u8>)> = Vec::new();
-    for o in objs {
-        let id = Id::from_slice(&o.id)
-            .ok_or_else(|| refuse("an object id that is not 32 bytes".into()))?;
-        let kind = kind_of(o.kind)
-            .ok_or_else(|| refuse(format!("object {id} of unknown kind {}", o.kind)))?;
-        match objects::decode_checked(kind, &id, &o.data) {
-            Ok(Object::Tree(t)) => {
-                trees.insert(id, t);
-            }
-            Ok(Object::Snapshot(s)) => snaps.push((id, s)),
-            Err(e) => return Err(refuse(format!("a bad {}: {e}", kind.as_str()))),
-        }
-        raw.push((kind, id, o.data));
-    }
-    for (id, t) in &trees {
-        for e in &t.entries {
-            match e.kind {
-                EntryKind::Dir => {
-                    let sub = tree_in(store, &trees, &e.id)?.ok_or_else(|| {
-                        refuse(format!(
-                            "tree {id} naming subtree {} ({:?}), which it did not send first",
-                            e.id,
-                            e.name_lossy()
-                        ))
-                    })?;
-                    if sub.total_size() != e.size {
-                        return Err(refuse(format!(
-                            "tree {id} whose directory {:?} records {} bytes but holds {}",
-                            e.name_lossy(),
-                            e.size,
-                            sub.total_size()
-                        )));
-                    }
-                }
-                EntryKind::File | EntryKind::Symlink => {
-                    if let Some(size) = store.file_size(&e.id)? {
-                        if size != e.size {
-                            return Err(refuse(format!(
-                                "tree {id} whose file {:?} records {} bytes, but file {} has {size}",
-                                e.name_lossy(),
-                                e.size,
-                                e.id
-                            )));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let sent: HashSet<Id> = snaps.iter().map(|s| s.0).collect();
-    for (id, s) in &snaps {
-        let t = tree_in(store, &trees, &s.tree)?.ok_or_else(|| {
-            refuse(format!(
-                "snapshot {id} whose tree {} it did not send",
-                s.tree
-            ))
-        })?;
-        if t.total_size() != s.size || count_files(store, &trees, &s.tree)? != s.files {
-            return Err(refuse(format!(
-                "snapshot {id} whose size or file count disagrees with its tree"
-            )));
-        }
-        let present = store.objects_present(&s.parents)?;
-        for (p, here) in s.parents.iter().zip(present) {
-            if need_parents && !here && !sent.contains(p) {
-                return Err(refuse(format!(
-                    "snapshot {id} whose parent {p} is in neither store"
-                )));
-            }
-        }
-    }
-    let ids: Vec<Id> = raw.iter().map(|r| r.1).collect();
-    let had = store.objects_present(&ids)?.iter().filter(|p| **p).count() as u64;
-    store.put_objects(&raw)?;
-    for (id, s) in &snaps {
-        note_lineage(store, id, s)?;
-    }
-    Ok((raw.len() as u64 - had, had))
-}
-
-/// Records the reverse lineage links of a stored snapshot.
-pub fn note_lineage(store: &Store, id: &Id, snap: &Snapshot) -> Result<()> {
-    for d in &snap.derived {
-        store.put_local(&format!("derived/{}/{}", d.hex(), id.hex()), Some(b""))?;
-    }
-    Ok(())
-}
-
-/// Serves stored objects in batches of about [`OBJECT_BATCH_BYTES`].
-pub fn object_batches(
-    store: &Store,
-    ids: &[Id],
-    send: &mut dyn FnMut(pb::ObjectBatch) -> bool,
-) -> Result<()> {
-    let mut batch = pb::ObjectBatch::default();
-    let mut bytes = 0;
-    for id in ids {
-        if let Some((kind, data)) = store.object_bytes(id)? {
-            bytes += data.len();
-            batch.objects.push(pb::Object {
-                id: id.0.to_vec(),
-                kind: kind as u32,
-                data,
-            });
-            if bytes >= OBJECT_BATCH_BYTES && !send(std::mem::take(&mut batch)) {
-                return Ok(());
-            }
-            if bytes >= OBJECT_BATCH_BYTES {
-                bytes = 0;
-            }
-        }
-    }
-    if !batch.objects.is_empty() {
-        send(batch);
-    }
-    Ok(())
-}
-
-/// Moves a ref on this store for a peer: compare-and-swap, and a
-/// fast-forward unless forced.
-pub fn update_ref(ds: &Datasets, req: &pb::UpdateRefRequest) -> Result<pb::UpdateRefReply> {
-    objects::check_ref_name(&req.name).map_err(|e| Error::Config(e.0))?;
-    let opt = |b: &[u8]| -> Result<Option<Id>> {
-        if b.is_empty() {
-            Ok(None)
-        } else {
-            Id::from_slice(b)
-                .map(Some)
-                .ok_or_else(|| Error::Config("a ref id must be 32 bytes".into()))
-        }
-    };
-    let (old, new) = (opt(&req.old)?, opt(&req.new)?);
-    let current = ds.store.get_ref(&req.name)?;
-    let reply = |ok: bool, current: Option<Id>, reason: String| pb::UpdateRefReply {
-        ok,
-        current: current.map(|c| c.0.to_vec()).unwrap_or_default(),
-        reason,
-    };
-    if let Some(n) = new {
-        if ds.snapshot_object(&n)?.is_none() {
-            return Ok(reply(
-                false,
-                current,
-                format!("snapshot {n} is not here; send it first"),
-            ));
-        }
-    }
-    if current != old {
-        return Ok(reply(
-            false,
-            current,
-            format!(
-                "{} moved (it is at {}); fetch, then retry",
-                req.name,
-                current.map(|c| c.hex()).unwrap_or_else(|| "nothing".into())
-            ),
-        ));
-    }
-    if let (Some(o), Some(n), false) = (old, new, req.force) {
-        if !ds.is_ancestor(&o, &n)? {
-            return Ok(reply(
-                false,
-                current,
-                format!(
-                    "{} is at {o}, which is not in the history of {n}: not a fast-forward (use --force to replace it)",
-                    req.name
-                ),
-            ));
-        }
-    }
-    match ds.store.cas_ref(&req.name, old, new)? {
-        Ok(()) => Ok(reply(true, new, String::new())),
-        Err(now) => Ok(reply(
-            false,
-            now,
-            format!("{} moved meanwhile; retry", req.name),
-        )),
-    }
-}
-
-// ---- this daemon's side --------------------------------------------------------
 
 /// Everything reachable from `roots` through trees, children before parents;
 /// trees in `stop` (and below them) are left out.
@@ -294,7 +68,7 @@ fn files_of(store: &Store, trees: &[Id], out: &mut Vec<Id>) -> Result<()> {
 
 fn remote_ref(
     rt: &tokio::runtime::Runtime,
-    peer: &mut sync::Client,
+    peer: &mut Client,
     url: &str,
     name: &str,
 ) -> Result<Option<Id>> {
@@ -302,7 +76,7 @@ fn remote_ref(
         .block_on(peer.list_refs(pb::ListRefsRequest {
             prefix: name.to_string(),
         }))
-        .map_err(|e| sync::net(url, "listing refs", e))?
+        .map_err(|e| from_peer(url, "listing refs", e))?
         .into_inner()
         .refs;
     Ok(refs
@@ -315,7 +89,7 @@ fn remote_ref(
 /// matches its id.
 fn get_objects(
     rt: &tokio::runtime::Runtime,
-    peer: &mut sync::Client,
+    peer: &mut Client,
     url: &str,
     ids: &[Id],
 ) -> Result<HashMap<Id, (ObjectKind, Vec<u8>)>> {
@@ -326,11 +100,11 @@ fn get_objects(
             .block_on(peer.get_objects(pb::IdList {
                 ids: batch.iter().map(|i| i.0.to_vec()).collect(),
             }))
-            .map_err(|e| sync::net(url, "sending trees and snapshots", e))?
+            .map_err(|e| from_peer(url, "sending trees and snapshots", e))?
             .into_inner();
         while let Some(b) = rt
             .block_on(s.message())
-            .map_err(|e| sync::net(url, "sending trees and snapshots", e))?
+            .map_err(|e| from_peer(url, "sending trees and snapshots", e))?
         {
             for o in b.objects {
                 let id = Id::from_slice(&o.id)
@@ -360,7 +134,7 @@ fn get_objects(
 /// or an id prefix of at least 4 hex digits in the latest's history.
 fn resolve_remote(
     rt: &tokio::runtime::Runtime,
-    peer: &mut sync::Client,
+    peer: &mut Client,
     url: &str,
     dataset: &str,
     rev: &str,
@@ -422,11 +196,11 @@ pub fn clone(
     sel: &Selection,
     progress: Progress,
 ) -> Result<(Id, Summary)> {
-    objects::check_dataset_name(dataset).map_err(|e| Error::Config(e.0))?;
+    objects::check_dataset_name(dataset).map_err(|e| Error::Invalid(e.0))?;
     let url = addr.url.as_str();
     let store = &*ds.store;
-    let rt = sync::runtime()?;
-    let mut peer = rt.block_on(sync::connect(addr, store))?;
+    let rt = runtime()?;
+    let mut peer = rt.block_on(connect(addr, store))?;
     let snap_id = resolve_remote(&rt, &mut peer, url, dataset, rev)?;
 
     // The snapshot and its trees, level by level (only those not here).
@@ -489,7 +263,8 @@ pub fn clone(
     // Checked as one set: the snapshot's parents need not be here.
     trees.extend(received);
     if !trees.is_empty() {
-        sync::counted(store, accept_objects(store, trees, url, false))?;
+        let objs = objects_from_wire(trees, url)?;
+        counted(store, accept_objects(store, objs, url, false))?;
     }
 
     // The selected files' content.
@@ -507,7 +282,7 @@ pub fn clone(
         }
     }
     drop(rt);
-    let summary = sync::pull(store, addr, &files, progress)?;
+    let summary = pull(store, addr, &files, progress)?;
     if !summary.missing.is_empty() {
         return Err(Error::NotFound(format!(
             "{url} lacks the content of {} file(s) of snapshot {snap_id}",
@@ -562,8 +337,8 @@ pub fn push(
             "dataset {name} has no snapshot to push; `hoard snapshot {name}` first"
         ))
     })?;
-    let rt = sync::runtime()?;
-    let mut peer = rt.block_on(sync::connect(addr, store))?;
+    let rt = runtime()?;
+    let mut peer = rt.block_on(connect(addr, store))?;
     let r = objects::dataset_ref(name);
     let remote = remote_ref(&rt, &mut peer, url, &r)?;
     let mut out = Pushed {
@@ -603,9 +378,9 @@ pub fn push(
         files_of(store, &trees, &mut files)?;
         let mut fseen = HashSet::new();
         files.retain(|f| fseen.insert(*f));
-        out.files = sync::counted(
+        out.files = counted(
             store,
-            sync::push_over(store, &rt, &mut peer, url, &files, progress),
+            push_over(store, &rt, &mut peer, url, &files, progress),
         )?;
         // Trees (children first), then snapshots (oldest first).
         let mut batches: Vec<pb::ObjectBatch> = Vec::new();
@@ -637,7 +412,7 @@ pub fn push(
         out.snapshots_sent = snaps.len() as u64;
         if !batches.is_empty() {
             rt.block_on(peer.put_objects(tokio_stream::iter(batches)))
-                .map_err(|e| sync::net(url, "receiving trees and snapshots", e))?;
+                .map_err(|e| from_peer(url, "receiving trees and snapshots", e))?;
         }
         let reply = rt
             .block_on(peer.update_ref(pb::UpdateRefRequest {
@@ -646,13 +421,18 @@ pub fn push(
                 new: head.0.to_vec(),
                 force,
             }))
-            .map_err(|e| sync::net(url, "moving the dataset ref", e))?
+            .map_err(|e| from_peer(url, "moving the dataset ref", e))?
             .into_inner();
         if !reply.ok {
-            return Err(Error::Busy(format!(
-                "{url} refused to move {r}: {}",
-                reply.reason
-            )));
+            return Err(ref_refused(
+                ds,
+                url,
+                name,
+                remote,
+                head,
+                force,
+                &reply.reason,
+            ));
         }
         push_tags(&rt, &mut peer, ds, url, name, &mut out)?;
         return Ok(out);
@@ -661,9 +441,37 @@ pub fn push(
     Ok(out)
 }
 
+/// Why a peer would not move a dataset's ref, as an error of the kind
+/// that says what to do: a history that does not contain the peer's is a
+/// conflict for the user to resolve (the message names both ways out);
+/// anything else (the ref moved during the push) is worth a retry.
+fn ref_refused(
+    ds: &Datasets,
+    url: &str,
+    name: &str,
+    remote: Option<Id>,
+    head: Id,
+    force: bool,
+    reason: &str,
+) -> Error {
+    let diverged = match remote {
+        Some(r) if !force => !ds.is_ancestor(&r, &head).unwrap_or(false),
+        _ => false,
+    };
+    if diverged {
+        Error::Conflict(format!(
+            "{url} refused to move datasets/{name}: {reason}. To keep this store's history \
+             there, `hoard dataset push {name} --force` (replaces the remote's); to look at \
+             the remote's, `hoard clone REMOTE/{name} DIR`"
+        ))
+    } else {
+        Error::Transient(format!("{url} refused to move datasets/{name}: {reason}"))
+    }
+}
+
 fn push_tags(
     rt: &tokio::runtime::Runtime,
-    peer: &mut sync::Client,
+    peer: &mut Client,
     ds: &Datasets,
     url: &str,
     name: &str,
@@ -674,7 +482,7 @@ fn push_tags(
         .block_on(peer.list_refs(pb::ListRefsRequest {
             prefix: prefix.clone(),
         }))
-        .map_err(|e| sync::net(url, "listing tags", e))?
+        .map_err(|e| from_peer(url, "listing tags", e))?
         .into_inner()
         .refs
         .into_iter()
@@ -691,7 +499,7 @@ fn push_tags(
                 new: id.0.to_vec(),
                 force: false,
             }))
-            .map_err(|e| sync::net(url, "creating a tag", e))?
+            .map_err(|e| from_peer(url, "creating a tag", e))?
             .into_inner();
         if reply.ok {
             out.tags += 1;

@@ -1,0 +1,211 @@
+//! The receiver's checks of what a peer sends about datasets: trees and
+//! snapshots (each against its id, well formed, and consistent with what it
+//! names) and ref updates (compare-and-swap, fast-forward unless forced).
+//! Network-free: a pull, a push to this daemon and an object-store hub share
+//! them; the wire conversion lives in `crate::sync`. Nothing of a batch is
+//! stored unless all of it passes.
+
+use super::Datasets;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::objects::{self, EntryKind, Object, ObjectKind, Snapshot, Tree};
+use crate::store::Store;
+use std::collections::{HashMap, HashSet};
+
+/// A stored tree or one from `overlay`.
+fn tree_in(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<Option<Tree>> {
+    if let Some(t) = overlay.get(id) {
+        return Ok(Some(t.clone()));
+    }
+    match store.object(id)? {
+        Some(Object::Tree(t)) => Ok(Some(t)),
+        _ => Ok(None),
+    }
+}
+
+/// Files and links below a tree, counted through `overlay` and the store.
+fn count_files(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<u64> {
+    let t = tree_in(store, overlay, id)?
+        .ok_or_else(|| Error::Refused(format!("tree {id} is missing")))?;
+    let mut n = 0;
+    for e in &t.entries {
+        n += match e.kind {
+            EntryKind::Dir => count_files(store, overlay, &e.id)?,
+            _ => 1,
+        };
+    }
+    Ok(n)
+}
+
+/// Checks objects received from `peer` and stores them. Each must match
+/// its id and be well formed; a tree's subtrees must be stored or sent
+/// alongside, with the sizes it records for them; its files' sizes must
+/// match the manifests this store holds; a snapshot's tree and parents
+/// must be there (unless `need_parents` is false: a clone fetches one
+/// version, not its history) and its counts must match its tree. Nothing of
+/// a batch is stored unless all of it passes. Returns (stored, already had).
+pub fn accept_objects(
+    store: &Store,
+    objs: Vec<(ObjectKind, Id, Vec<u8>)>,
+    peer: &str,
+    need_parents: bool,
+) -> Result<(u64, u64)> {
+    let refuse = |what: String| Error::Refused(format!("{peer} sent {what}; refused"));
+    let mut trees: HashMap<Id, Tree> = HashMap::new();
+    let mut snaps: Vec<(Id, Snapshot)> = Vec::new();
+    for (kind, id, data) in &objs {
+        match objects::decode_checked(*kind, id, data) {
+            Ok(Object::Tree(t)) => {
+                trees.insert(*id, t);
+            }
+            Ok(Object::Snapshot(s)) => snaps.push((*id, s)),
+            Err(e) => return Err(refuse(format!("a bad {}: {e}", kind.as_str()))),
+        }
+    }
+    let raw = objs;
+    for (id, t) in &trees {
+        for e in &t.entries {
+            match e.kind {
+                EntryKind::Dir => {
+                    let sub = tree_in(store, &trees, &e.id)?.ok_or_else(|| {
+                        refuse(format!(
+                            "tree {id} naming subtree {} ({:?}), which it did not send first",
+                            e.id,
+                            e.name_lossy()
+                        ))
+                    })?;
+                    if sub.total_size() != e.size {
+                        return Err(refuse(format!(
+                            "tree {id} whose directory {:?} records {} bytes but holds {}",
+                            e.name_lossy(),
+                            e.size,
+                            sub.total_size()
+                        )));
+                    }
+                }
+                EntryKind::File | EntryKind::Symlink => {
+                    if let Some(size) = store.file_size(&e.id)? {
+                        if size != e.size {
+                            return Err(refuse(format!(
+                                "tree {id} whose file {:?} records {} bytes, but file {} has {size}",
+                                e.name_lossy(),
+                                e.size,
+                                e.id
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let sent: HashSet<Id> = snaps.iter().map(|s| s.0).collect();
+    for (id, s) in &snaps {
+        let t = tree_in(store, &trees, &s.tree)?.ok_or_else(|| {
+            refuse(format!(
+                "snapshot {id} whose tree {} it did not send",
+                s.tree
+            ))
+        })?;
+        if t.total_size() != s.size || count_files(store, &trees, &s.tree)? != s.files {
+            return Err(refuse(format!(
+                "snapshot {id} whose size or file count disagrees with its tree"
+            )));
+        }
+        let present = store.objects_present(&s.parents)?;
+        for (p, here) in s.parents.iter().zip(present) {
+            if need_parents && !here && !sent.contains(p) {
+                return Err(refuse(format!(
+                    "snapshot {id} whose parent {p} is in neither store"
+                )));
+            }
+        }
+    }
+    let ids: Vec<Id> = raw.iter().map(|r| r.1).collect();
+    let had = store.objects_present(&ids)?.iter().filter(|p| **p).count() as u64;
+    store.put_objects(&raw)?;
+    for (id, s) in &snaps {
+        note_lineage(store, id, s)?;
+    }
+    Ok((raw.len() as u64 - had, had))
+}
+
+/// Records the reverse lineage links of a stored snapshot.
+pub fn note_lineage(store: &Store, id: &Id, snap: &Snapshot) -> Result<()> {
+    for d in &snap.derived {
+        store.put_local(&format!("derived/{}/{}", d.hex(), id.hex()), Some(b""))?;
+    }
+    Ok(())
+}
+
+/// A peer's request to move a ref on this store.
+#[derive(Debug, Clone)]
+pub struct RefUpdate {
+    pub name: String,
+    /// What the peer believes the ref holds now (None: absent).
+    pub old: Option<Id>,
+    /// What it should hold (None: delete it).
+    pub new: Option<Id>,
+    pub force: bool,
+}
+
+/// What became of a [`RefUpdate`]: `ok`, or why not; `current` is what the
+/// ref holds after the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefOutcome {
+    pub ok: bool,
+    pub current: Option<Id>,
+    pub reason: String,
+}
+
+/// Moves a ref on this store for a peer: compare-and-swap, and a
+/// fast-forward unless forced.
+pub fn update_ref(ds: &Datasets, req: &RefUpdate) -> Result<RefOutcome> {
+    objects::check_ref_name(&req.name).map_err(|e| Error::Invalid(e.0))?;
+    let (old, new) = (req.old, req.new);
+    let current = ds.store.get_ref(&req.name)?;
+    let reply = |ok: bool, current: Option<Id>, reason: String| RefOutcome {
+        ok,
+        current,
+        reason,
+    };
+    if let Some(n) = new {
+        if ds.snapshot_object(&n)?.is_none() {
+            return Ok(reply(
+                false,
+                current,
+                format!("snapshot {n} is not here; send it first"),
+            ));
+        }
+    }
+    if current != old {
+        return Ok(reply(
+            false,
+            current,
+            format!(
+                "{} moved (it is at {}); fetch, then retry",
+                req.name,
+                current.map(|c| c.hex()).unwrap_or_else(|| "nothing".into())
+            ),
+        ));
+    }
+    if let (Some(o), Some(n), false) = (old, new, req.force) {
+        if !ds.is_ancestor(&o, &n)? {
+            return Ok(reply(
+                false,
+                current,
+                format!(
+                    "{} is at {o}, which is not in the history of {n}: not a fast-forward (use --force to replace it)",
+                    req.name
+                ),
+            ));
+        }
+    }
+    match ds.store.cas_ref(&req.name, old, new)? {
+        Ok(()) => Ok(reply(true, new, String::new())),
+        Err(now) => Ok(reply(
+            false,
+            now,
+            format!("{} moved meanwhile; retry", req.name),
+        )),
+    }
+}

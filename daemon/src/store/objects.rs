@@ -1,0 +1,116 @@
+//! Trees, snapshots, refs (compare-and-swap) and local state: small
+//! objects kept in packs and in the index.
+
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::objects::{Object, ObjectKind};
+
+impl Shared {
+    /// Stores trees and snapshots durably (pack, then index); those already
+    /// stored are skipped. Callers check each object (and that what it
+    /// names is stored) first: see `crate::dataset`.
+    pub fn put_objects(&self, objs: &[(ObjectKind, Id, Vec<u8>)]) -> Result<()> {
+        let ids: Vec<Id> = objs.iter().map(|o| o.1).collect();
+        let present = self.index.objects_present(&ids)?;
+        if present.iter().all(|p| *p) {
+            return Ok(());
+        }
+        let mut w = self.lock();
+        let gen = w.generation;
+        let level = self.params.zstd_level;
+        let open = self.open_pack(&mut w)?;
+        for (o, present) in objs.iter().zip(present) {
+            if present {
+                continue;
+            }
+            let (kind, id, raw) = o;
+            if let Err(e) = open.writer.append_object(*kind as u8, id, raw, level) {
+                self.abort_open(&mut w);
+                return Err(e);
+            }
+            open.contents.objects.push((*id, *kind as u8, raw.clone()));
+        }
+        drop(w);
+        self.seal_and_wait();
+        let w = self.lock();
+        match w.aborted.get(&gen) {
+            Some(why) => Err(Error::Transient(format!(
+                "the pack holding new trees and snapshots could not be written ({why}); retry"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A stored tree or snapshot, checked against its id.
+    pub fn object(&self, id: &Id) -> Result<Option<Object>> {
+        let Some((kind, raw)) = self.index.object(id)? else {
+            return Ok(None);
+        };
+        let kind = ObjectKind::from_u8(kind).ok_or_else(|| {
+            Error::Corrupt(format!("object {id} has an unknown kind in the index"))
+        })?;
+        crate::objects::decode_checked(kind, id, &raw)
+            .map(Some)
+            .map_err(|e| Error::damaged(format!("object {id} in the index"), e))
+    }
+
+    /// The raw encoding of a stored object (for sending to a peer).
+    pub fn object_bytes(&self, id: &Id) -> Result<Option<(ObjectKind, Vec<u8>)>> {
+        let Some((kind, raw)) = self.index.object(id)? else {
+            return Ok(None);
+        };
+        let kind = ObjectKind::from_u8(kind).ok_or_else(|| {
+            Error::Corrupt(format!("object {id} has an unknown kind in the index"))
+        })?;
+        if Id::of(&raw) != *id {
+            return Err(Error::Corrupt(format!("object {id} does not match its id")));
+        }
+        Ok(Some((kind, raw)))
+    }
+
+    pub fn objects_present(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        self.index.objects_present(ids)
+    }
+
+    pub fn get_ref(&self, name: &str) -> Result<Option<Id>> {
+        self.index.get_ref(name)
+    }
+
+    pub fn refs(&self, prefix: &str) -> Result<Vec<(String, Id)>> {
+        self.index.refs(prefix)
+    }
+
+    /// Sets ref `name` to `new` (or deletes it) only if it holds `expected`
+    /// now; otherwise returns what it holds. Durable when it returns.
+    pub fn cas_ref(
+        &self,
+        name: &str,
+        expected: Option<Id>,
+        new: Option<Id>,
+    ) -> Result<std::result::Result<(), Option<Id>>> {
+        let _g = self.refs_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let actual = self.index.get_ref(name)?;
+        if actual != expected {
+            return Ok(Err(actual));
+        }
+        let mut b = self.index.batch();
+        b.put_ref(name, new.as_ref());
+        b.write(true)?;
+        Ok(Ok(()))
+    }
+
+    pub fn get_local(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.index.get_local(key)
+    }
+
+    pub fn local_entries(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.index.local_entries(prefix)
+    }
+
+    pub fn put_local(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+        let mut b = self.index.batch();
+        b.put_local(key, value);
+        b.write(true)
+    }
+}

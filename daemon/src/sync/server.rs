@@ -1,0 +1,375 @@
+//! The Peer service other daemons call: every call authorized by its
+//! bearer token's scope, uploads read on blocking threads and checked by
+//! [`super::checks`] (and [`crate::dataset::accept`]) before anything is
+//! stored, downloads streamed from the store with bounded buffers.
+
+use super::checks::{receive_batch, Pieces};
+use super::wire::{ids_of, object_batches, objects_from_wire, pieces_of, read_batches, ref_id};
+use super::{accept_manifests, counted, frames};
+use crate::dataset::accept::{self, RefUpdate};
+use crate::error::{Error, Result};
+use crate::put::Session;
+use crate::status::status;
+use crate::store::Store;
+use crate::tokens::{Scope, Tokens};
+use hoard_proto::v1::{self as pb, peer_server::Peer};
+use hoard_proto::PEER_PROTOCOL;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Files whose manifests a `PutManifests` checks and records together.
+const MANIFEST_BATCH: usize = 256;
+
+pub struct PeerApi {
+    store: Arc<Store>,
+    datasets: Arc<crate::dataset::Datasets>,
+    tokens: Arc<Tokens>,
+}
+
+impl PeerApi {
+    pub fn new(datasets: Arc<crate::dataset::Datasets>, tokens: Arc<Tokens>) -> Self {
+        PeerApi {
+            store: datasets.store.clone(),
+            datasets,
+            tokens,
+        }
+    }
+
+    /// Checks the call's bearer token against the scope it needs; returns
+    /// how to name the caller in messages.
+    fn authorize<T>(&self, req: &Request<T>, need: Scope) -> std::result::Result<String, Status> {
+        let peer = req
+            .remote_addr()
+            .map(|a| format!("peer {a}"))
+            .unwrap_or_else(|| "a peer".into());
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("no token: give one with `hoard remote add NAME URL --token TOKEN` (made on this side by `hoard token create`)"))?;
+        match self.tokens.check(token) {
+            None => Err(Status::unauthenticated("unknown or revoked token")),
+            Some(s) if s < need => Err(Status::permission_denied(format!(
+                "this token has {s} access; {need} access is needed (`hoard token create --{need}`)"
+            ))),
+            Some(_) => Ok(peer),
+        }
+    }
+}
+
+/// The next message of an upload (None at its end).
+type Next<'a, T> = &'a mut dyn FnMut() -> Result<Option<T>>;
+
+impl PeerApi {
+    /// Serves an upload (write scope): `take` reads its messages on a
+    /// blocking thread and says what it stored; a refusal is counted.
+    async fn upload<T: Send + 'static>(
+        &self,
+        req: Request<Streaming<T>>,
+        what: &'static str,
+        take: impl FnOnce(&Store, &str, Next<T>) -> Result<pb::PutReply> + Send + 'static,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        let peer = self.authorize(&req, Scope::Write)?;
+        let mut inbound = req.into_inner();
+        let store = self.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut next = || {
+                rt.block_on(inbound.message())
+                    .map_err(|e| Error::Transient(format!("{peer} went away: {e}")))
+            };
+            take(&store, &peer, &mut next)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("receiving {what} failed: {e}")))?;
+        counted(&self.store, r).map(Response::new).map_err(status)
+    }
+}
+
+type Events<T> = ReceiverStream<std::result::Result<T, Status>>;
+
+/// Runs `produce` on a blocking thread, streaming what it sends (`send`
+/// returns false once the caller has gone) and then its error, if any.
+fn stream_from<T: Send + 'static>(
+    depth: usize,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<()> + Send + 'static,
+) -> Events<T> {
+    let (tx, rx) = mpsc::channel(depth);
+    tokio::task::spawn_blocking(move || {
+        let r = produce(&mut |m| tx.blocking_send(Ok(m)).is_ok());
+        if let Err(e) = r {
+            let _ = tx.blocking_send(Err(status(e)));
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+#[tonic::async_trait]
+impl Peer for PeerApi {
+    async fn hello(
+        &self,
+        req: Request<pb::HelloRequest>,
+    ) -> std::result::Result<Response<pb::HelloReply>, Status> {
+        self.authorize(&req, Scope::Read)?;
+        let p = self.store.params().chunk;
+        Ok(Response::new(pb::HelloReply {
+            protocol: PEER_PROTOCOL,
+            chunk_min: p.min,
+            chunk_avg: p.avg,
+            chunk_max: p.max,
+        }))
+    }
+
+    async fn have_files(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<pb::Presence>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let present =
+            tokio::task::block_in_place(|| self.store.index.files_present(&ids)).map_err(status)?;
+        Ok(Response::new(pb::Presence { present }))
+    }
+
+    async fn have_chunks(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<pb::Presence>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let present = tokio::task::block_in_place(|| self.store.indexed(&ids)).map_err(status)?;
+        Ok(Response::new(pb::Presence { present }))
+    }
+
+    type GetManifestsStream = Events<pb::ManifestPiece>;
+
+    async fn get_manifests(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetManifestsStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let store = self.store.clone();
+        Ok(Response::new(stream_from(8, move |send| {
+            for id in ids {
+                if let Some(m) = store.index.manifest(&id)? {
+                    for p in pieces_of(&id, &m) {
+                        if !send(p) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })))
+    }
+
+    type GetChunksStream = Events<pb::ChunkBatch>;
+
+    async fn get_chunks(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetChunksStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let store = self.store.clone();
+        Ok(Response::new(stream_from(4, move |send| {
+            read_batches(&store, &ids, send)
+        })))
+    }
+
+    async fn plan_frames(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<pb::FramePlan>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let plan =
+            tokio::task::block_in_place(|| frames::plan(&self.store, &ids)).map_err(status)?;
+        Ok(Response::new(plan))
+    }
+
+    type GetFramesStream = Events<pb::FrameData>;
+
+    async fn get_frames(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetFramesStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let store = self.store.clone();
+        Ok(Response::new(stream_from(4, move |send| {
+            for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
+                let Some(loc) = loc else { continue };
+                let msg = pb::FrameData {
+                    chunk: id.0.to_vec(),
+                    payload: store.frame_payload(&loc)?.into(),
+                };
+                if !send(msg) {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })))
+    }
+
+    async fn put_chunks(
+        &self,
+        req: Request<Streaming<pb::ChunkBatch>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        self.upload(req, "chunks", |store, peer, next| {
+            let mut session = Session::new(store);
+            let mut reply = pb::PutReply::default();
+            let outcome = (|| -> Result<()> {
+                while let Some(b) = next()? {
+                    let got = receive_batch(store, &mut session, b, peer, None, None)?;
+                    reply.stored += got.stored;
+                    reply.already_had += got.had;
+                }
+                Ok(())
+            })();
+            // What arrived intact before any failure is kept.
+            session.seal()?;
+            outcome.map(|_| reply)
+        })
+        .await
+    }
+
+    async fn put_frames(
+        &self,
+        req: Request<Streaming<pb::FramePut>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        self.upload(req, "frames", |store, peer, next| {
+            let mut intake = frames::Intake::new(store, peer);
+            let taken = intake.take_all(|take| {
+                while let Some(m) = next()? {
+                    let plan = m.plan.ok_or_else(|| {
+                        Error::Refused(format!("{peer} sent a frame without its plan; refused"))
+                    })?;
+                    let f = frames::PlannedFrame::parse(&plan, peer, None)?;
+                    if f.chunks.is_empty() {
+                        return Err(Error::Refused(format!(
+                            "{peer} sent a frame with no chunks; refused"
+                        )));
+                    }
+                    if !store.indexed(&f.bases)?.into_iter().all(|h| h) {
+                        return Err(Error::Refused(format!(
+                            "{peer} sent a delta against chunks this store does not have; refused"
+                        )));
+                    }
+                    take(f, m.payload)?;
+                }
+                Ok(())
+            });
+            // What arrived intact before any failure is kept.
+            intake.keep.session.seal()?;
+            let had = intake.keep.had;
+            Ok(pb::PutReply {
+                stored: taken? - had,
+                already_had: had,
+            })
+        })
+        .await
+    }
+
+    async fn put_manifests(
+        &self,
+        req: Request<Streaming<pb::ManifestPiece>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        self.upload(req, "manifests", |store, peer, next| {
+            let mut pieces = Pieces::default();
+            let mut reply = pb::PutReply::default();
+            while let Some(p) = next()? {
+                pieces.add(p, peer)?;
+                if pieces.done.len() >= MANIFEST_BATCH {
+                    let (n, had) = accept_manifests(store, std::mem::take(&mut pieces.done), peer)?;
+                    reply.stored += n;
+                    reply.already_had += had;
+                }
+            }
+            if !pieces.open.is_empty() {
+                return Err(Error::Refused(format!(
+                    "{peer} ended a manifest stream in the middle of a file"
+                )));
+            }
+            let (n, had) = accept_manifests(store, pieces.done, peer)?;
+            reply.stored += n;
+            reply.already_had += had;
+            Ok(reply)
+        })
+        .await
+    }
+
+    type GetObjectsStream = Events<pb::ObjectBatch>;
+
+    async fn get_objects(
+        &self,
+        req: Request<pb::IdList>,
+    ) -> std::result::Result<Response<Self::GetObjectsStream>, Status> {
+        let peer = self.authorize(&req, Scope::Read)?;
+        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let store = self.store.clone();
+        Ok(Response::new(stream_from(4, move |send| {
+            object_batches(&store, &ids, send)
+        })))
+    }
+
+    async fn put_objects(
+        &self,
+        req: Request<Streaming<pb::ObjectBatch>>,
+    ) -> std::result::Result<Response<pb::PutReply>, Status> {
+        self.upload(req, "objects", |store, peer, next| {
+            let mut reply = pb::PutReply::default();
+            while let Some(b) = next()? {
+                let objs = objects_from_wire(b.objects, peer)?;
+                let (n, had) = accept::accept_objects(store, objs, peer, true)?;
+                reply.stored += n;
+                reply.already_had += had;
+            }
+            Ok(reply)
+        })
+        .await
+    }
+
+    async fn list_refs(
+        &self,
+        req: Request<pb::ListRefsRequest>,
+    ) -> std::result::Result<Response<pb::RefList>, Status> {
+        self.authorize(&req, Scope::Read)?;
+        let prefix = req.into_inner().prefix;
+        let refs = tokio::task::block_in_place(|| self.store.refs(&prefix)).map_err(status)?;
+        Ok(Response::new(pb::RefList {
+            refs: refs
+                .into_iter()
+                .map(|(name, id)| pb::Ref {
+                    name,
+                    id: id.0.to_vec(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn update_ref(
+        &self,
+        req: Request<pb::UpdateRefRequest>,
+    ) -> std::result::Result<Response<pb::UpdateRefReply>, Status> {
+        self.authorize(&req, Scope::Write)?;
+        let req = req.into_inner();
+        let update = RefUpdate {
+            old: ref_id(&req.old).map_err(status)?,
+            new: ref_id(&req.new).map_err(status)?,
+            name: req.name,
+            force: req.force,
+        };
+        let done = tokio::task::block_in_place(|| accept::update_ref(&self.datasets, &update))
+            .map_err(status)?;
+        Ok(Response::new(pb::UpdateRefReply {
+            ok: done.ok,
+            current: done.current.map(|c| c.0.to_vec()).unwrap_or_default(),
+            reason: done.reason,
+        }))
+    }
+}
