@@ -9,7 +9,10 @@
 pub mod paths;
 pub mod remotes;
 
-/// Generated from `proto/local.proto` and `proto/peer.proto`.
+/// Generated from `proto/local.proto` and `proto/peer.proto`. The protos'
+/// comments are written for readers of the `.proto` files (lists wrapped as
+/// prose), not as rustdoc.
+#[allow(clippy::doc_lazy_continuation, clippy::doc_overindented_list_items)]
 pub mod v1 {
     tonic::include_proto!("hoard.v1");
 }
