@@ -619,7 +619,7 @@ fn auto_sync_reports_a_conflict_with_its_resolution_and_does_not_retry_it() {
     let error = s["error"].as_str().unwrap();
     assert!(error.contains("not a fast-forward"), "{s}");
     assert!(
-        error.contains("hoard dataset push survey --force"),
+        error.contains("hoard dataset push survey origin --force"),
         "the message names the command that resolves it: {s}"
     );
     assert_eq!(s["retry_in_secs"], 0, "a conflict is not retried: {s}");

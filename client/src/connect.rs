@@ -122,11 +122,13 @@ pub async fn start(paths: &Paths) -> anyhow::Result<Client> {
             );
         }
         if Instant::now() > deadline {
-            bail!(
+            // Transient (exit 6): it may just be slow to open a big store.
+            return Err(crate::ui::DaemonError::lost_connection(format!(
                 "the daemon did not answer within {}s; see {}",
                 START_TIMEOUT.as_secs(),
                 log_path.display()
-            );
+            ))
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

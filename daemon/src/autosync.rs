@@ -1,6 +1,7 @@
 //! Auto-sync: datasets that name a remote push their new snapshots (and
 //! content) there in the background, with exponential backoff after a
-//! transient failure. A conflict (the remote's history is not in this
+//! failure (a bad token or URL too: `remotes.toml` may be mended without
+//! telling the daemon). A conflict (the remote's history is not in this
 //! one's) is not retried: it waits until the dataset's head moves or its
 //! configuration changes, and `hoard dataset list` shows it as
 //! `failing: conflict` with the commands that resolve it.
@@ -10,6 +11,7 @@
 
 use crate::dataset::{Datasets, Live};
 use crate::error::{Error, Kind};
+use crate::sync::dataset::Remote;
 use crate::sync::PeerAddr;
 use hoard_proto::paths::Paths;
 use hoard_proto::remotes::Remotes;
@@ -124,7 +126,13 @@ fn attempt(ds: &Datasets, paths: &Paths, live: &Live, failing: &mut Failing) -> 
     }
     let r = peer_addr(paths, &remote_name)
         .map_err(Error::Invalid)
-        .and_then(|addr| crate::sync::dataset::push(ds, &addr, &live.name, false, &mut |_| {}));
+        .and_then(|addr| {
+            let remote = Remote {
+                name: remote_name.clone(),
+                addr,
+            };
+            crate::sync::dataset::push(ds, &remote, &live.name, false, &mut |_| {})
+        });
     let mut st = live.lock();
     st.sync.attempts += 1;
     match r {

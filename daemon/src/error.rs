@@ -4,7 +4,8 @@
 //! Every error has a [`Kind`] that tells a caller what to do about it:
 //! resolve it (`Conflict`, `Invalid`), retry it (`Transient`), repair the
 //! store (`Corrupt`), free space (`DiskFull`). The kinds, and the one gRPC
-//! code each maps to, are fixed by DESIGN.md; the mapping itself lives in
+//! code each maps to, are fixed by the project design (and listed in the
+//! README's exit-code table); the mapping itself lives in
 //! [`crate::status`], next to the wire.
 //!
 //! May import: `id` only (and std, rocksdb's error type). No tonic here.
@@ -63,7 +64,7 @@ pub enum Error {
     Cancelled,
 }
 
-/// What a caller can do about an error (DESIGN.md, "Error kinds").
+/// What a caller can do about an error (the project design's "error kinds").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Bad user input: fix the command or the configuration.

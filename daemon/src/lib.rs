@@ -6,20 +6,22 @@
 //! ([`manifest`]) → acknowledgement ([`ingest`]). [`store`] owns the write
 //! order that makes that crash-safe.
 //!
-//! The house, floor by floor; a room imports only rooms on lower floors
-//! (`scripts/layers.py` checks it, and that no import circle exists):
+//! The house, from the bottom up; a room imports only rooms on lower floors
+//! (the floors are numbered in `scripts/layers.py`, which checks it, and
+//! that no import circle exists; each room's header names its floor):
 //!
-//! 1. formats and the engine, no tonic: [`id`], [`error`]; [`chunker`],
-//!    [`sketch`], [`manifest`], [`objects`], [`pack`] (one file per byte
-//!    format); [`backend`], [`index`], [`store`] (split by phase: write,
-//!    read, objects and refs, recover); [`delta`], [`ingest`], [`put`],
-//!    [`check`]; [`dataset`] (snapshots, checkout, and the receiver's
-//!    checks of objects and refs in [`dataset::accept`]);
-//! 2. [`status`] (error kinds as gRPC codes), [`tokens`], [`tls`];
-//! 3. [`sync`]: the Peer service and this daemon's side of a transfer;
-//! 4. services: [`watch`], [`autosync`], [`config`], [`service`] (the Local
-//!    API, one module per area);
-//! 5. [`daemon`]: composition, run by `hoardd`.
+//! - formats and the engine, no tonic: [`id`], [`error`]; [`chunker`],
+//!   [`sketch`], [`manifest`], [`objects`], [`pack`] (one file per byte
+//!   format); [`backend`], [`index`], [`store`] (split by phase: write,
+//!   read, objects and refs, recover); [`delta`], [`check`], [`config`],
+//!   [`ingest`], [`put`]; [`dataset`] (snapshots, checkout, and the
+//!   receiver's checks of objects and refs in [`dataset::accept`]). Beside
+//!   the formats, with no engine below them: [`status`] (each error kind's
+//!   gRPC code), [`tokens`], [`tls`];
+//! - [`sync`]: the Peer service and this daemon's side of a transfer;
+//! - services: [`watch`], [`autosync`], [`service`] (the Local API, one
+//!   module per area);
+//! - [`daemon`]: composition, run by `hoardd`.
 
 pub mod autosync;
 pub mod backend;

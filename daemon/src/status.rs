@@ -1,5 +1,5 @@
 //! Engine errors on the wire: the one gRPC code each [`Kind`] maps to
-//! (DESIGN.md, "Error kinds"), used by the Local API and the Peer API
+//! (the project design's "error kinds"), used by the Local API and the Peer API
 //! alike, and a peer's status turned back into an engine error.
 //!
 //! | kind | gRPC code | `hoard` exits |
@@ -47,8 +47,13 @@ impl From<Error> for Status {
 }
 
 /// A status from `peer` while doing `what`, as an engine error of the kind
-/// its code says (a peer down or a broken connection is transient; a refused
-/// token is for the user to fix).
+/// its code says: a refused token is for the user to fix, a missing object
+/// is not found; anything else (a peer down, a broken connection, a peer
+/// that refused what this store sent or whose own store is damaged) is
+/// transient here. The Peer API answers a ref it will not move with
+/// `ok = false`, never with a status, so no peer status is a conflict; and
+/// `Refused` is kept for what this store itself refuses from a peer, which
+/// it counts (older hubs also sent their refusals as `FailedPrecondition`).
 pub fn from_peer(peer: &str, what: &str, e: Status) -> Error {
     let m = e.message();
     match e.code() {
@@ -57,9 +62,8 @@ pub fn from_peer(peer: &str, what: &str, e: Status) -> Error {
         )),
         Code::InvalidArgument => Error::Invalid(format!("{peer} refused {what}: {m}")),
         Code::NotFound => Error::NotFound(format!("{what} with {peer}: {m}")),
-        Code::FailedPrecondition => Error::Conflict(format!("{what} with {peer}: {m}")),
-        Code::Aborted | Code::DataLoss | Code::OutOfRange => {
-            Error::Refused(format!("{what} with {peer} failed: {m}"))
+        Code::FailedPrecondition | Code::Aborted | Code::DataLoss | Code::OutOfRange => {
+            Error::Transient(format!("{peer} refused {what}: {m}"))
         }
         Code::ResourceExhausted => Error::Transient(format!(
             "{what} with {peer} failed (the peer is full or busy): {m}"
@@ -73,16 +77,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_kind_has_its_own_code_and_comes_back_as_itself_from_a_peer() {
-        // A peer's own damage is not this store's: it comes back as a
-        // refusal (nothing of it is stored), not as local corruption.
+    fn each_kind_has_its_own_code_and_a_peers_status_says_what_to_do_here() {
+        // What a peer refused or could not do is transient here (not this
+        // store's conflict, damage or refusal); bad input stays the user's.
         let kinds = [
             (Error::Invalid("i".into()), Kind::Invalid),
             (Error::NotFound("n".into()), Kind::NotFound),
-            (Error::Conflict("c".into()), Kind::Conflict),
+            (Error::Conflict("c".into()), Kind::Transient),
             (Error::Transient("t".into()), Kind::Transient),
-            (Error::Refused("r".into()), Kind::Refused),
-            (Error::Corrupt("x".into()), Kind::Refused),
+            (Error::Refused("r".into()), Kind::Transient),
+            (Error::Corrupt("x".into()), Kind::Transient),
             (Error::DiskFull { path: "/d".into() }, Kind::Transient),
             (Error::Internal("b".into()), Kind::Transient),
         ];

@@ -611,6 +611,7 @@ pub async fn push(
             peer: Some(target),
             dataset: dataset.clone(),
             force,
+            remote: name.clone(),
         })
         .await
         .map_err(ui::status_error)?

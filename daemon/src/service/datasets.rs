@@ -35,7 +35,7 @@ fn tags_of(ds: &Datasets, dataset: &str) -> Result<HashMap<Id, Vec<String>>> {
     Ok(out)
 }
 
-pub fn snapshot_info(id: &Id, s: &Snapshot, tags: &HashMap<Id, Vec<String>>) -> pb::SnapshotInfo {
+pub(super) fn snapshot_info(id: &Id, s: &Snapshot, tags: &HashMap<Id, Vec<String>>) -> pb::SnapshotInfo {
     pb::SnapshotInfo {
         id: id.0.to_vec(),
         tree: s.tree.0.to_vec(),
@@ -106,7 +106,7 @@ fn info_of(ctx: &Ctx, live: &Live) -> Result<pb::DatasetInfo> {
     })
 }
 
-pub fn add(ctx: &Ctx, req: pb::DatasetAddRequest) -> Result<pb::DatasetInfo> {
+pub(super) fn add(ctx: &Ctx, req: pb::DatasetAddRequest) -> Result<pb::DatasetInfo> {
     if let Some(r) = Some(&req.remote).filter(|r| !r.is_empty()) {
         crate::autosync::peer_addr(&ctx.paths, r).map_err(Error::Invalid)?;
     }
@@ -124,13 +124,13 @@ pub fn add(ctx: &Ctx, req: pb::DatasetAddRequest) -> Result<pb::DatasetInfo> {
     info_of(ctx, &live)
 }
 
-pub fn remove(ctx: &Ctx, req: pb::DatasetRemoveRequest) -> Result<pb::DatasetInfo> {
+pub(super) fn remove(ctx: &Ctx, req: pb::DatasetRemoveRequest) -> Result<pb::DatasetInfo> {
     let live = ctx.ds.remove(&req.name)?;
     ctx.watchers.stop(&req.name);
     info_of(ctx, &live)
 }
 
-pub fn list(ctx: &Ctx) -> Result<pb::DatasetListReply> {
+pub(super) fn list(ctx: &Ctx) -> Result<pb::DatasetListReply> {
     let mut out = Vec::new();
     for live in ctx.ds.all() {
         out.push(info_of(ctx, &live)?);
@@ -149,7 +149,7 @@ fn change(c: diff::Change) -> pb::Change {
     }
 }
 
-pub fn status(ctx: &Ctx, req: pb::DatasetStatusRequest) -> Result<pb::DiffReply> {
+pub(super) fn status(ctx: &Ctx, req: pb::DatasetStatusRequest) -> Result<pb::DiffReply> {
     let ds = &ctx.ds;
     let live = ds.get(&req.dataset)?;
     let (root, new, errors) = ds.current(&live, req.rescan)?;
@@ -177,7 +177,7 @@ pub fn status(ctx: &Ctx, req: pb::DatasetStatusRequest) -> Result<pb::DiffReply>
     })
 }
 
-pub fn snapshot(ctx: &Ctx, req: pb::SnapshotRequest) -> Result<pb::SnapshotReply> {
+pub(super) fn snapshot(ctx: &Ctx, req: pb::SnapshotRequest) -> Result<pb::SnapshotReply> {
     let ds = &ctx.ds;
     let derived = req
         .from
@@ -204,7 +204,7 @@ pub fn snapshot(ctx: &Ctx, req: pb::SnapshotRequest) -> Result<pb::SnapshotReply
     })
 }
 
-pub fn log(ctx: &Ctx, req: pb::LogRequest) -> Result<pb::LogReply> {
+pub(super) fn log(ctx: &Ctx, req: pb::LogRequest) -> Result<pb::LogReply> {
     let ds = &ctx.ds;
     let start = ds.resolve(&req.spec)?;
     let name = req.spec.split('@').next().unwrap_or("").to_string();
@@ -227,7 +227,7 @@ pub fn log(ctx: &Ctx, req: pb::LogRequest) -> Result<pb::LogReply> {
     })
 }
 
-pub fn diff(ctx: &Ctx, req: pb::DiffRequest) -> Result<pb::DiffReply> {
+pub(super) fn diff(ctx: &Ctx, req: pb::DiffRequest) -> Result<pb::DiffReply> {
     let ds = &ctx.ds;
     let a = ds.resolve(&req.a)?;
     let b = ds.resolve(&req.b)?;
@@ -254,7 +254,7 @@ pub fn diff(ctx: &Ctx, req: pb::DiffRequest) -> Result<pb::DiffReply> {
     })
 }
 
-pub fn tag(ctx: &Ctx, req: pb::TagRequest) -> Result<pb::TagReply> {
+pub(super) fn tag(ctx: &Ctx, req: pb::TagRequest) -> Result<pb::TagReply> {
     let ds = &ctx.ds;
     crate::objects::check_dataset_name(&req.dataset).map_err(|e| Error::Invalid(e.0))?;
     if req.delete {
@@ -280,7 +280,7 @@ pub fn tag(ctx: &Ctx, req: pb::TagRequest) -> Result<pb::TagReply> {
     Ok(pb::TagReply { id: id.0.to_vec() })
 }
 
-pub fn lineage(ctx: &Ctx, req: pb::LineageRequest) -> Result<pb::LineageReply> {
+pub(super) fn lineage(ctx: &Ctx, req: pb::LineageRequest) -> Result<pb::LineageReply> {
     let ds = &ctx.ds;
     let id = ds.resolve(&req.spec)?;
     let root = ds
@@ -307,7 +307,7 @@ pub fn lineage(ctx: &Ctx, req: pb::LineageRequest) -> Result<pb::LineageReply> {
     })
 }
 
-pub fn checkout(ctx: &Ctx, req: pb::CheckoutRequest) -> Result<pb::CheckoutReply> {
+pub(super) fn checkout(ctx: &Ctx, req: pb::CheckoutRequest) -> Result<pb::CheckoutReply> {
     let ds = &ctx.ds;
     let id = ds.resolve(&req.spec)?;
     let r = checkout::checkout(
@@ -330,7 +330,7 @@ pub fn checkout(ctx: &Ctx, req: pb::CheckoutRequest) -> Result<pb::CheckoutReply
     })
 }
 
-pub fn peer_of(t: Option<pb::PeerTarget>) -> Result<crate::sync::PeerAddr> {
+pub(super) fn peer_of(t: Option<pb::PeerTarget>) -> Result<crate::sync::PeerAddr> {
     let t = t.ok_or_else(|| Error::Invalid("no peer given".into()))?;
     Ok(crate::sync::PeerAddr::new(
         t.url,
@@ -342,7 +342,7 @@ pub fn peer_of(t: Option<pb::PeerTarget>) -> Result<crate::sync::PeerAddr> {
 
 /// Clone: fetch, then (with a directory) check out and register the
 /// dataset there when this store has none of that name.
-pub fn clone(
+pub(super) fn clone(
     ctx: &Ctx,
     req: pb::CloneRequest,
     progress: crate::sync::Progress,
@@ -378,16 +378,24 @@ pub fn clone(
     Ok(summary(&s, Some(id)))
 }
 
-pub fn push_dataset(
+pub(super) fn push_dataset(
     ctx: &Ctx,
     req: pb::PushDatasetRequest,
     progress: crate::sync::Progress,
 ) -> Result<pb::SyncSummary> {
-    let addr = peer_of(req.peer)?;
-    let p = crate::sync::dataset::push(&ctx.ds, &addr, &req.dataset, req.force, progress)?;
+    let remote = crate::sync::dataset::Remote {
+        addr: peer_of(req.peer)?,
+        name: if req.remote.is_empty() {
+            "REMOTE".into()
+        } else {
+            req.remote.clone()
+        },
+    };
+    let p = crate::sync::dataset::push(&ctx.ds, &remote, &req.dataset, req.force, progress)?;
     if let Ok(live) = ctx.ds.get(&req.dataset) {
-        let mut st = live.lock();
-        if live.config.remote.is_some() {
+        // The dataset's sync state follows a push to its own remote only.
+        if live.config.remote.as_deref() == Some(req.remote.as_str()) {
+            let mut st = live.lock();
             st.sync.pushed = p.snapshot;
             st.sync.last_error = None;
             st.sync.kind = None;

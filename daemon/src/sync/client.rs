@@ -24,7 +24,7 @@ const CALL_BUFFER: usize = 4;
 pub(crate) type Client = PeerClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
 
 #[derive(Clone)]
-pub struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
+pub(crate) struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> std::result::Result<Request<()>, Status> {

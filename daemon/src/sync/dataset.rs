@@ -6,7 +6,7 @@
 
 use super::client::{connect, from_peer, runtime, Client};
 use super::push::push_over;
-use super::wire::{kind_of, objects_from_wire, OBJECT_BATCH_BYTES};
+use super::wire::{kind_of, OBJECT_BATCH_BYTES};
 use super::{counted, pull, PeerAddr, Progress, Summary};
 use crate::dataset::accept::accept_objects;
 use crate::dataset::checkout::Selection;
@@ -204,7 +204,7 @@ pub fn clone(
     let snap_id = resolve_remote(&rt, &mut peer, url, dataset, rev)?;
 
     // The snapshot and its trees, level by level (only those not here).
-    let mut received: Vec<pb::Object> = Vec::new();
+    let mut received: Vec<(ObjectKind, Id, Vec<u8>)> = Vec::new();
     let snap = match ds.snapshot_object(&snap_id)? {
         Some(s) => s,
         None => {
@@ -216,16 +216,12 @@ pub fn clone(
             };
             let s = Snapshot::decode(&data)
                 .map_err(|e| Error::Refused(format!("{url} sent a bad snapshot {snap_id}: {e}")))?;
-            received.push(pb::Object {
-                id: snap_id.0.to_vec(),
-                kind: ObjectKind::Snapshot as u32,
-                data,
-            });
+            received.push((ObjectKind::Snapshot, snap_id, data));
             s
         }
     };
     let mut level: Vec<Id> = vec![snap.tree];
-    let mut trees: Vec<pb::Object> = Vec::new();
+    let mut trees: Vec<(ObjectKind, Id, Vec<u8>)> = Vec::new();
     let mut seen = HashSet::new();
     while !level.is_empty() {
         level.retain(|i| seen.insert(*i));
@@ -252,19 +248,14 @@ pub fn clone(
                     .filter(|e| e.kind == EntryKind::Dir)
                     .map(|e| e.id),
             );
-            trees.push(pb::Object {
-                id: id.0.to_vec(),
-                kind: ObjectKind::Tree as u32,
-                data: data.clone(),
-            });
+            trees.push((ObjectKind::Tree, *id, data.clone()));
         }
         level = next;
     }
     // Checked as one set: the snapshot's parents need not be here.
     trees.extend(received);
     if !trees.is_empty() {
-        let objs = objects_from_wire(trees, url)?;
-        counted(store, accept_objects(store, objs, url, false))?;
+        counted(store, accept_objects(store, trees, url, false))?;
     }
 
     // The selected files' content.
@@ -309,6 +300,14 @@ pub fn clone(
     Ok((snap_id, summary))
 }
 
+/// A remote to push to: how to reach it, and its name in remotes.toml
+/// (for messages that name the command to run).
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub name: String,
+    pub addr: PeerAddr,
+}
+
 /// What a dataset push did.
 #[derive(Debug, Default, Clone)]
 pub struct Pushed {
@@ -325,11 +324,12 @@ pub struct Pushed {
 /// fast-forward unless `force`), then its tags the peer lacks.
 pub fn push(
     ds: &Datasets,
-    addr: &PeerAddr,
+    remote: &Remote,
     name: &str,
     force: bool,
     progress: Progress,
 ) -> Result<Pushed> {
+    let addr = &remote.addr;
     let store = &*ds.store;
     let url = addr.url.as_str();
     let head = ds.head(name)?.ok_or_else(|| {
@@ -340,18 +340,18 @@ pub fn push(
     let rt = runtime()?;
     let mut peer = rt.block_on(connect(addr, store))?;
     let r = objects::dataset_ref(name);
-    let remote = remote_ref(&rt, &mut peer, url, &r)?;
+    let theirs = remote_ref(&rt, &mut peer, url, &r)?;
     let mut out = Pushed {
         snapshot: Some(head),
         ..Pushed::default()
     };
-    if remote != Some(head) {
+    if theirs != Some(head) {
         // Snapshots the peer lacks: the history back to what it has.
         let mut snaps: Vec<(Id, Snapshot)> = Vec::new();
         let mut queue = VecDeque::from([head]);
         let mut seen = HashSet::new();
         while let Some(id) = queue.pop_front() {
-            if Some(id) == remote || !seen.insert(id) {
+            if Some(id) == theirs || !seen.insert(id) {
                 continue;
             }
             let Some(s) = ds.snapshot_object(&id)? else {
@@ -368,7 +368,7 @@ pub fn push(
             .collect();
         snaps.retain(|(id, _)| !have.contains(id));
         snaps.reverse(); // oldest first
-        let stop = match remote.and_then(|r| ds.snapshot_object(&r).ok().flatten()) {
+        let stop = match theirs.and_then(|r| ds.snapshot_object(&r).ok().flatten()) {
             Some(rs) => all_trees(store, &rs.tree).unwrap_or_default(),
             None => HashSet::new(),
         };
@@ -417,22 +417,15 @@ pub fn push(
         let reply = rt
             .block_on(peer.update_ref(pb::UpdateRefRequest {
                 name: r.clone(),
-                old: remote.map(|i| i.0.to_vec()).unwrap_or_default(),
+                old: theirs.map(|i| i.0.to_vec()).unwrap_or_default(),
                 new: head.0.to_vec(),
                 force,
             }))
             .map_err(|e| from_peer(url, "moving the dataset ref", e))?
             .into_inner();
         if !reply.ok {
-            return Err(ref_refused(
-                ds,
-                url,
-                name,
-                remote,
-                head,
-                force,
-                &reply.reason,
-            ));
+            let why = &reply.reason;
+            return Err(ref_refused(ds, &remote.name, name, theirs, head, force, why));
         }
         push_tags(&rt, &mut peer, ds, url, name, &mut out)?;
         return Ok(out);
@@ -447,25 +440,28 @@ pub fn push(
 /// anything else (the ref moved during the push) is worth a retry.
 fn ref_refused(
     ds: &Datasets,
-    url: &str,
+    remote_name: &str,
     name: &str,
-    remote: Option<Id>,
+    theirs: Option<Id>,
     head: Id,
     force: bool,
     reason: &str,
 ) -> Error {
-    let diverged = match remote {
-        Some(r) if !force => !ds.is_ancestor(&r, &head).unwrap_or(false),
+    // A local error deciding it is not a reason to stop retrying.
+    let diverged = match theirs {
+        Some(r) if !force => matches!(ds.is_ancestor(&r, &head), Ok(false)),
         _ => false,
     };
     if diverged {
         Error::Conflict(format!(
-            "{url} refused to move datasets/{name}: {reason}. To keep this store's history \
-             there, `hoard dataset push {name} --force` (replaces the remote's); to look at \
-             the remote's, `hoard clone REMOTE/{name} DIR`"
+            "{remote_name} refused to move datasets/{name}: {reason}. To keep this store's \
+             history there, `hoard dataset push {name} {remote_name} --force` (replaces the \
+             remote's); to look at the remote's, `hoard clone {remote_name}/{name} DIR`"
         ))
     } else {
-        Error::Transient(format!("{url} refused to move datasets/{name}: {reason}"))
+        Error::Transient(format!(
+            "{remote_name} refused to move datasets/{name}: {reason}"
+        ))
     }
 }
 

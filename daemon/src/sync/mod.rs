@@ -11,7 +11,6 @@
 //! transfer goes on) and when a transfer ends or fails, so an interrupted
 //! transfer resumes where it stopped: a rerun asks again and is sent only
 //! what is still missing.
-
 //!
 //! Rooms: [`server`] (the Peer service), [`client`] (connecting to a peer
 //! and the stream plumbing), [`pull`] and [`push`] (this daemon's side of a
@@ -41,7 +40,6 @@ pub use files::accept_manifests;
 pub use pull::pull;
 pub use push::push;
 pub use server::PeerApi;
-pub use wire::OBJECT_BATCH_BYTES;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
