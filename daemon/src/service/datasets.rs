@@ -35,7 +35,11 @@ fn tags_of(ds: &Datasets, dataset: &str) -> Result<HashMap<Id, Vec<String>>> {
     Ok(out)
 }
 
-pub(super) fn snapshot_info(id: &Id, s: &Snapshot, tags: &HashMap<Id, Vec<String>>) -> pb::SnapshotInfo {
+pub(super) fn snapshot_info(
+    id: &Id,
+    s: &Snapshot,
+    tags: &HashMap<Id, Vec<String>>,
+) -> pb::SnapshotInfo {
     pb::SnapshotInfo {
         id: id.0.to_vec(),
         tree: s.tree.0.to_vec(),

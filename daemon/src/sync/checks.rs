@@ -122,8 +122,8 @@ pub(super) fn receive_batch(
 #[cfg(test)]
 mod tests {
     use super::super::accept_manifests;
-    use crate::store::FrameCache;
     use super::*;
+    use crate::store::FrameCache;
     use crate::testutil::{add_paths, noise, read_all, small_store};
 
     #[test]

@@ -425,7 +425,15 @@ pub fn push(
             .into_inner();
         if !reply.ok {
             let why = &reply.reason;
-            return Err(ref_refused(ds, &remote.name, name, theirs, head, force, why));
+            return Err(ref_refused(
+                ds,
+                &remote.name,
+                name,
+                theirs,
+                head,
+                force,
+                why,
+            ));
         }
         push_tags(&rt, &mut peer, ds, url, name, &mut out)?;
         return Ok(out);
