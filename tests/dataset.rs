@@ -862,6 +862,69 @@ fn hostile_trees_and_snapshots_are_refused() {
     );
 }
 
+#[test]
+fn hostile_dags_and_deep_chains_are_refused_and_identical_subtrees_taken() {
+    use double::{entry, snapshot, tree, Double};
+    use hoard_daemon::objects::EntryKind::{Dir, File};
+    use hoard_daemon::Id;
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let token = hub.token(true);
+    let f = Id(*blake3::hash(b"0123456789").as_bytes());
+    let mut d = Double::connect(&url, &token);
+    // T0 = {f}, T(k+1) = {a: Tk, b: Tk}: k+1 small trees, 2^k files.
+    let doubling = |levels: u32| {
+        let mut objs = Vec::new();
+        let (mut id, enc) = tree(vec![entry(b"f", File, f, 10)]);
+        objs.push((1, id.clone(), enc));
+        let mut size = 10u64;
+        for _ in 0..levels {
+            let sub = Id::from_slice(&id).unwrap();
+            let (next, enc) = tree(vec![
+                entry(b"a", Dir, sub, size),
+                entry(b"b", Dir, sub, size),
+            ]);
+            objs.push((1, next.clone(), enc));
+            id = next;
+            size *= 2;
+        }
+        let (sid, senc) = snapshot(Id::from_slice(&id).unwrap(), size, 1 << levels);
+        objs.push((2, sid.clone(), senc));
+        (objs, sid)
+    };
+    // 62 objects of a few KB that expand to 2^60 files: refused, not walked.
+    let (objs, sid) = doubling(60);
+    let e = d.put(objs).unwrap_err();
+    assert!(
+        e.contains("expands to more than") && e.contains("refused"),
+        "{e}"
+    );
+    assert_eq!(d.has(vec![sid]), 0);
+    // A chain deeper than the walks follow: refused, the hub does not fall over.
+    let mut objs = Vec::new();
+    let (mut id, enc) = tree(vec![entry(b"f", File, f, 10)]);
+    objs.push((1, id.clone(), enc));
+    for _ in 0..1100 {
+        let (next, enc) = tree(vec![entry(b"d", Dir, Id::from_slice(&id).unwrap(), 10)]);
+        objs.push((1, next.clone(), enc));
+        id = next;
+    }
+    let (cid, cenc) = snapshot(Id::from_slice(&id).unwrap(), 10, 1);
+    objs.push((2, cid, cenc));
+    let e = d.put(objs).unwrap_err();
+    assert!(e.contains("directories deep"), "{e}");
+    // Identical subtrees are legal: 4096 files named through 13 trees.
+    let (objs, sid) = doubling(12);
+    d.put(objs).unwrap();
+    let r = d
+        .update_ref("datasets/survey", vec![], sid.clone())
+        .unwrap();
+    assert!(r.ok, "{}", r.reason);
+    let log = hub.json(&["log", "survey"]).pop().unwrap();
+    assert_eq!(log[0]["files"], 4096, "{log}");
+    hub.ok(&["verify"]);
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -5,7 +5,7 @@
 //! them; the wire conversion lives in `crate::sync`. Nothing of a batch is
 //! stored unless all of it passes.
 
-use super::Datasets;
+use super::{walk, Datasets};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::objects::{self, EntryKind, Object, ObjectKind, Snapshot, Tree};
@@ -23,18 +23,28 @@ fn tree_in(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<Option
     }
 }
 
-/// Files and links below a tree, counted through `overlay` and the store.
-fn count_files(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<u64> {
-    let t = tree_in(store, overlay, id)?
-        .ok_or_else(|| Error::Refused(format!("tree {id} is missing")))?;
-    let mut n = 0;
-    for e in &t.entries {
-        n += match e.kind {
-            EntryKind::Dir => count_files(store, overlay, &e.id)?,
-            _ => 1,
+/// The total size of each subtree a batch names, each read once.
+struct SubtreeSizes<'a> {
+    store: &'a Store,
+    overlay: &'a HashMap<Id, Tree>,
+    known: HashMap<Id, Option<u64>>,
+}
+
+impl SubtreeSizes<'_> {
+    fn get(&mut self, id: &Id) -> Result<Option<u64>> {
+        if let Some(s) = self.known.get(id) {
+            return Ok(*s);
+        }
+        let size = match self.overlay.get(id) {
+            Some(t) => Some(t.total_size()),
+            None => match self.store.object(id)? {
+                Some(Object::Tree(t)) => Some(t.total_size()),
+                _ => None,
+            },
         };
+        self.known.insert(*id, size);
+        Ok(size)
     }
-    Ok(n)
 }
 
 /// Checks objects received from `peer` and stores them. Each must match
@@ -63,23 +73,27 @@ pub fn accept_objects(
         }
     }
     let raw = objs;
+    let mut sizes = SubtreeSizes {
+        store,
+        overlay: &trees,
+        known: HashMap::new(),
+    };
     for (id, t) in &trees {
         for e in &t.entries {
             match e.kind {
                 EntryKind::Dir => {
-                    let sub = tree_in(store, &trees, &e.id)?.ok_or_else(|| {
+                    let size = sizes.get(&e.id)?.ok_or_else(|| {
                         refuse(format!(
                             "tree {id} naming subtree {} ({:?}), which it did not send first",
                             e.id,
                             e.name_lossy()
                         ))
                     })?;
-                    if sub.total_size() != e.size {
+                    if size != e.size {
                         return Err(refuse(format!(
-                            "tree {id} whose directory {:?} records {} bytes but holds {}",
+                            "tree {id} whose directory {:?} records {} bytes but holds {size}",
                             e.name_lossy(),
                             e.size,
-                            sub.total_size()
                         )));
                     }
                 }
@@ -99,14 +113,20 @@ pub fn accept_objects(
         }
     }
     let sent: HashSet<Id> = snaps.iter().map(|s| s.0).collect();
+    // Each distinct tree is counted once for all the batch's snapshots.
+    let mut counted = HashMap::new();
     for (id, s) in &snaps {
-        let t = tree_in(store, &trees, &s.tree)?.ok_or_else(|| {
-            refuse(format!(
+        if sizes.get(&s.tree)?.is_none() {
+            return Err(refuse(format!(
                 "snapshot {id} whose tree {} it did not send",
                 s.tree
-            ))
-        })?;
-        if t.total_size() != s.size || count_files(store, &trees, &s.tree)? != s.files {
+            )));
+        }
+        let mut load = |t: &Id| tree_in(store, &trees, t);
+        let not_taken =
+            |why: String| refuse(format!("snapshot {id} whose tree cannot be taken: {why}"));
+        let t = walk::totals_into(&s.tree, &mut load, &not_taken, &mut counted)?;
+        if t.size != s.size || t.files != s.files {
             return Err(refuse(format!(
                 "snapshot {id} whose size or file count disagrees with its tree"
             )));

@@ -171,11 +171,20 @@ fn dedup(v: Vec<Id>) -> Vec<Id> {
     v.into_iter().filter(|i| seen.insert(*i)).collect()
 }
 
+/// The files and links below `tree`, each distinct subtree read once
+/// (identical subtrees hold the same files).
 fn collect_files(trees: &Trees, tree: &Id, out: &mut Vec<Id>) -> Result<()> {
-    for e in trees.get(tree)?.entries {
-        match e.kind {
-            EntryKind::Dir => collect_files(trees, &e.id, out)?,
-            _ => out.push(e.id),
+    let mut seen = HashSet::new();
+    let mut stack = vec![*tree];
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        for e in trees.get(&t)?.entries {
+            match e.kind {
+                EntryKind::Dir => stack.push(e.id),
+                _ => out.push(e.id),
+            }
         }
     }
     Ok(())

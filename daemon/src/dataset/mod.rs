@@ -18,6 +18,7 @@ pub mod checkout;
 pub mod diff;
 pub mod scan;
 pub mod state;
+pub mod walk;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -376,6 +377,12 @@ impl Datasets {
 
     /// The directory model of a stored tree.
     pub fn load_dir(&self, tree: &Id) -> Result<(Dir, Built)> {
+        // Counted first (each distinct tree once): a tree too deep or too
+        // big to expand is refused before anything is expanded.
+        let mut load = |id: &Id| self.tree(id).map(Some);
+        walk::totals(tree, &mut load, &|why| {
+            Error::Invalid(format!("tree {tree} cannot be expanded: {why}"))
+        })?;
         Dir::from_tree(tree, &mut |id| self.tree(id))
     }
 

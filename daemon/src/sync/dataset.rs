@@ -11,7 +11,7 @@ use super::{counted, pull, PeerAddr, Progress, Summary};
 use crate::dataset::accept::accept_objects;
 use crate::dataset::checkout::Selection;
 use crate::dataset::state::Node;
-use crate::dataset::Datasets;
+use crate::dataset::{walk, Datasets};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::objects::{self, EntryKind, Object, ObjectKind, Snapshot, Tree};
@@ -22,28 +22,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// Everything reachable from `roots` through trees, children before parents;
 /// trees in `stop` (and below them) are left out.
 fn trees_post_order(store: &Store, roots: &[Id], stop: &HashSet<Id>) -> Result<Vec<Id>> {
-    let mut out = Vec::new();
-    let mut seen: HashSet<Id> = stop.clone();
-    fn visit(store: &Store, id: Id, seen: &mut HashSet<Id>, out: &mut Vec<Id>) -> Result<()> {
-        if !seen.insert(id) {
-            return Ok(());
-        }
-        let t = match store.object(&id)? {
-            Some(Object::Tree(t)) => t,
-            _ => return Err(Error::NotFound(format!("tree {id} is not in this store"))),
-        };
-        for e in &t.entries {
-            if e.kind == EntryKind::Dir {
-                visit(store, e.id, seen, out)?;
-            }
-        }
-        out.push(id);
-        Ok(())
-    }
-    for r in roots {
-        visit(store, *r, &mut seen, &mut out)?;
-    }
-    Ok(out)
+    let mut load = |id: &Id| match store.object(id)? {
+        Some(Object::Tree(t)) => Ok(Some(t)),
+        _ => Ok(None),
+    };
+    walk::post_order(roots, &|id| stop.contains(id), &mut load)
 }
 
 fn all_trees(store: &Store, root: &Id) -> Result<HashSet<Id>> {
@@ -223,8 +206,16 @@ pub fn clone(
     let mut level: Vec<Id> = vec![snap.tree];
     let mut trees: Vec<(ObjectKind, Id, Vec<u8>)> = Vec::new();
     let mut seen = HashSet::new();
+    let mut depth = 0;
     while !level.is_empty() {
         level.retain(|i| seen.insert(*i));
+        if depth > walk::MAX_DEPTH && !level.is_empty() {
+            return Err(Error::Refused(format!(
+                "{url} sent snapshot {snap_id} whose trees lie more than {} directories deep; refused",
+                walk::MAX_DEPTH
+            )));
+        }
+        depth += 1;
         let present = store.objects_present(&level)?;
         let want: Vec<Id> = level
             .iter()
