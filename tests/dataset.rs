@@ -757,6 +757,38 @@ mod double {
                 .map_err(|s| s.message().to_string())
         }
 
+        /// The chunk ids of a file's manifest.
+        pub fn chunks_of(&mut self, file: Vec<u8>) -> Vec<Vec<u8>> {
+            let r = self.req(pb::IdList { ids: vec![file] });
+            let mut s = self
+                .rt
+                .block_on(self.c.get_manifests(r))
+                .unwrap()
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(p) = self.rt.block_on(s.message()).unwrap() {
+                out.extend(p.chunk_ids);
+            }
+            out
+        }
+
+        /// Messages a `GetFrames` (or `GetChunks`) for `ids` streams back.
+        pub fn frames_and_chunks(&mut self, ids: Vec<Vec<u8>>) -> (usize, usize) {
+            let r = self.req(pb::IdList { ids: ids.clone() });
+            let mut s = self.rt.block_on(self.c.get_frames(r)).unwrap().into_inner();
+            let mut frames = 0;
+            while self.rt.block_on(s.message()).unwrap().is_some() {
+                frames += 1;
+            }
+            let r = self.req(pb::IdList { ids });
+            let mut s = self.rt.block_on(self.c.get_chunks(r)).unwrap().into_inner();
+            let mut chunks = 0;
+            while let Some(b) = self.rt.block_on(s.message()).unwrap() {
+                chunks += b.chunks.len();
+            }
+            (frames, chunks)
+        }
+
         pub fn has(&mut self, ids: Vec<Vec<u8>>) -> usize {
             let r = self.req(pb::IdList { ids });
             let mut s = self
@@ -776,7 +808,7 @@ mod double {
 #[test]
 fn hostile_trees_and_snapshots_are_refused() {
     use double::{entry, snapshot, tree, Double};
-    use hoard_daemon::objects::EntryKind::{Dir, File};
+    use hoard_daemon::objects::EntryKind::{Dir, File, Symlink};
     use hoard_daemon::Id;
     let hub = Env::new();
     let url = hub.start_hub();
@@ -798,6 +830,10 @@ fn hostile_trees_and_snapshots_are_refused() {
         (
             tree(vec![entry(b"self", Dir, Id([7; 32]), 0)]),
             "did not send first",
+        ),
+        (
+            tree(vec![entry(b"link", Symlink, f, 20 << 30)]),
+            "byte target",
         ),
     ];
     let mut sent = Vec::new();
@@ -831,7 +867,7 @@ fn hostile_trees_and_snapshots_are_refused() {
     // Nothing of it was stored, and the refusals were counted.
     assert_eq!(d.has(sent), 0);
     let st: Value = serde_json::from_str(&hub.ok(&["daemon", "status", "--json"])).unwrap();
-    assert!(st["peer_refused"].as_u64().unwrap() >= 9, "{st}");
+    assert!(st["peer_refused"].as_u64().unwrap() >= 10, "{st}");
 
     // A good tree and snapshot are taken; the ref moves by compare-and-swap.
     let (good, genc) = snapshot(Id::from_slice(&tid).unwrap(), 10, 1);
@@ -853,6 +889,31 @@ fn hostile_trees_and_snapshots_are_refused() {
         .update_ref("datasets/survey", good.clone(), vec![3; 32])
         .unwrap();
     assert!(!r.ok && r.reason.contains("not here"), "{}", r.reason);
+    // Deleting a ref needs force; a ref names only its own dataset's
+    // snapshots, and only complete ones.
+    let r = d
+        .update_ref("datasets/survey", good.clone(), vec![])
+        .unwrap();
+    assert!(!r.ok && r.reason.contains("needs force"), "{}", r.reason);
+    let r = d
+        .update_ref("datasets/other", vec![], good.clone())
+        .unwrap();
+    assert!(
+        !r.ok && r.reason.contains("not of \"other\""),
+        "{}",
+        r.reason
+    );
+    let lacking = Id(*blake3::hash(b"content the hub never got").as_bytes());
+    let (t2, t2enc) = tree(vec![entry(b"gone", File, lacking, 25)]);
+    let (s2, s2enc) = snapshot(Id::from_slice(&t2).unwrap(), 25, 1);
+    d.put(vec![(1, t2.clone(), t2enc), (2, s2.clone(), s2enc)])
+        .unwrap();
+    let r = d.update_ref("tags/survey/v9", vec![], s2).unwrap();
+    assert!(
+        !r.ok && r.reason.contains("content is not here"),
+        "{}",
+        r.reason
+    );
     hub.ok(&["verify", "--read-data"]);
     assert_eq!(
         hub.json(&["log", "survey"]).pop().unwrap()[0]["id"]
@@ -870,6 +931,8 @@ fn hostile_dags_and_deep_chains_are_refused_and_identical_subtrees_taken() {
     let hub = Env::new();
     let url = hub.start_hub();
     let token = hub.token(true);
+    std::fs::write(hub.path("f.bin"), b"0123456789").unwrap();
+    hub.ok(&["add", hub.path("f.bin").to_str().unwrap()]);
     let f = Id(*blake3::hash(b"0123456789").as_bytes());
     let mut d = Double::connect(&url, &token);
     // T0 = {f}, T(k+1) = {a: Tk, b: Tk}: k+1 small trees, 2^k files.
@@ -923,6 +986,21 @@ fn hostile_dags_and_deep_chains_are_refused_and_identical_subtrees_taken() {
     let log = hub.json(&["log", "survey"]).pop().unwrap();
     assert_eq!(log[0]["files"], 4096, "{log}");
     hub.ok(&["verify"]);
+
+    // Asking for one frame (or chunk) thousands of times gets it once.
+    let big = data(200_000, 3, true);
+    std::fs::write(hub.path("big.csv"), &big).unwrap();
+    hub.ok(&["add", hub.path("big.csv").to_str().unwrap()]);
+    let chunks = d.chunks_of(blake3::hash(&big).as_bytes().to_vec());
+    assert!(chunks.len() > 1, "{}", chunks.len());
+    let asked: Vec<Vec<u8>> = chunks.iter().cycle().take(4096).cloned().collect();
+    let (frames, sent) = d.frames_and_chunks(asked);
+    assert!(
+        frames <= chunks.len(),
+        "{frames} frames for {} chunks",
+        chunks.len()
+    );
+    assert_eq!(sent, chunks.len());
 }
 
 fn hex(b: &[u8]) -> String {

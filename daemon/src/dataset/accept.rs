@@ -98,6 +98,14 @@ pub fn accept_objects(
                     }
                 }
                 EntryKind::File | EntryKind::Symlink => {
+                    if e.kind == EntryKind::Symlink && e.size > objects::MAX_LINK_TARGET {
+                        return Err(refuse(format!(
+                            "tree {id} whose link {:?} records a {}-byte target (at most {})",
+                            e.name_lossy(),
+                            e.size,
+                            objects::MAX_LINK_TARGET
+                        )));
+                    }
                     if let Some(size) = store.file_size(&e.id)? {
                         if size != e.size {
                             return Err(refuse(format!(
@@ -188,13 +196,19 @@ pub fn update_ref(ds: &Datasets, req: &RefUpdate) -> Result<RefOutcome> {
         current,
         reason,
     };
-    if let Some(n) = new {
-        if ds.snapshot_object(&n)?.is_none() {
+    match new {
+        None if !req.force => {
             return Ok(reply(
                 false,
                 current,
-                format!("snapshot {n} is not here; send it first"),
+                format!("deleting {} needs force", req.name),
             ));
+        }
+        None => {}
+        Some(n) => {
+            if let Some(why) = not_complete(ds, &req.name, &n)? {
+                return Ok(reply(false, current, why));
+            }
         }
     }
     if current != old {
@@ -228,4 +242,45 @@ pub fn update_ref(ds: &Datasets, req: &RefUpdate) -> Result<RefOutcome> {
             format!("{} moved meanwhile; retry", req.name),
         )),
     }
+}
+
+/// Why snapshot `n` may not be named by ref `name`: it is not here, it is
+/// another dataset's, or something it references (a tree, a file's
+/// content) is missing. None when it is complete.
+fn not_complete(ds: &Datasets, name: &str, n: &Id) -> Result<Option<String>> {
+    let Some(snap) = ds.snapshot_object(n)? else {
+        return Ok(Some(format!("snapshot {n} is not here; send it first")));
+    };
+    let dataset = name.split('/').nth(1).unwrap_or("");
+    if snap.dataset != dataset {
+        return Ok(Some(format!(
+            "snapshot {n} is of dataset {:?}, not of {dataset:?}",
+            snap.dataset
+        )));
+    }
+    let store = &ds.store;
+    // Each distinct tree is read once, its files noted as it goes.
+    let mut files = Vec::new();
+    let mut load = |id: &Id| match store.object(id)? {
+        Some(Object::Tree(t)) => {
+            let named = t.entries.iter().filter(|e| e.kind != EntryKind::Dir);
+            files.extend(named.map(|e| e.id));
+            Ok(Some(t))
+        }
+        _ => Ok(None),
+    };
+    if let Err(e) = walk::post_order(&[snap.tree], &|_| false, &mut load) {
+        return Ok(Some(format!("snapshot {n} is incomplete here: {e}")));
+    }
+    files.sort();
+    files.dedup();
+    for batch in files.chunks(crate::STAT_BATCH) {
+        let present = store.index.files_present(batch)?;
+        if let Some((f, _)) = batch.iter().zip(present).find(|(_, p)| !p) {
+            return Ok(Some(format!(
+                "snapshot {n} names file {f}, whose content is not here; send it first"
+            )));
+        }
+    }
+    Ok(None)
 }

@@ -197,6 +197,13 @@ fn write_one(ds: &Datasets, abs: &Path, node: &Node) -> Result<Option<Written>> 
     let result = (|| -> Result<Option<Written>> {
         match node {
             Node::Symlink { .. } => {
+                if size > crate::objects::MAX_LINK_TARGET {
+                    return Err(Error::Invalid(format!(
+                        "{} would be a link to a {size}-byte target (at most {}); not written",
+                        abs.display(),
+                        crate::objects::MAX_LINK_TARGET
+                    )));
+                }
                 let mut target = Vec::new();
                 ds.store.read_range(&id, 0, None, &mut |b| {
                     target.extend_from_slice(b);

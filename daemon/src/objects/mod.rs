@@ -73,6 +73,10 @@ pub fn decode_checked(kind: ObjectKind, id: &Id, bytes: &[u8]) -> Result<Object,
     Ok(o)
 }
 
+/// The longest target a symbolic link may have (PATH_MAX less its NUL): a
+/// link entry recording more is refused before its content is read.
+pub const MAX_LINK_TARGET: u64 = 4095;
+
 /// Dataset and tag names: 1..=64 of `A-Z a-z 0-9 . _ -`, starting with a
 /// letter or digit (so they are safe as path, ref and URL components).
 pub fn check_dataset_name(name: &str) -> Result<(), ObjectError> {

@@ -14,6 +14,7 @@ use crate::store::Store;
 use crate::tokens::{Scope, Tokens};
 use hoard_proto::v1::{self as pb, peer_server::Peer};
 use hoard_proto::PEER_PROTOCOL;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -174,7 +175,10 @@ impl Peer for PeerApi {
         req: Request<pb::IdList>,
     ) -> std::result::Result<Response<Self::GetChunksStream>, Status> {
         let peer = self.authorize(&req, Scope::Read)?;
-        let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        let mut ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
+        // Each chunk once, however often it was asked for.
+        let mut seen = HashSet::new();
+        ids.retain(|id| seen.insert(*id));
         let store = self.store.clone();
         Ok(Response::new(stream_from(4, move |send| {
             read_batches(&store, &ids, send)
@@ -202,8 +206,13 @@ impl Peer for PeerApi {
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let store = self.store.clone();
         Ok(Response::new(stream_from(4, move |send| {
+            // Each frame once, however many of the ids fall in it.
+            let mut sent = HashSet::new();
             for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
                 let Some(loc) = loc else { continue };
+                if !sent.insert((loc.pack, loc.payload_offset)) {
+                    continue;
+                }
                 let msg = pb::FrameData {
                     chunk: id.0.to_vec(),
                     payload: store.frame_payload(&loc)?.into(),
