@@ -17,7 +17,8 @@
 //!   [`ingest`], [`put`]; [`dataset`] (snapshots, checkout, and the
 //!   receiver's checks of objects and refs in [`dataset::accept`]). Beside
 //!   the formats, with no engine below them: [`status`] (each error kind's
-//!   gRPC code), [`tokens`], [`tls`];
+//!   gRPC code), [`durable`] (small files replaced atomically),
+//!   [`tokens`], [`tls`];
 //! - [`sync`]: the Peer service and this daemon's side of a transfer;
 //! - services: [`watch`], [`autosync`], [`service`] (the Local API, one
 //!   module per area);
@@ -31,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataset;
 pub mod delta;
+pub mod durable;
 pub mod error;
 pub mod id;
 pub mod index;

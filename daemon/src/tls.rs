@@ -8,14 +8,14 @@
 //!   self-signed hub needs), by a CA certificate file, or by the system's
 //!   roots.
 //!
-//! Floor 1: may import `error` only (used by the Peer server and client).
+//! Floor 2: may import `durable` and `error` only (used by the Peer server
+//! and client).
 
 use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
@@ -76,15 +76,9 @@ pub fn server_cert(store: &Path, cert: Option<&Path>, key: Option<&Path>) -> Res
     })
 }
 
+/// Writes a key or certificate (mode 0600) over whatever a crash left.
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io("cannot create", path, e))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())
-        .map_err(|e| Error::io("cannot write", path, e))
+    crate::durable::replace(path, text.as_bytes(), 0o600)
 }
 
 /// How a syncing daemon trusts the hub it connects to over TLS.
@@ -257,5 +251,32 @@ impl ServerCertVerifier for Pinned {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_left_alone_by_a_crash_is_replaced_with_a_new_pair() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("peer-tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The key was written, then the daemon died before the certificate.
+        std::fs::write(dir.join("key.pem"), "half a key").unwrap();
+        let made = server_cert(d.path(), None, None).unwrap();
+        assert!(
+            made.fingerprint.starts_with("blake3:"),
+            "{}",
+            made.fingerprint
+        );
+        // The next start serves the same pair.
+        let again = server_cert(d.path(), None, None).unwrap();
+        assert_eq!(again.fingerprint, made.fingerprint);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("key.pem")).unwrap(),
+            made.key_pem
+        );
     }
 }

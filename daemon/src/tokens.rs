@@ -5,11 +5,11 @@
 //! secret and when it was made, in `tokens.json` (mode 0600) in the store
 //! directory; the token itself is shown once, when it is created.
 //!
-//! Floor 1: may import `error` only (the Peer server checks tokens with it).
+//! Floor 2: may import `durable` and `error` only (the Peer server checks
+//! tokens with it).
 
 use crate::error::{Error, Result};
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -138,20 +138,10 @@ impl Tokens {
     }
 
     fn save(&self, entries: &[Entry]) -> Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(entries)
             .map_err(|e| Error::Invalid(format!("cannot encode tokens: {e}")))?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io("cannot update", &self.path, e))
+        // Durably: a revoked token must not come back after a power loss.
+        crate::durable::replace(&self.path, text.as_bytes(), 0o600)
     }
 }
 

@@ -65,7 +65,11 @@ impl Remotes {
         let text = toml::to_string(self).map_err(|e| e.to_string())?;
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &p).map_err(io)
+        std::fs::rename(&tmp, &p).map_err(io)?;
+        // The rename itself is durable only once the directory is synced.
+        std::fs::File::open(&paths.store)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 
     /// The remote called `name`, or the default one: `origin`, else the only

@@ -22,7 +22,7 @@
 //! share and opening a store.
 //!
 //! May import: formats (`pack`, `manifest`, `objects`, `chunker`, `sketch`),
-//! `backend`, `index`, `error`, `id`. Never sync, services or tonic.
+//! `backend`, `index`, `durable`, `error`, `id`. Never sync, services or tonic.
 
 mod objects;
 mod read;
@@ -276,12 +276,7 @@ fn load_or_create_params(dir: &Path, create_with: StoreParams) -> Result<StorePa
                 "# hoard store parameters: fixed at creation; changing them breaks dedup.\n{}",
                 toml::to_string(&create_with).map_err(|e| Error::Invalid(e.to_string()))?
             );
-            let tmp = dir.join(format!("{PARAMS_FILE}.tmp"));
-            std::fs::write(&tmp, text).map_err(|e| Error::io("cannot write", &tmp, e))?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("cannot fsync", &tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot create", &path, e))?;
+            crate::durable::replace(&path, text.as_bytes(), 0o644)?;
             Ok(create_with)
         }
         Err(e) => Err(Error::io("cannot read", &path, e)),
