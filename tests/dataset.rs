@@ -73,6 +73,37 @@ fn make_tree(root: &Path) {
 }
 
 #[test]
+fn checkout_recreates_empty_directories_and_drops_them_when_gone() {
+    let env = Env::new();
+    let src = env.path("survey");
+    std::fs::create_dir_all(src.join("data")).unwrap();
+    std::fs::write(src.join("data/x.csv"), data(10_000, 1, true)).unwrap();
+    std::fs::create_dir_all(src.join("sha1collisiondetection")).unwrap();
+    std::fs::create_dir_all(src.join("a/b/c")).unwrap();
+    env.ok(&["dataset", "add", "survey", src.to_str().unwrap()]);
+    let s1 = snap(&env, &["survey", "-m", "with empty dirs"]);
+    let out = env.path("out");
+    let to = out.to_str().unwrap();
+    env.ok(&["checkout", s1["id"].as_str().unwrap(), "--to", to]);
+    assert!(out.join("sha1collisiondetection").is_dir());
+    assert!(out.join("a/b/c").is_dir());
+    assert!(out.join("data/x.csv").is_file());
+    // The next version drops one empty directory and keeps the other.
+    std::fs::remove_dir(src.join("sha1collisiondetection")).unwrap();
+    let s2 = snap(&env, &["survey", "-m", "one fewer", "--rescan"]);
+    env.ok(&["checkout", s2["id"].as_str().unwrap(), "--to", to]);
+    assert!(!out.join("sha1collisiondetection").exists());
+    assert!(out.join("a/b/c").is_dir());
+    // A directory that holds something of the user's is left alone.
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    let s3 = snap(&env, &["survey", "-m", "keep", "--rescan"]);
+    env.ok(&["checkout", s3["id"].as_str().unwrap(), "--to", to]);
+    std::fs::write(out.join("keep/mine.txt"), b"mine").unwrap();
+    env.ok(&["checkout", s2["id"].as_str().unwrap(), "--to", to]);
+    assert_eq!(std::fs::read(out.join("keep/mine.txt")).unwrap(), b"mine");
+}
+
+#[test]
 fn snapshot_log_diff_tag_checkout_lineage() {
     let env = Env::new();
     let src = env.path("survey");

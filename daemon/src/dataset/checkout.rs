@@ -94,18 +94,25 @@ impl Selection {
     }
 }
 
-/// The files of snapshot `id` that `sel` selects: path → node.
+/// The files of snapshot `id` that `sel` selects, and its empty
+/// directories that `sel` selects (as empty [`Node::Dir`]s): path → node.
 pub fn selected_files(ds: &Datasets, id: &Id, sel: &Selection) -> Result<BTreeMap<Vec<u8>, Node>> {
     let snap = ds
         .snapshot_object(id)?
         .ok_or_else(|| Error::NotFound(format!("snapshot {id} is not in this store")))?;
     let (root, _) = ds.load_dir(&snap.tree)?;
-    Ok(root
+    let mut out: BTreeMap<Vec<u8>, Node> = root
         .files()
         .into_iter()
         .filter(|(p, _)| sel.selects(p))
         .map(|(p, n)| (p, n.clone()))
-        .collect())
+        .collect();
+    for d in root.empty_dirs() {
+        if sel.selects(&d) {
+            out.insert(d, Node::Dir(Default::default()));
+        }
+    }
+    Ok(out)
 }
 
 fn node_id(n: &Node) -> Option<(Id, u64)> {
@@ -287,8 +294,14 @@ pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
     let plan = plan(ds, dir, &want, &prev, req.force, &mut report)?;
     write_all(ds, dir, &plan.to_write, &mut report)?;
     for abs in plan.to_remove {
-        if std::fs::remove_file(&abs).is_ok() {
-            report.removed += 1;
+        let dropped_dir = std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir());
+        let removed = if dropped_dir {
+            std::fs::remove_dir(&abs).is_ok()
+        } else {
+            std::fs::remove_file(&abs).is_ok()
+        };
+        if removed {
+            report.removed += u64::from(!dropped_dir);
             // Empty directories left behind go too (never DIR itself).
             let mut p = abs.parent();
             while let Some(d) = p {
@@ -299,6 +312,8 @@ pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
             }
         }
     }
+    // After the removals, which take empty parents with them.
+    make_empty_dirs(dir, &want)?;
     let rec = Record {
         snapshot: req.snapshot.hex(),
         include: req.include.clone(),
@@ -307,6 +322,21 @@ pub fn checkout(ds: &Datasets, req: &Request) -> Result<Report> {
     let json = serde_json::to_vec(&rec).map_err(|e| Error::Invalid(e.to_string()))?;
     ds.store.put_local(&record_key(dir), Some(&json))?;
     Ok(report)
+}
+
+/// Recreates the empty directories the snapshot records (never through a
+/// link).
+fn make_empty_dirs(dir: &Path, want: &BTreeMap<Vec<u8>, Node>) -> Result<()> {
+    for (rel, node) in want {
+        if let Node::Dir(_) = node {
+            check_parents(dir, rel)?;
+            let abs = dir.join(std::ffi::OsStr::from_bytes(rel));
+            if !std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
+                std::fs::create_dir_all(&abs).map_err(|e| Error::io("cannot create", &abs, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The checkout's directory, created if need be and resolved.
@@ -413,6 +443,12 @@ fn plan<'a>(
         }
         let abs = dir.join(std::ffi::OsStr::from_bytes(rel));
         if check_parents(dir, rel).is_err() {
+            continue;
+        }
+        if let Node::Dir(_) = node {
+            // An empty directory the previous checkout made: removed below
+            // if it is still empty.
+            to_remove.push(abs);
             continue;
         }
         match on_disk(ds, &abs)? {

@@ -205,6 +205,31 @@ impl Dir {
         out
     }
 
+    /// Every directory below this one that holds nothing (a snapshot
+    /// records them; a checkout recreates them), by path.
+    pub fn empty_dirs(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(Vec<u8>, &Dir)> = vec![(Vec::new(), self)];
+        while let Some((prefix, d)) = stack.pop() {
+            for (name, n) in &d.entries {
+                if let Node::Dir(sub) = n {
+                    let mut p = prefix.clone();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(name);
+                    if sub.entries.is_empty() {
+                        out.push(p);
+                    } else {
+                        stack.push((p, sub));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The directory model of a stored tree and everything below it, read
     /// through `load` (which checks each tree against its id). Sizes are
     /// checked: a directory entry's size must be its tree's total.
