@@ -836,18 +836,25 @@ mod double {
     }
 }
 
-#[test]
-fn hostile_trees_and_snapshots_are_refused() {
-    use double::{entry, snapshot, tree, Double};
-    use hoard_daemon::objects::EntryKind::{Dir, File, Symlink};
-    use hoard_daemon::Id;
+/// A hub holding one 10-byte file, a hostile peer connected to it with a
+/// write token, and that file's id.
+fn hub_and_double() -> (Env, double::Double, hoard_daemon::Id) {
     let hub = Env::new();
     let url = hub.start_hub();
     let token = hub.token(true);
     std::fs::write(hub.path("f.bin"), b"0123456789").unwrap();
     hub.ok(&["add", hub.path("f.bin").to_str().unwrap()]);
-    let f = Id(*blake3::hash(b"0123456789").as_bytes());
-    let mut d = Double::connect(&url, &token);
+    let f = hoard_daemon::Id(*blake3::hash(b"0123456789").as_bytes());
+    let d = double::Double::connect(&url, &token);
+    (hub, d, f)
+}
+
+#[test]
+fn hostile_trees_and_snapshots_are_refused() {
+    use double::{entry, snapshot, tree};
+    use hoard_daemon::objects::EntryKind::{Dir, File, Symlink};
+    use hoard_daemon::Id;
+    let (hub, mut d, f) = hub_and_double();
 
     let bad = [
         (tree(vec![entry(b"..", File, f, 10)]), "`.` or `..`"),
@@ -956,16 +963,10 @@ fn hostile_trees_and_snapshots_are_refused() {
 
 #[test]
 fn hostile_dags_and_deep_chains_are_refused_and_identical_subtrees_taken() {
-    use double::{entry, snapshot, tree, Double};
+    use double::{entry, snapshot, tree};
     use hoard_daemon::objects::EntryKind::{Dir, File};
     use hoard_daemon::Id;
-    let hub = Env::new();
-    let url = hub.start_hub();
-    let token = hub.token(true);
-    std::fs::write(hub.path("f.bin"), b"0123456789").unwrap();
-    hub.ok(&["add", hub.path("f.bin").to_str().unwrap()]);
-    let f = Id(*blake3::hash(b"0123456789").as_bytes());
-    let mut d = Double::connect(&url, &token);
+    let (hub, mut d, f) = hub_and_double();
     // T0 = {f}, T(k+1) = {a: Tk, b: Tk}: k+1 small trees, 2^k files.
     let doubling = |levels: u32| {
         let mut objs = Vec::new();
