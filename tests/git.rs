@@ -633,6 +633,17 @@ fn git_add_of_a_file_the_watcher_ingested_sends_nothing() {
             "--watch",
         ],
     );
+    // The watcher is up once it has scanned the directory; before that, a
+    // `status` would read the new file itself, too recently written for the
+    // stat cache to keep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while u.hoard_json(&repo, &["dataset", "list"]).pop().unwrap()[0]["scans"] == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never scanned"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let big = data(5_000_000, 77, false);
     write(&repo, "data/big.bin", &big);
     // Wait for the watcher to ingest it: the dataset's view holds it.
