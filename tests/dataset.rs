@@ -554,6 +554,20 @@ fn clone_include_fetches_only_the_selected_files() {
     hub.ok(&["verify"]);
 }
 
+/// Registers `src` as dataset survey of `env`, pushed automatically to the
+/// hub at `url` (remote origin).
+fn auto_synced(env: &Env, src: &Path, url: &str, token: &str) {
+    env.ok(&["remote", "add", "origin", url, "--token", token]);
+    env.ok(&[
+        "dataset",
+        "add",
+        "survey",
+        src.to_str().unwrap(),
+        "--remote",
+        "origin",
+    ]);
+}
+
 #[test]
 fn auto_sync_pushes_new_snapshots_and_retries() {
     let port = common::free_port();
@@ -568,15 +582,7 @@ fn auto_sync_pushes_new_snapshots_and_retries() {
     hub.start_hub_at(port);
     let token = hub.token(true);
     hub.ok(&["daemon", "stop"]);
-    a.ok(&["remote", "add", "origin", &url, "--token", &token]);
-    a.ok(&[
-        "dataset",
-        "add",
-        "survey",
-        src.to_str().unwrap(),
-        "--remote",
-        "origin",
-    ]);
+    auto_synced(&a, &src, &url, &token);
     let s1 = snap(&a, &["survey", "-m", "first"]);
     let state = |a: &Env| a.json(&["dataset", "list"]).pop().unwrap()[0]["sync"].clone();
     wait_until(
@@ -626,18 +632,10 @@ fn auto_sync_reports_a_conflict_with_its_resolution_and_does_not_retry_it() {
     other.ok(&["dataset", "push", "survey"]);
     // This store's own history of the same dataset syncs automatically.
     let a = Env::new();
-    a.ok(&["remote", "add", "origin", &url, "--token", &token]);
     let src = a.path("survey");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("data.csv"), data(80_000, 8, true)).unwrap();
-    a.ok(&[
-        "dataset",
-        "add",
-        "survey",
-        src.to_str().unwrap(),
-        "--remote",
-        "origin",
-    ]);
+    auto_synced(&a, &src, &url, &token);
     let ours = snap(&a, &["survey", "-m", "ours"]);
     let info = |a: &Env| a.json(&["dataset", "list"]).pop().unwrap()[0].clone();
     wait_until(

@@ -150,27 +150,17 @@ pub async fn connect(
                 .await
                 .map_err(|e| unreachable(&error_chain(&e)))
         }
-        Trust::Ca(pem) => {
-            let tls = ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                .domain_name(host);
+        Trust::Ca(_) | Trust::System => {
+            let tls = match trust {
+                Trust::Ca(pem) => ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                _ => ClientTlsConfig::new().with_native_roots(),
+            };
             tune(
                 Endpoint::from_shared(url.to_string())
                     .map_err(|e| Error::Invalid(e.to_string()))?,
             )
-            .tls_config(tls)
-            .map_err(|e| Error::Invalid(format!("TLS setup: {e}")))?
-            .connect()
-            .await
-            .map_err(|e| unreachable(&error_chain(&e)))
-        }
-        Trust::System => {
-            let tls = ClientTlsConfig::new().with_native_roots().domain_name(host);
-            tune(
-                Endpoint::from_shared(url.to_string())
-                    .map_err(|e| Error::Invalid(e.to_string()))?,
-            )
-            .tls_config(tls)
+            .tls_config(tls.domain_name(host))
             .map_err(|e| Error::Invalid(format!("TLS setup: {e}")))?
             .connect()
             .await
