@@ -215,8 +215,8 @@ async fn serve(
         let _ = stop_tx.send(true);
     };
     let svc = LocalServer::new(api)
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(16 << 20);
+        .max_decoding_message_size(hoard_proto::LOCAL_MESSAGE_LIMIT)
+        .max_encoding_message_size(hoard_proto::LOCAL_MESSAGE_LIMIT);
     let result = tonic::transport::Server::builder()
         .add_service(svc)
         .serve_with_incoming_shutdown(
@@ -296,8 +296,8 @@ async fn serve_peers(
     ))
     .send_compressed(tonic::codec::CompressionEncoding::Zstd)
     .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-    .max_decoding_message_size(8 << 20)
-    .max_encoding_message_size(8 << 20);
+    .max_decoding_message_size(hoard_proto::PEER_MESSAGE_LIMIT)
+    .max_encoding_message_size(hoard_proto::PEER_MESSAGE_LIMIT);
     Ok(tokio::spawn(
         builder
             .initial_stream_window_size(4 << 20)

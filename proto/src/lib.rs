@@ -35,5 +35,9 @@ pub const READ_BATCH_MAX_FILE: u64 = MAX_DATA_MESSAGE as u64;
 pub const PEER_PROTOCOL: u32 = 1;
 /// Ids per `IdList` a peer accepts, and manifest entries per piece.
 pub const PEER_BATCH: usize = 4096;
+/// Largest message either side of the Peer API sends or accepts.
+pub const PEER_MESSAGE_LIMIT: usize = 8 << 20;
+/// Largest message on the Local API.
+pub const LOCAL_MESSAGE_LIMIT: usize = 16 << 20;
 /// Raw bytes of chunks carried per `ChunkBatch` message.
 pub const CHUNK_BATCH_BYTES: usize = 1 << 20;

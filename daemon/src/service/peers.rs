@@ -23,11 +23,22 @@ pub(super) async fn sync(
     req: Request<pb::SyncRequest>,
 ) -> Result<Response<Events<pb::SyncEvent>>, Status> {
     let req = req.into_inner();
-    let oids = req
+    let mut wants = req
         .oids
         .iter()
-        .map(|b| parse_oid(b))
-        .collect::<Result<Vec<Id>, Status>>()?;
+        .map(|b| {
+            Ok(crate::sync::Want {
+                file: parse_oid(b)?,
+                size: None,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    for s in &req.sized {
+        wants.push(crate::sync::Want {
+            file: parse_oid(&s.oid)?,
+            size: Some(s.size),
+        });
+    }
     let (tx, rx) = mpsc::channel(16);
     let store = api.store.clone();
     tokio::task::spawn_blocking(move || {
@@ -40,9 +51,10 @@ pub(super) async fn sync(
             req.ca_pem.clone(),
         );
         let r = if req.push {
+            let oids: Vec<Id> = wants.iter().map(|w| w.file).collect();
             crate::sync::push(&store, &addr, &oids, &mut progress)
         } else {
-            crate::sync::pull(&store, &addr, &oids, &mut progress)
+            crate::sync::pull(&store, &addr, &wants, &mut progress)
         };
         let msg = r.map_err(status).map(|s| pb::SyncEvent {
             event: Some(E::Summary(summary(&s, None))),

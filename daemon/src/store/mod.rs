@@ -83,7 +83,9 @@ impl StoreParams {
                 self.zstd_level
             )));
         }
-        if self.frame_target > 16 << 20 || self.pack_target < 1 << 20 || self.pack_target > 1 << 30
+        if self.frame_target > MAX_FRAME_TARGET
+            || self.pack_target < 1 << 20
+            || self.pack_target > 1 << 30
         {
             return Err(Error::Invalid(
                 "frame_target must be ≤ 16 MiB and pack_target between 1 MiB and 1 GiB".into(),
@@ -92,6 +94,9 @@ impl StoreParams {
         Ok(())
     }
 }
+
+/// Largest `frame_target` a store may have.
+pub const MAX_FRAME_TARGET: u32 = 16 << 20;
 
 /// The store. Its state is shared with the sealer thread, which makes full
 /// packs durable while ingest goes on; dropping the store stops the thread.

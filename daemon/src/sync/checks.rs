@@ -32,14 +32,39 @@ pub(super) fn check_chunk(store: &Store, id: &Id, data: &[u8], peer: &str) -> Re
     Ok(())
 }
 
-/// Reassembles manifest pieces into whole manifests.
+/// Files a manifest stream may have open (begun, not yet ended) at once.
+/// An honest sender ends one file before it begins the next.
+const MAX_OPEN_FILES: usize = 16;
+
+/// Reassembles manifest pieces into whole manifests, holding at most
+/// [`MAX_OPEN_FILES`] files open and [`MAX_MANIFEST_ENTRIES`] entries in
+/// all until they are taken.
 #[derive(Default)]
 pub(super) struct Pieces {
     pub(super) open: HashMap<Id, Manifest>,
     pub(super) done: Vec<(Id, Manifest)>,
+    /// Sizes the files must have (from a pointer, a tree entry or a
+    /// request): a manifest that says otherwise is refused at its first
+    /// piece, before any of its chunks is fetched.
+    pub(super) expected: HashMap<Id, u64>,
+    /// Entries held, open and done.
+    held: usize,
 }
 
 impl Pieces {
+    pub(super) fn expecting(expected: HashMap<Id, u64>) -> Self {
+        Pieces {
+            expected,
+            ..Pieces::default()
+        }
+    }
+
+    /// The manifests completed so far.
+    pub(super) fn take_done(&mut self) -> Vec<(Id, Manifest)> {
+        self.held = self.open.values().map(|m| m.chunks.len()).sum();
+        std::mem::take(&mut self.done)
+    }
+
     pub(super) fn add(&mut self, p: pb::ManifestPiece, peer: &str) -> Result<()> {
         let file = Id::from_slice(&p.file).ok_or_else(|| {
             Error::Refused(format!("{peer} sent a manifest with a malformed file id"))
@@ -49,13 +74,29 @@ impl Pieces {
                 "{peer} sent a malformed manifest piece for {file}"
             )));
         }
+        if !self.open.contains_key(&file) {
+            if self.open.len() >= MAX_OPEN_FILES {
+                return Err(Error::Refused(format!(
+                    "{peer} began more than {MAX_OPEN_FILES} manifests without ending one; refused"
+                )));
+            }
+            if let Some(&want) = self.expected.get(&file) {
+                if want != p.size {
+                    return Err(Error::Refused(format!(
+                        "{peer} says file {file} is {} bytes, but it was asked for as {want} bytes (its pointer or tree entry); refused before fetching any of it",
+                        p.size
+                    )));
+                }
+            }
+        }
+        self.held += p.chunk_ids.len();
         let m = self.open.entry(file).or_insert_with(|| Manifest {
             size: p.size,
             chunks: Vec::new(),
         });
-        if m.size != p.size || m.chunks.len() + p.chunk_ids.len() > MAX_MANIFEST_ENTRIES {
+        if m.size != p.size || self.held > MAX_MANIFEST_ENTRIES {
             return Err(Error::Refused(format!(
-                "{peer} sent inconsistent manifest pieces for {file}"
+                "{peer} sent inconsistent or oversized manifest pieces for {file}"
             )));
         }
         for (id, len) in p.chunk_ids.iter().zip(p.chunk_lens) {
@@ -224,5 +265,38 @@ mod tests {
         p.add(piece(2, 1, true), "p").unwrap();
         assert_eq!(p.done.len(), 1);
         assert_eq!(p.done[0].1.chunks.len(), 2);
+    }
+
+    #[test]
+    fn a_manifest_stream_holds_few_files_open_and_sizes_asked_for_are_kept() {
+        let piece = |f: u32, size, last| pb::ManifestPiece {
+            file: Id::of(&f.to_le_bytes()).0.to_vec(),
+            size,
+            chunk_ids: vec![Id::of(b"c").0.to_vec()],
+            chunk_lens: vec![1],
+            last,
+        };
+        // Files begun and never ended: refused past the cap, however small.
+        let mut p = Pieces::default();
+        for f in 0..MAX_OPEN_FILES as u32 {
+            p.add(piece(f, 9, false), "p").unwrap();
+        }
+        let e = p.add(piece(999, 9, false), "p").unwrap_err();
+        assert!(e.to_string().contains("without ending one"), "{e}");
+        // Ended files do not count.
+        let mut p = Pieces::default();
+        for f in 0..4 * MAX_OPEN_FILES as u32 {
+            p.add(piece(f, 1, true), "p").unwrap();
+        }
+        assert_eq!(p.take_done().len(), 4 * MAX_OPEN_FILES);
+        // A size other than the one asked for is refused at the first piece.
+        let want = Id::of(&7u32.to_le_bytes());
+        let mut p = Pieces::expecting([(want, 1u64)].into());
+        let e = p.add(piece(7, 512 << 30, false), "p").unwrap_err();
+        assert!(e.to_string().contains("asked for as 1 bytes"), "{e}");
+        assert!(p.open.is_empty());
+        let mut p = Pieces::expecting([(want, 1u64)].into());
+        p.add(piece(7, 1, true), "p").unwrap();
+        assert_eq!(p.take_done().len(), 1);
     }
 }

@@ -119,8 +119,8 @@ pub(crate) async fn connect(addr: &PeerAddr, store: &Store) -> Result<Client> {
     let mut c = PeerClient::with_interceptor(channel, auth)
         .send_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-        .max_decoding_message_size(8 << 20)
-        .max_encoding_message_size(8 << 20);
+        .max_decoding_message_size(hoard_proto::PEER_MESSAGE_LIMIT)
+        .max_encoding_message_size(hoard_proto::PEER_MESSAGE_LIMIT);
     let hello = c
         .hello(pb::HelloRequest {
             protocol: PEER_PROTOCOL,

@@ -7,7 +7,7 @@
 use super::client::{connect, from_peer, runtime, Client};
 use super::push::push_over;
 use super::wire::{kind_of, OBJECT_BATCH_BYTES};
-use super::{counted, pull, PeerAddr, Progress, Summary};
+use super::{counted, pull, PeerAddr, Progress, Summary, Want};
 use crate::dataset::accept::accept_objects;
 use crate::dataset::checkout::Selection;
 use crate::dataset::state::Node;
@@ -251,15 +251,18 @@ pub fn clone(
 
     // The selected files' content.
     let (root, _) = ds.load_dir(&snap.tree)?;
-    let mut files: Vec<Id> = Vec::new();
+    let mut files: Vec<Want> = Vec::new();
     let mut fseen = HashSet::new();
     for (p, n) in root.files() {
         if !sel.selects(&p) {
             continue;
         }
-        if let Node::File { id, .. } | Node::Symlink { id, .. } = n {
+        if let Node::File { id, size, .. } | Node::Symlink { id, size } = n {
             if fseen.insert(*id) {
-                files.push(*id);
+                files.push(Want {
+                    file: *id,
+                    size: Some(*size),
+                });
             }
         }
     }

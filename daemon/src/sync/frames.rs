@@ -17,8 +17,18 @@ use crate::store::{FrameCache, Store};
 use hoard_proto::v1 as pb;
 use std::collections::{HashMap, HashSet};
 
-/// Largest frame accepted from a peer.
-const MAX_FOREIGN_FRAME: u32 = 64 << 20;
+/// Largest decoded frame accepted from a peer: the largest frame target a
+/// store may have plus one chunk (a frame is closed once it reaches its
+/// target), so a zstd bomb expands to no more than that.
+pub(crate) fn max_foreign_frame(store: &Store) -> u32 {
+    crate::store::MAX_FRAME_TARGET + store.params().chunk.max
+}
+
+/// Largest stored frame sent as stored, either way: its message stays
+/// well under [`hoard_proto::PEER_MESSAGE_LIMIT`]. Larger ones travel as
+/// chunks.
+pub(crate) const MAX_WIRE_FRAME: u32 = 4 << 20;
+const _: () = assert!(MAX_WIRE_FRAME as usize * 2 <= hoard_proto::PEER_MESSAGE_LIMIT);
 
 /// Longest frame name a peer may use (a pack id and an offset).
 const MAX_FRAME_NAME: usize = 64;
@@ -73,11 +83,13 @@ pub(crate) struct PlannedFrame {
 
 impl PlannedFrame {
     /// Checks a frame plan entry from `peer`; with `asked`, every chunk it
-    /// lists must be one of those.
+    /// lists must be one of those. No frame over `max_raw` bytes, decoded or
+    /// stored ([`max_foreign_frame`]).
     pub fn parse(
         e: &pb::FramePlanEntry,
         peer: &str,
         asked: Option<&HashSet<Id>>,
+        max_raw: u32,
     ) -> Result<PlannedFrame> {
         let bad = |why: &str| {
             Error::Refused(format!(
@@ -88,7 +100,7 @@ impl PlannedFrame {
             .ok()
             .and_then(Codec::from_u8)
             .ok_or_else(|| bad("unknown codec"))?;
-        if e.raw_len > MAX_FOREIGN_FRAME || e.stored_len > MAX_FOREIGN_FRAME {
+        if e.raw_len > max_raw || e.stored_len > max_raw {
             return Err(bad("frame too large"));
         }
         if e.frame.len() > MAX_FRAME_NAME {
@@ -155,14 +167,16 @@ impl PlannedFrame {
 /// they first appeared.
 pub(crate) struct Plans<'p> {
     peer: &'p str,
+    max_raw: u32,
     frames: Vec<PlannedFrame>,
     named: HashMap<Vec<u8>, usize>,
 }
 
 impl<'p> Plans<'p> {
-    pub fn new(peer: &'p str) -> Self {
+    pub fn new(peer: &'p str, store: &Store) -> Self {
         Plans {
             peer,
+            max_raw: max_foreign_frame(store),
             frames: Vec::new(),
             named: HashMap::new(),
         }
@@ -171,7 +185,7 @@ impl<'p> Plans<'p> {
     /// Adds the plan the peer gave for the ids in `asked`; every chunk it
     /// lists must be one of those.
     pub fn add(&mut self, e: pb::FramePlanEntry, asked: &HashSet<Id>) -> Result<()> {
-        let f = PlannedFrame::parse(&e, self.peer, Some(asked))?;
+        let f = PlannedFrame::parse(&e, self.peer, Some(asked), self.max_raw)?;
         if e.frame.is_empty() {
             self.frames.push(f);
             return Ok(());
@@ -198,10 +212,12 @@ impl<'p> Plans<'p> {
     }
 
     /// The frames worth asking for, in plan order: this store has all
-    /// their bases, and they are not mostly made of chunks nobody asked
-    /// for. Each is named in `GetFrames` by its first chunk.
+    /// their bases, they fit a message ([`MAX_WIRE_FRAME`]), and they are
+    /// not mostly made of chunks nobody asked for. Each is named in
+    /// `GetFrames` by its first chunk.
     pub fn worth_taking(self, store: &Store) -> Result<Vec<PlannedFrame>> {
-        let useful = self.useful();
+        let mut useful = self.useful();
+        useful.retain(|f| f.stored_len <= MAX_WIRE_FRAME);
         let bases: Vec<Id> = useful
             .iter()
             .flat_map(|f| f.bases.iter().copied())
@@ -248,6 +264,53 @@ pub(crate) struct Intake<'s> {
     pub files: Option<super::files::InOrder>,
 }
 
+/// Bytes of frames (as sent plus decoded) all intakes in this process may
+/// hold at once, however many peers send at the same time: a frame waits
+/// for room before it is decoded.
+const INTAKE_BUDGET: u64 = 256 << 20;
+static INTAKE: Budget = Budget::new(INTAKE_BUDGET);
+
+/// A count of bytes shared by all intakes, taken in the order frames are
+/// fed: the oldest frame of every intake already holds its share, so each
+/// one can always finish and give it back.
+struct Budget {
+    limit: u64,
+    held: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+/// A share of the [`Budget`], given back when dropped.
+struct Hold(u64);
+
+impl Budget {
+    const fn new(limit: u64) -> Self {
+        Budget {
+            limit,
+            held: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until `n` bytes (at most the whole budget) are free.
+    fn take(&'static self, n: u64) -> Hold {
+        let n = n.min(self.limit);
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held + n > self.limit {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        *held += n;
+        Hold(n)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = INTAKE.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held -= self.0;
+        INTAKE.freed.notify_all();
+    }
+}
+
 /// Threads decoding and checking frames.
 const CHECKERS: usize = 2;
 /// Frames taken but not yet handed to storing: bounds the memory held by
@@ -289,7 +352,8 @@ impl<'s> Intake<'s> {
             Error::Internal("taking frames stopped".into())
         }
         let panicked = |what: &str| Error::Internal(format!("the thread {what} panicked"));
-        let (to_check, check_rx) = sync_channel::<(usize, PlannedFrame, bytes::Bytes)>(AHEAD);
+        type Job = (usize, PlannedFrame, bytes::Bytes, Hold);
+        let (to_check, check_rx) = sync_channel::<Job>(AHEAD);
         let check_rx = std::sync::Mutex::new(check_rx);
         std::thread::scope(|scope| {
             // Storing, in order.
@@ -332,8 +396,14 @@ impl<'s> Intake<'s> {
                         };
                         loop {
                             let job = check_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                            let Ok((seq, f, payload)) = job else { return };
-                            if checked_tx.send((seq, checker.check(f, payload))).is_err() {
+                            let Ok((seq, f, payload, hold)) = job else {
+                                return;
+                            };
+                            let checked = checker.check(f, payload).map(|mut c| {
+                                c.hold = Some(std::sync::Arc::new(hold));
+                                c
+                            });
+                            if checked_tx.send((seq, checked)).is_err() {
                                 return;
                             }
                         }
@@ -364,7 +434,8 @@ impl<'s> Intake<'s> {
             let mut seq = 0;
             let fed = feed(&mut |f, payload| {
                 permits.send(()).map_err(stopped)?;
-                to_check.send((seq, f, payload)).map_err(stopped)?;
+                let hold = INTAKE.take(f.raw_len as u64 + payload.len() as u64);
+                to_check.send((seq, f, payload, hold)).map_err(stopped)?;
                 seq += 1;
                 Ok(())
             });
@@ -395,6 +466,9 @@ pub(crate) struct Checked {
     f: PlannedFrame,
     raw: bytes::Bytes,
     payload: bytes::Bytes,
+    /// Its share of the intake budget, given back once it is stored and
+    /// hashed (the last clone dropped).
+    hold: Option<std::sync::Arc<Hold>>,
 }
 
 /// The checking half of an [`Intake`].
@@ -438,7 +512,12 @@ impl Checker<'_> {
                 peer,
             )?;
         }
-        Ok(Checked { f, raw, payload })
+        Ok(Checked {
+            f,
+            raw,
+            payload,
+            hold: None,
+        })
     }
 }
 
@@ -460,7 +539,9 @@ impl Keeper<'_> {
     /// Stores a checked frame; returns how many of its chunks were new in
     /// this transfer (some of which the store may have had: [`Keeper::had`]).
     pub fn keep(&mut self, c: Checked) -> Result<u64> {
-        let Checked { f, raw, payload } = c;
+        let Checked {
+            f, raw, payload, ..
+        } = c;
         if self.whole(&f)? {
             let n = f.chunks.len() as u64;
             self.covered.extend(f.chunks.iter().map(|c| c.0));
@@ -539,7 +620,9 @@ mod tests {
     fn pieces_of_one_frame_from_different_requests_are_put_together() {
         let (a, b, c) = (Id::of(b"a"), Id::of(b"b"), Id::of(b"c"));
         let asked: HashSet<Id> = [a, b, c].into_iter().collect();
-        let mut p = Plans::new("peer");
+        let d = tempfile::tempdir().unwrap();
+        let store = crate::testutil::small_store(d.path());
+        let mut p = Plans::new("peer", &store);
         p.add(entry(b"f1", &[(c, 200, 100)]), &asked).unwrap();
         p.add(entry(b"f1", &[(a, 0, 100), (b, 100, 100)]), &asked)
             .unwrap();
@@ -551,7 +634,9 @@ mod tests {
     fn plans_that_lie_are_refused() {
         let (a, b) = (Id::of(b"a"), Id::of(b"b"));
         let asked: HashSet<Id> = [a].into_iter().collect();
-        let mut p = Plans::new("peer");
+        let d = tempfile::tempdir().unwrap();
+        let store = crate::testutil::small_store(d.path());
+        let mut p = Plans::new("peer", &store);
         // A chunk nobody asked about.
         assert!(p.add(entry(b"f", &[(b, 0, 100)]), &asked).is_err());
         // Outside its frame.
@@ -563,8 +648,12 @@ mod tests {
         assert!(p.add(other, &asked).is_err());
         // Oversized, unknown codec, overlong name.
         let mut big = entry(b"h", &[(a, 0, 100)]);
-        big.raw_len = MAX_FOREIGN_FRAME + 1;
+        // A zstd bomb is capped at the largest frame target plus a chunk.
+        big.raw_len = crate::store::MAX_FRAME_TARGET + store.params().chunk.max + 1;
         assert!(p.add(big, &asked).is_err());
+        let mut fits = entry(b"i", &[(a, 0, 100)]);
+        fits.raw_len = crate::store::MAX_FRAME_TARGET + store.params().chunk.max;
+        p.add(fits, &asked).unwrap();
         let mut codec = entry(b"h", &[(a, 0, 100)]);
         codec.codec = 99;
         assert!(p.add(codec, &asked).is_err());

@@ -14,9 +14,10 @@
 //!
 //! Rooms: [`server`] (the Peer service), [`client`] (connecting to a peer
 //! and the stream plumbing), [`pull`] and [`push`] (this daemon's side of a
-//! transfer), [`dataset`] (clone and push of a dataset's snapshots), and
-//! what both sides share: [`checks`] on what a peer sends, [`wire`]
-//! conversion between store contents and messages, [`frames`] and [`files`]
+//! transfer), [`dataset`] (clone and push of a dataset's snapshots),
+//! [`uploads`] (the bodies of the Put calls, network-free, driven by the
+//! fuzzers too), and what both sides share: [`checks`] on what a peer
+//! sends, [`wire`] conversion between store contents and messages, [`frames`] and [`files`]
 //! (frames as stored on the wire and their intake; manifests checked
 //! against file ids).
 //!
@@ -32,12 +33,13 @@ mod frames;
 mod pull;
 mod push;
 mod server;
+pub mod uploads;
 mod wire;
 
 pub use client::PeerAddr;
 pub(crate) use client::HTTP2_FRAME;
 pub use files::accept_manifests;
-pub use pull::pull;
+pub use pull::{pull, Want};
 pub use push::push;
 pub use server::PeerApi;
 

@@ -52,8 +52,17 @@ const FRAMES_PER_CALL: usize = 8;
 /// Chunks asked for per `GetChunks` call.
 const CHUNKS_PER_CALL: usize = 128;
 
+/// A file to bring, and the size it must have when the asker knows it
+/// (from a pointer or a tree entry): a peer whose manifest says otherwise
+/// is refused before any chunk is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Want {
+    pub file: Id,
+    pub size: Option<u64>,
+}
+
 /// Brings `files` from the peer at `url` into this store.
-pub fn pull(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
+pub fn pull(store: &Store, addr: &PeerAddr, files: &[Want], progress: Progress) -> Result<Summary> {
     counted(store, pull_inner(store, addr, files, progress))
 }
 
@@ -67,7 +76,12 @@ struct Pull<'a> {
     progress: Progress<'a>,
 }
 
-fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) -> Result<Summary> {
+fn pull_inner(
+    store: &Store,
+    addr: &PeerAddr,
+    wants: &[Want],
+    progress: Progress,
+) -> Result<Summary> {
     let url = addr.url.as_str();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,7 +97,12 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         sum: Summary::default(),
         progress,
     };
-    let present = store.index.files_present(files)?;
+    let files: Vec<Id> = wants.iter().map(|w| w.file).collect();
+    let expected: HashMap<Id, u64> = wants
+        .iter()
+        .filter_map(|w| Some((w.file, w.size?)))
+        .collect();
+    let present = store.index.files_present(&files)?;
     let want: Vec<Id> = files
         .iter()
         .zip(present)
@@ -91,7 +110,7 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
         .map(|(f, _)| *f)
         .collect();
     p.sum.files_already_there = (files.len() - want.len()) as u64;
-    let manifests = p.manifests(&want)?;
+    let manifests = p.manifests(&want, expected)?;
     let got: HashSet<Id> = manifests.iter().map(|(f, _)| *f).collect();
     p.sum.missing = want.iter().filter(|f| !got.contains(f)).copied().collect();
     let mut missing_chunks = p.chunks_lacking(&manifests)?;
@@ -132,9 +151,13 @@ fn pull_inner(store: &Store, addr: &PeerAddr, files: &[Id], progress: Progress) 
 
 impl Pull<'_> {
     /// The manifests of `want`, each one asked for and complete.
-    fn manifests(&mut self, want: &[Id]) -> Result<Vec<(Id, crate::manifest::Manifest)>> {
+    fn manifests(
+        &mut self,
+        want: &[Id],
+        expected: HashMap<Id, u64>,
+    ) -> Result<Vec<(Id, crate::manifest::Manifest)>> {
         let url = self.url;
-        let mut pieces = Pieces::default();
+        let mut pieces = Pieces::expecting(expected);
         for batch in want.chunks(PEER_BATCH) {
             let mut s = self
                 .rt
@@ -162,7 +185,7 @@ impl Pull<'_> {
                 "{url} sent an incomplete manifest; refused"
             )));
         }
-        Ok(pieces.done)
+        Ok(pieces.take_done())
     }
 
     /// The chunks of `manifests` this store lacks, each once.
@@ -219,7 +242,7 @@ impl Pull<'_> {
 
     /// The frames worth taking as stored for `missing`, in plan order.
     fn plan_round(&self, missing: &[Id]) -> Result<Vec<frames::PlannedFrame>> {
-        let mut plans = frames::Plans::new(self.url);
+        let mut plans = frames::Plans::new(self.url, self.store);
         let remote = plan_remote(&self.rt, &self.peer, self.url, missing)?;
         for (batch, plan) in missing.chunks(PEER_BATCH).zip(remote) {
             let asked: HashSet<Id> = batch.iter().copied().collect();

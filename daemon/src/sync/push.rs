@@ -115,9 +115,6 @@ pub(crate) fn push_over(
     Ok(sum)
 }
 
-/// Largest frame pushed as stored (messages stay under the peer's limit).
-const MAX_PUT_FRAME: u32 = 4 << 20;
-
 /// Sends the frames of `to_send` whose bases the peer holds, as stored;
 /// returns the chunks they carried and the bytes sent. A peer that does
 /// not take frames gets everything as chunks.
@@ -128,7 +125,7 @@ fn push_frames(
     url: &str,
     to_send: &[Id],
 ) -> Result<(HashSet<Id>, u64)> {
-    let mut plans = frames::Plans::new("this store");
+    let mut plans = frames::Plans::new("this store", store);
     for batch in to_send.chunks(PEER_BATCH) {
         let asked: HashSet<Id> = batch.iter().copied().collect();
         for e in frames::plan(store, batch)?.frames {
@@ -138,7 +135,7 @@ fn push_frames(
     let candidates: Vec<frames::PlannedFrame> = plans
         .useful()
         .into_iter()
-        .filter(|f| f.stored_len <= MAX_PUT_FRAME)
+        .filter(|f| f.stored_len <= frames::MAX_WIRE_FRAME)
         .collect();
     let mut bases: Vec<Id> = candidates.iter().flat_map(|f| f.bases.clone()).collect();
     bases.sort();

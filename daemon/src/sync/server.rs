@@ -3,12 +3,11 @@
 //! [`super::checks`] (and [`crate::dataset::accept`]) before anything is
 //! stored, downloads streamed from the store with bounded buffers.
 
-use super::checks::{receive_batch, Pieces};
-use super::wire::{ids_of, object_batches, objects_from_wire, pieces_of, read_batches, ref_id};
-use super::{accept_manifests, counted, frames};
+use super::uploads::{self, Next};
+use super::wire::{ids_of, object_batches, pieces_of, read_batches, ref_id};
+use super::{counted, frames};
 use crate::dataset::accept::{self, RefUpdate};
 use crate::error::{Error, Result};
-use crate::put::Session;
 use crate::status::status;
 use crate::store::Store;
 use crate::tokens::{Scope, Tokens};
@@ -20,13 +19,18 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Files whose manifests a `PutManifests` checks and records together.
-const MANIFEST_BATCH: usize = 256;
+/// Streaming calls (uploads and downloads) served at once; more wait for
+/// a turn. Each holds a blocking thread and bounded buffers.
+const STREAMING_CALLS: usize = 64;
+/// A peer that neither sends nor reads for this long is dropped, so a
+/// stalled caller cannot hold a turn for ever.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct PeerApi {
     store: Arc<Store>,
     datasets: Arc<crate::dataset::Datasets>,
     tokens: Arc<Tokens>,
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl PeerApi {
@@ -35,7 +39,17 @@ impl PeerApi {
             store: datasets.store.clone(),
             datasets,
             tokens,
+            turns: Arc::new(tokio::sync::Semaphore::new(STREAMING_CALLS)),
         }
+    }
+
+    /// Waits for a turn to serve a streaming call.
+    async fn turn(&self) -> std::result::Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("hoardd is stopping"))
     }
 
     /// Checks the call's bearer token against the scope it needs; returns
@@ -61,9 +75,6 @@ impl PeerApi {
     }
 }
 
-/// The next message of an upload (None at its end).
-type Next<'a, T> = &'a mut dyn FnMut() -> Result<Option<T>>;
-
 impl PeerApi {
     /// Serves an upload (write scope): `take` reads its messages on a
     /// blocking thread and says what it stored; a refusal is counted.
@@ -74,13 +85,18 @@ impl PeerApi {
         take: impl FnOnce(&Store, &str, Next<T>) -> Result<pb::PutReply> + Send + 'static,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
         let peer = self.authorize(&req, Scope::Write)?;
+        let turn = self.turn().await?;
         let mut inbound = req.into_inner();
         let store = self.store.clone();
         let rt = tokio::runtime::Handle::current();
         let r = tokio::task::spawn_blocking(move || {
-            let mut next = || {
-                rt.block_on(inbound.message())
-                    .map_err(|e| Error::Transient(format!("{peer} went away: {e}")))
+            let _turn = turn;
+            let mut next = || match rt.block_on(tokio::time::timeout(IDLE, inbound.message())) {
+                Ok(m) => m.map_err(|e| Error::Transient(format!("{peer} went away: {e}"))),
+                Err(_) => Err(Error::Transient(format!(
+                    "{peer} sent nothing for {}s; dropped",
+                    IDLE.as_secs()
+                ))),
             };
             take(&store, &peer, &mut next)
         })
@@ -92,17 +108,21 @@ impl PeerApi {
 
 type Events<T> = ReceiverStream<std::result::Result<T, Status>>;
 
-/// Runs `produce` on a blocking thread, streaming what it sends (`send`
-/// returns false once the caller has gone) and then its error, if any.
+/// Runs `produce` on a blocking thread in its `turn`, streaming what it
+/// sends (`send` returns false once the caller has gone, or has read
+/// nothing for [`IDLE`]) and then its error, if any.
 fn stream_from<T: Send + 'static>(
+    turn: tokio::sync::OwnedSemaphorePermit,
     depth: usize,
     produce: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<()> + Send + 'static,
 ) -> Events<T> {
     let (tx, rx) = mpsc::channel(depth);
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let r = produce(&mut |m| tx.blocking_send(Ok(m)).is_ok());
+        let _turn = turn;
+        let r = produce(&mut |m| rt.block_on(tx.send_timeout(Ok(m), IDLE)).is_ok());
         if let Err(e) = r {
-            let _ = tx.blocking_send(Err(status(e)));
+            let _ = rt.block_on(tx.send_timeout(Err(status(e)), IDLE));
         }
     });
     ReceiverStream::new(rx)
@@ -154,7 +174,8 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let store = self.store.clone();
-        Ok(Response::new(stream_from(8, move |send| {
+        let turn = self.turn().await?;
+        Ok(Response::new(stream_from(turn, 8, move |send| {
             for id in ids {
                 if let Some(m) = store.index.manifest(&id)? {
                     for p in pieces_of(&id, &m) {
@@ -180,7 +201,8 @@ impl Peer for PeerApi {
         let mut seen = HashSet::new();
         ids.retain(|id| seen.insert(*id));
         let store = self.store.clone();
-        Ok(Response::new(stream_from(4, move |send| {
+        let turn = self.turn().await?;
+        Ok(Response::new(stream_from(turn, 4, move |send| {
             read_batches(&store, &ids, send)
         })))
     }
@@ -205,7 +227,8 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let store = self.store.clone();
-        Ok(Response::new(stream_from(4, move |send| {
+        let turn = self.turn().await?;
+        Ok(Response::new(stream_from(turn, 4, move |send| {
             // Each frame once, however many of the ids fall in it.
             let mut sent = HashSet::new();
             for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
@@ -229,87 +252,21 @@ impl Peer for PeerApi {
         &self,
         req: Request<Streaming<pb::ChunkBatch>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        self.upload(req, "chunks", |store, peer, next| {
-            let mut session = Session::new(store);
-            let mut reply = pb::PutReply::default();
-            let outcome = (|| -> Result<()> {
-                while let Some(b) = next()? {
-                    let got = receive_batch(store, &mut session, b, peer, None, None)?;
-                    reply.stored += got.stored;
-                    reply.already_had += got.had;
-                }
-                Ok(())
-            })();
-            // What arrived intact before any failure is kept.
-            session.seal()?;
-            outcome.map(|_| reply)
-        })
-        .await
+        self.upload(req, "chunks", uploads::chunks).await
     }
 
     async fn put_frames(
         &self,
         req: Request<Streaming<pb::FramePut>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        self.upload(req, "frames", |store, peer, next| {
-            let mut intake = frames::Intake::new(store, peer);
-            let taken = intake.take_all(|take| {
-                while let Some(m) = next()? {
-                    let plan = m.plan.ok_or_else(|| {
-                        Error::Refused(format!("{peer} sent a frame without its plan; refused"))
-                    })?;
-                    let f = frames::PlannedFrame::parse(&plan, peer, None)?;
-                    if f.chunks.is_empty() {
-                        return Err(Error::Refused(format!(
-                            "{peer} sent a frame with no chunks; refused"
-                        )));
-                    }
-                    if !store.indexed(&f.bases)?.into_iter().all(|h| h) {
-                        return Err(Error::Refused(format!(
-                            "{peer} sent a delta against chunks this store does not have; refused"
-                        )));
-                    }
-                    take(f, m.payload)?;
-                }
-                Ok(())
-            });
-            // What arrived intact before any failure is kept.
-            intake.keep.session.seal()?;
-            let had = intake.keep.had;
-            Ok(pb::PutReply {
-                stored: taken? - had,
-                already_had: had,
-            })
-        })
-        .await
+        self.upload(req, "frames", uploads::frames).await
     }
 
     async fn put_manifests(
         &self,
         req: Request<Streaming<pb::ManifestPiece>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        self.upload(req, "manifests", |store, peer, next| {
-            let mut pieces = Pieces::default();
-            let mut reply = pb::PutReply::default();
-            while let Some(p) = next()? {
-                pieces.add(p, peer)?;
-                if pieces.done.len() >= MANIFEST_BATCH {
-                    let (n, had) = accept_manifests(store, std::mem::take(&mut pieces.done), peer)?;
-                    reply.stored += n;
-                    reply.already_had += had;
-                }
-            }
-            if !pieces.open.is_empty() {
-                return Err(Error::Refused(format!(
-                    "{peer} ended a manifest stream in the middle of a file"
-                )));
-            }
-            let (n, had) = accept_manifests(store, pieces.done, peer)?;
-            reply.stored += n;
-            reply.already_had += had;
-            Ok(reply)
-        })
-        .await
+        self.upload(req, "manifests", uploads::manifests).await
     }
 
     type GetObjectsStream = Events<pb::ObjectBatch>;
@@ -321,7 +278,8 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let store = self.store.clone();
-        Ok(Response::new(stream_from(4, move |send| {
+        let turn = self.turn().await?;
+        Ok(Response::new(stream_from(turn, 4, move |send| {
             object_batches(&store, &ids, send)
         })))
     }
@@ -330,17 +288,7 @@ impl Peer for PeerApi {
         &self,
         req: Request<Streaming<pb::ObjectBatch>>,
     ) -> std::result::Result<Response<pb::PutReply>, Status> {
-        self.upload(req, "objects", |store, peer, next| {
-            let mut reply = pb::PutReply::default();
-            while let Some(b) = next()? {
-                let objs = objects_from_wire(b.objects, peer)?;
-                let (n, had) = accept::accept_objects(store, objs, peer, true)?;
-                reply.stored += n;
-                reply.already_had += had;
-            }
-            Ok(reply)
-        })
-        .await
+        self.upload(req, "objects", uploads::objects).await
     }
 
     async fn list_refs(
