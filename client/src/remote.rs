@@ -8,7 +8,7 @@
 use crate::connect::Client;
 use crate::ui;
 use anyhow::{bail, Context};
-use hoard_proto::v1::{sync_event::Event, SyncRequest, SyncSummary};
+use hoard_proto::v1::{sync_event::Event, SizedOid, SyncRequest, SyncSummary};
 
 pub use hoard_proto::remotes::{Remote, Remotes};
 
@@ -42,15 +42,24 @@ pub fn target(remote: &Remote) -> anyhow::Result<hoard_proto::v1::PeerTarget> {
     })
 }
 
-/// Has the daemon pull `oids` from (or push them to) `remote`.
+/// Has the daemon pull `files` from (or push them to) `remote`: each an
+/// object id and, when known (from a pointer), the size it must have.
 pub async fn sync(
     client: &mut Client,
     remote: &Remote,
     push: bool,
-    oids: Vec<Vec<u8>>,
+    files: Vec<(Vec<u8>, Option<u64>)>,
     quiet: bool,
 ) -> anyhow::Result<SyncSummary> {
     let t = target(remote)?;
+    let mut oids = Vec::new();
+    let mut sized = Vec::new();
+    for (oid, size) in files {
+        match size {
+            Some(size) => sized.push(SizedOid { oid, size }),
+            None => oids.push(oid),
+        }
+    }
     let s = client
         .sync(SyncRequest {
             url: t.url,
@@ -59,6 +68,7 @@ pub async fn sync(
             oids,
             fingerprint: t.fingerprint,
             ca_pem: t.ca_pem,
+            sized,
         })
         .await
         .map_err(ui::status_error)?

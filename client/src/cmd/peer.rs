@@ -176,7 +176,7 @@ pub async fn transfer(
     let mut revs: Vec<String> = Vec::new();
     for a in args {
         if a.starts_with("blake3:") || (a.len() == 64 && parse_oid(&a).is_ok()) {
-            oids.push(parse_oid(&a)?);
+            oids.push((parse_oid(&a)?, None));
         } else {
             revs.push(a);
         }
@@ -192,7 +192,7 @@ pub async fn transfer(
             oids.extend(
                 tree::at_rev(&repo, &r)?
                     .into_iter()
-                    .map(|t| t.pointer.oid.to_vec()),
+                    .map(|t| (t.pointer.oid.to_vec(), Some(t.pointer.size))),
             );
         }
     }

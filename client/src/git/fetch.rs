@@ -38,11 +38,11 @@ pub async fn fetch(
     let Some((_, remote)) = Remotes::load(paths).map_err(anyhow::Error::msg)?.pick(None) else {
         return Ok(f);
     };
-    let missing: Vec<Vec<u8>> = objects
+    let missing = objects
         .iter()
         .zip(&f.present)
         .filter(|(_, p)| !**p)
-        .map(|(o, _)| o.oid.to_vec())
+        .map(|(o, _)| (o.oid.to_vec(), Some(o.size)))
         .collect();
     crate::remote::sync(client, &remote, false, missing, true).await?;
     // Only those that were missing are asked about again.

@@ -602,8 +602,11 @@ pub async fn hook_pre_push(
         }
         return Ok(());
     };
-    let oids: Vec<Vec<u8>> = tracked.iter().map(|t| t.pointer.oid.to_vec()).collect();
-    let s = crate::remote::sync(client, &r, true, oids, false).await?;
+    let files = tracked
+        .iter()
+        .map(|t| (t.pointer.oid.to_vec(), Some(t.pointer.size)))
+        .collect();
+    let s = crate::remote::sync(client, &r, true, files, false).await?;
     eprintln!(
         "hoard: pushed {} files to {name} ({} chunks, {}; {} chunks it already had)",
         s.files,
