@@ -19,6 +19,41 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// How long in-flight calls get to finish once a stop is asked for; then
+/// their connections are dropped (a call cut off this way was never
+/// acknowledged, and what it stored is either durable or recovered at the
+/// next start).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A stop never takes longer than this: whatever is still running (a
+/// blocking handler, a sync stuck on a silent hub) is abandoned and the
+/// process exits, as after a crash, which the store is built to survive.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(9);
+
+/// Exits the process [`SHUTDOWN_BOUND`] after a stop was asked for, if it
+/// has not exited by then.
+fn start_watchdog() {
+    let spawned = std::thread::Builder::new()
+        .name("hoard-stop-watchdog".into())
+        .spawn(|| {
+            std::thread::sleep(SHUTDOWN_BOUND);
+            tracing::warn!(
+                "work still running {}s after the stop was asked for; abandoning it",
+                SHUTDOWN_BOUND.as_secs()
+            );
+            // No destructors: other threads may still be inside RocksDB.
+            unsafe { libc::_exit(0) };
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the stop watchdog; stopping without a bound");
+    }
+}
+
+/// Resolves [`SHUTDOWN_GRACE`] after `stop` turns true.
+async fn grace_over(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
+
 /// Holds the store's lock for the daemon's lifetime.
 pub struct StoreLock {
     _file: File,
@@ -146,9 +181,10 @@ pub fn run(paths: Paths, listen: Option<String>, tls: bool) -> anyhow::Result<()
     autosync.stop();
     drop(ctx);
     served?;
-    rt.shutdown_timeout(Duration::from_secs(30));
-    // In-flight blocking work was cancelled and has committed what it finished.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    // In-flight blocking work was cancelled and has committed what it
+    // finished; the watchdog bounds the wait.
+    let deadline = std::time::Instant::now() + SHUTDOWN_BOUND;
     while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -211,25 +247,40 @@ async fn serve(
             _ = int.recv() => tracing::info!("SIGINT: finishing in-flight work"),
             _ = shutdown.notified() => {}
         }
+        start_watchdog();
         stop_store.begin_shutdown();
         let _ = stop_tx.send(true);
     };
     let svc = LocalServer::new(api)
         .max_decoding_message_size(hoard_proto::LOCAL_MESSAGE_LIMIT)
         .max_encoding_message_size(hoard_proto::LOCAL_MESSAGE_LIMIT);
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(svc)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             stopping,
-        )
-        .await;
+        );
+    let result = tokio::select! {
+        r = server => r,
+        _ = grace_over(stop_rx.clone()) => {
+            tracing::warn!("local calls still running after {}s; dropping them", SHUTDOWN_GRACE.as_secs());
+            Ok(())
+        }
+    };
     let _ = fs::remove_file(&paths.socket);
     if let Some(p) = peer_server {
-        match p.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "the Peer API server failed"),
-            Err(e) => tracing::error!(error = %e, "the Peer API server panicked"),
-            Ok(Ok(())) => {}
+        // It had the same grace period, begun with the stop.
+        let abort = p.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(1), p).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the Peer API server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the Peer API server panicked"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                tracing::warn!(
+                    "peer calls still running at the end of the grace period; dropping them"
+                );
+                abort.abort();
+            }
         }
     }
     result.context("local API server failed")

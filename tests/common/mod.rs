@@ -2,6 +2,7 @@
 //! binaries, each test with its own store directory, daemons stopped on drop.
 #![allow(dead_code)]
 
+pub mod double;
 pub mod git;
 
 use std::path::{Path, PathBuf};

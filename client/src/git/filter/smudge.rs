@@ -223,6 +223,7 @@ impl Process {
                     return Err(crate::ui::status_error(e));
                 }
             };
+            sized_as_pointer(&m, p)?;
             h.update(&m.data);
             n += m.data.len() as u64;
             protocol::write_data(out, &m.data)?;
@@ -266,19 +267,35 @@ pub fn smudge_once(paths: &Paths, path: Option<&Path>) -> anyhow::Result<()> {
         return Ok(stdout.flush()?);
     };
     let mut h = blake3::Hasher::new();
+    let mut n = 0u64;
     while let Some(m) = core
         .rt
         .block_on(stream.message())
         .map_err(crate::ui::status_error)?
     {
+        sized_as_pointer(&m, &p)?;
         h.update(&m.data);
+        n += m.data.len() as u64;
         stdout.write_all(&m.data)?;
     }
-    if h.finalize().as_bytes() != &p.oid {
+    if n != p.size || h.finalize().as_bytes() != &p.oid {
         bail!(
             "the content read for {} does not match its pointer; run `hoard verify --read-data`",
             p.oid_string()
         );
     }
     Ok(stdout.flush()?)
+}
+
+/// Refuses content whose size (in the first message of a read) is not the
+/// pointer's, before any of it is written out.
+fn sized_as_pointer(m: &ReadReply, p: &Pointer) -> anyhow::Result<()> {
+    match m.file_size {
+        Some(size) if size != p.size => bail!(
+            "the pointer to {} says {} bytes, but that content is {size} bytes: the pointer was edited by hand? Re-add the file (`git add`) to write a correct one",
+            p.oid_string(),
+            p.size
+        ),
+        _ => Ok(()),
+    }
 }
