@@ -25,7 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// A path to add, and how to show it.
 #[derive(Debug, Clone)]
@@ -67,9 +67,6 @@ pub const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const SMALL_FILE: u64 = 1 << 20;
 const SMALL_BATCH_BYTES: u64 = 8 << 20;
 const SMALL_BATCH_FILES: usize = 512;
-/// A file modified this close to the moment it was read might change again
-/// within the filesystem's timestamp granularity: not safe to cache.
-const RACY_NS: i64 = 50_000_000;
 
 #[derive(Clone)]
 struct Entry {
@@ -398,12 +395,7 @@ fn plan_work(entries: Vec<Entry>) -> Vec<Work> {
     work
 }
 
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use hoard_proto::now_ns;
 
 pub(crate) fn mtime_ns(m: &Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
@@ -433,7 +425,7 @@ fn unchanged_during_read(a: &Metadata, b: &Metadata, read: u64) -> bool {
 fn stat_entry(path: &Path, m: &Metadata, file: Id, read_start: i64) -> CacheEntry {
     // Only mtime matters: a later write sets it to "now", which differs from
     // the cached value unless the cached value was itself "now".
-    if mtime_ns(m) + RACY_NS > read_start {
+    if !hoard_proto::settled(mtime_ns(m), read_start) {
         return None;
     }
     Some((
@@ -782,7 +774,9 @@ mod tests {
         let f = d.path().join("a");
         fs::write(&f, noise(1 << 20, 3)).unwrap();
         // Old enough not to be racy.
-        std::thread::sleep(Duration::from_millis(2 * RACY_NS as u64 / 1_000_000));
+        std::thread::sleep(Duration::from_millis(
+            2 * hoard_proto::RACY_NS as u64 / 1_000_000,
+        ));
         let (first, _, s1) = add_paths(&store, &[&f]);
         assert!(!first[0].unchanged);
         assert!(s1.new_chunks > 0);

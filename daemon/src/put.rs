@@ -348,11 +348,15 @@ pub struct Written {
     pub size: u64,
     pub mtime_ns: i64,
     pub ino: u64,
+    /// When the writer took that stat (its clock, ns since the epoch).
+    pub known_at_ns: i64,
 }
 
 /// Records stat-cache entries for files a client materialized, when the
-/// file is still as the client left it and the store holds its content at
-/// that size. Returns how many were recorded.
+/// file is still as the client left it, its mtime had settled when the
+/// client took its stat (the one racy rule, [`hoard_proto::settled`], that
+/// ingest applies too), and the store holds its content at that size.
+/// Returns how many were recorded.
 pub fn remember(store: &Store, files: &[Written]) -> Result<u64> {
     let mut b = store.index.batch();
     let mut n = 0;
@@ -365,6 +369,7 @@ pub fn remember(store: &Store, files: &[Written]) -> Result<u64> {
             && m.len() == w.size
             && mtime_ns(&m) == w.mtime_ns
             && m.ino() == w.ino
+            && hoard_proto::settled(w.mtime_ns, w.known_at_ns)
             && store.file_size(&w.file)? == Some(w.size);
         if !same {
             continue;
@@ -545,22 +550,58 @@ mod tests {
 
         // A file written from the store is remembered only as written.
         let b = dir.path().join("b.bin");
-        std::fs::write(&b, read_all(&store, &done[0].file)).unwrap();
-        let m = std::fs::metadata(&b).unwrap();
-        let w = Written {
-            path: b.clone(),
-            file: done[0].file,
-            size: m.len(),
-            mtime_ns: mtime_ns(&m),
-            ino: m.ino(),
+        let content = read_all(&store, &done[0].file);
+        std::fs::write(&b, &content).unwrap();
+        let stat = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            Written {
+                path: p.to_path_buf(),
+                file: done[0].file,
+                size: m.len(),
+                mtime_ns: mtime_ns(&m),
+                ino: m.ino(),
+                known_at_ns: crate::ingest::now_ns(),
+            }
         };
+        let b_str = b.to_str().unwrap().to_string();
+        // Just written, mtime "now": a same-size rewrite within the same
+        // clock tick would leave the stat as it is, so it is not trusted.
+        let racy = stat(&b);
+        let mut other = content.clone();
+        other[0] ^= 1;
+        std::fs::write(&b, &other).unwrap();
+        let same_tick =
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(racy.mtime_ns as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&b)
+            .unwrap()
+            .set_modified(same_tick)
+            .unwrap();
+        assert_eq!(
+            remember(&store, &[racy]).unwrap(),
+            0,
+            "a racy stat was trusted"
+        );
+        assert_eq!(
+            lookup(&store, std::slice::from_ref(&b_str)).unwrap(),
+            vec![None]
+        );
+        // Written with its mtime set back, as checkout does: trusted.
+        std::fs::write(&b, &content).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&b)
+            .unwrap()
+            .set_modified(hoard_proto::backdated_mtime(std::time::SystemTime::now()))
+            .unwrap();
+        let w = stat(&b);
         let wrong_size = Written {
             size: 1,
             ..w.clone()
         };
         assert_eq!(remember(&store, &[wrong_size]).unwrap(), 0);
         assert_eq!(remember(&store, &[w]).unwrap(), 1);
-        let b_str = b.to_str().unwrap().to_string();
         assert_eq!(
             lookup(&store, &[b_str]).unwrap()[0]
                 .as_ref()

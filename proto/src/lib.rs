@@ -29,6 +29,38 @@ pub const FILE_RESULTS_BATCH: usize = 1024;
 pub const READ_BATCH_FILES: usize = 64;
 pub const READ_BATCH_MAX_FILE: u64 = MAX_DATA_MESSAGE as u64;
 
+// ---- The stat cache's one rule ---------------------------------------------
+
+/// A stat-cache entry is trusted only when the file's mtime is at least
+/// this much older than the moment its content was known (read, or
+/// written and stat'ed): a change within the file system's timestamp
+/// granularity after that moment would otherwise leave the stat as it
+/// was. Writers that want their files trusted at once (checkout, `hoard
+/// pull`) set the mtime this far back ([`backdated_mtime`]) before the file
+/// is renamed into place; any later write then moves it.
+pub const RACY_NS: i64 = 50_000_000;
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a stat whose mtime is `mtime_ns` may be cached, the content
+/// having been known at `known_at_ns`.
+pub fn settled(mtime_ns: i64, known_at_ns: i64) -> bool {
+    mtime_ns.saturating_add(RACY_NS) <= known_at_ns
+}
+
+/// The mtime a writer gives a file it wrote, before renaming it into
+/// place: twice [`RACY_NS`] before `now`.
+pub fn backdated_mtime(now: std::time::SystemTime) -> std::time::SystemTime {
+    now.checked_sub(std::time::Duration::from_nanos(2 * RACY_NS as u64))
+        .unwrap_or(now)
+}
+
 // ---- Peer API limits (and version) -----------------------------------------
 
 /// Version of the Peer protocol this build speaks.

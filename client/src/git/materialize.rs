@@ -127,7 +127,12 @@ impl Pending {
     /// still untouched, then renames into place. Returns the new file's
     /// metadata.
     pub fn commit(mut self, p: &Pointer) -> anyhow::Result<fs::Metadata> {
-        drop(self.file.take());
+        if let Some(f) = self.file.take() {
+            // Set back, so any later write moves it and the daemon's stat
+            // cache can trust this one at once (hoard_proto::RACY_NS).
+            f.set_modified(hoard_proto::backdated_mtime(std::time::SystemTime::now()))
+                .with_context(|| format!("cannot set the time of {}", self.tmp.display()))?;
+        }
         if self.written != p.size || self.hasher.finalize().as_bytes() != &p.oid {
             bail!(
                 "the content received for {} does not match its pointer; nothing was written — run `hoard verify --read-data`",

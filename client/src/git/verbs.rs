@@ -189,6 +189,9 @@ pub async fn pull(
                         size: m.len(),
                         mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
                         ino: m.ino(),
+                        // After the stat `commit` took: what changed since
+                        // moved the mtime off the one set back.
+                        known_at_ns: hoard_proto::now_ns(),
                     });
                 }
             }

@@ -242,6 +242,10 @@ fn write_one(ds: &Datasets, abs: &Path, node: &Node) -> Result<Option<Written>> 
                 let mode = if *exec { 0o755 } else { 0o644 };
                 f.set_permissions(std::fs::Permissions::from_mode(mode))
                     .map_err(|e| Error::io("cannot set permissions of", &tmp, e))?;
+                // Set back, so any later write moves it and the stat cache
+                // can trust this one at once (hoard_proto::RACY_NS).
+                f.set_modified(hoard_proto::backdated_mtime(std::time::SystemTime::now()))
+                    .map_err(|e| Error::io("cannot set the time of", &tmp, e))?;
                 drop(f);
                 rename(&tmp, abs)?;
                 let m =
@@ -252,6 +256,7 @@ fn write_one(ds: &Datasets, abs: &Path, node: &Node) -> Result<Option<Written>> 
                     size,
                     mtime_ns: crate::ingest::mtime_ns(&m),
                     ino: m.ino(),
+                    known_at_ns: crate::ingest::now_ns(),
                 }))
             }
             Node::Dir(_) => Ok(None),

@@ -154,6 +154,7 @@ pub(super) async fn remember(
             size: f.size,
             mtime_ns: f.mtime_ns,
             ino: f.ino,
+            known_at_ns: f.known_at_ns,
         });
     }
     let recorded =
