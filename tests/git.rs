@@ -675,3 +675,51 @@ fn git_add_of_a_file_the_watcher_ingested_sends_nothing() {
     let staged = u.git_ok(&repo, &["show", ":data/big.bin"]);
     assert_eq!(staged, pointer_of(&big));
 }
+
+#[test]
+fn a_path_that_is_not_utf8_is_tracked_pulled_and_shown_like_any_other() {
+    use std::os::unix::ffi::OsStrExt;
+    let alice = User::new();
+    let repo = alice.repo("r", &["*.bin"]);
+    // Written on a Latin-1 system: not UTF-8, legal for git.
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.bin");
+    let latin1 = data(200_000, 7, false);
+    std::fs::write(repo.join(name), &latin1).unwrap();
+    let plain = data(100_000, 8, false);
+    write(&repo, "plain.bin", &plain);
+    // The hooks (post-commit) run over it.
+    commit_all(&alice, &repo, "a Latin-1 name");
+    let ls = alice.hoard_json(&repo, &["ls-files"]);
+    assert_eq!(ls.len(), 2, "{ls:?}");
+    assert!(
+        ls.iter().any(|f| f["path"] == "caf\\xe9.bin"),
+        "shown escaped: {ls:?}"
+    );
+    let st = alice.hoard_json(&repo, &["status"]);
+    assert!(st[0]["missing"].as_array().unwrap().is_empty(), "{st:?}");
+    assert_clean(&alice, &repo);
+
+    // A clone elsewhere gets pointers, then the content by `hoard pull`.
+    let bob = User::new();
+    let clone = bob.path("clone");
+    let o = bob.git(
+        &bob.home,
+        &[
+            "clone",
+            "-q",
+            repo.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(clone.join(name)).unwrap(),
+        pointer_of(&latin1).as_bytes()
+    );
+    bob.hoard_in(&bob.home, &["add", repo.to_str().unwrap()]);
+    let r = bob.hoard_json(&clone, &["pull"]);
+    assert_eq!(r[0]["materialized"], 2, "{r:?}");
+    assert_eq!(std::fs::read(clone.join(name)).unwrap(), latin1);
+    assert_eq!(read(&clone, "plain.bin"), plain);
+    assert_clean(&bob, &clone);
+}

@@ -7,6 +7,7 @@
 //! file that still holds exactly its pointer is replaced, so a locally
 //! modified file is never overwritten.
 
+use super::path::GitPath;
 use super::pointer::{self, Pointer};
 use anyhow::{bail, Context};
 use std::fs::{self, File};
@@ -27,11 +28,11 @@ pub enum Skip {
 /// The checked absolute path of `rel` (git's `/`-separated path) under
 /// `work_tree`: no `..`, no absolute paths, no `.git`, and every parent a
 /// real directory rather than a symlink.
-pub fn safe_path(work_tree: &Path, rel: &str) -> anyhow::Result<PathBuf> {
-    if rel.is_empty() || rel.contains('\0') {
+pub fn safe_path(work_tree: &Path, rel: &GitPath) -> anyhow::Result<PathBuf> {
+    if rel.as_bytes().is_empty() || rel.as_bytes().contains(&0) {
         bail!("refusing to write {rel:?}: not a valid path");
     }
-    let rel_path = Path::new(rel);
+    let rel_path = rel.as_path();
     let comps: Vec<Component> = rel_path.components().collect();
     for c in &comps {
         match c {
@@ -191,8 +192,17 @@ mod tests {
         fs::create_dir_all(d.path().join("outside")).unwrap();
         std::os::unix::fs::symlink(d.path().join("outside"), wt.join("link")).unwrap();
         fs::write(wt.join("file"), b"x").unwrap();
-        assert!(safe_path(&wt, "data/a.bin").is_ok());
-        assert!(safe_path(&wt, "new/a.bin").is_err(), "missing parent");
+        assert!(safe_path(&wt, &"data/a.bin".into()).is_ok());
+        assert!(
+            safe_path(&wt, &"new/a.bin".into()).is_err(),
+            "missing parent"
+        );
+        // Any byte but NUL is a name: kept as bytes, not refused.
+        let latin1 = safe_path(&wt, &GitPath::new(b"data/caf\xe9.bin")).unwrap();
+        assert_eq!(
+            std::os::unix::ffi::OsStrExt::as_bytes(latin1.file_name().unwrap()),
+            b"caf\xe9.bin"
+        );
         for bad in [
             "../x",
             "data/../../x",
@@ -204,7 +214,7 @@ mod tests {
             "",
             "./x",
         ] {
-            assert!(safe_path(&wt, bad).is_err(), "{bad}");
+            assert!(safe_path(&wt, &bad.into()).is_err(), "{bad}");
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod fetch;
 pub mod filter;
 pub mod materialize;
+pub mod path;
 pub mod pointer;
 pub mod setup;
 pub mod tree;

@@ -2,6 +2,7 @@
 //! (`ls-tree`, `ls-files --format`, `cat-file --batch`): never by walking
 //! the work tree.
 
+use super::path::GitPath;
 use super::pointer::{self, Pointer};
 use super::{nul_records, Repo};
 use anyhow::{bail, Context};
@@ -13,13 +14,13 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracked {
     /// Path relative to the top of the work tree, `/`-separated, as git has it.
-    pub path: String,
+    pub path: GitPath,
     pub pointer: Pointer,
 }
 
 /// A blob small enough to be a pointer, at a path.
 struct Candidate {
-    path: String,
+    path: GitPath,
     blob: String,
 }
 
@@ -30,16 +31,19 @@ pub fn at_rev(repo: &Repo, rev: &str) -> anyhow::Result<Vec<Tracked>> {
         .with_context(|| format!("cannot list the files of revision {rev:?}"))?;
     let mut cands = Vec::new();
     for rec in nul_records(&out) {
-        // "<mode> SP <type> SP <object> SP+ <size> TAB <path>"
-        let rec = std::str::from_utf8(rec).context("git printed a non-UTF-8 path")?;
-        let Some((meta, path)) = rec.split_once('\t') else {
+        // "<mode> SP <type> SP <object> SP+ <size> TAB <path>"; the path
+        // is bytes, the rest ASCII.
+        let Some(tab) = rec.iter().position(|&b| b == b'\t') else {
+            continue;
+        };
+        let (Ok(meta), path) = (std::str::from_utf8(&rec[..tab]), &rec[tab + 1..]) else {
             continue;
         };
         let f: Vec<&str> = meta.split_whitespace().collect();
         if let [mode, "blob", blob, size] = f[..] {
             if is_file_mode(mode) && size.parse::<usize>().is_ok_and(|s| s <= pointer::MAX_LEN) {
                 cands.push(Candidate {
-                    path: path.to_string(),
+                    path: GitPath::new(path),
                     blob: blob.to_string(),
                 });
             }
@@ -58,19 +62,23 @@ pub fn in_index(repo: &Repo) -> anyhow::Result<Vec<Tracked>> {
     ])?;
     let mut cands = Vec::new();
     for rec in nul_records(&out) {
-        let rec = std::str::from_utf8(rec).context("git printed a non-UTF-8 path")?;
-        let mut f = rec.splitn(5, ' ');
+        // Four ASCII fields, then the path's bytes.
+        let mut f = rec.splitn(5, |&b| b == b' ');
         let (Some(mode), Some(blob), Some(size), Some(stage), Some(path)) =
             (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
+        fn ascii(b: &[u8]) -> &str {
+            std::str::from_utf8(b).unwrap_or("")
+        }
+        let (mode, blob, size, stage) = (ascii(mode), ascii(blob), ascii(size), ascii(stage));
         if stage == "0"
             && is_file_mode(mode)
             && size.parse::<usize>().is_ok_and(|s| s <= pointer::MAX_LEN)
         {
             cands.push(Candidate {
-                path: path.to_string(),
+                path: GitPath::new(path),
                 blob: blob.to_string(),
             });
         }
@@ -80,7 +88,7 @@ pub fn in_index(repo: &Repo) -> anyhow::Result<Vec<Tracked>> {
 
 /// Pointers among `(object, path)` pairs (from `git rev-list --objects`):
 /// sizes are checked first, so large blobs are never read.
-pub fn from_objects(repo: &Repo, objects: Vec<(String, String)>) -> anyhow::Result<Vec<Tracked>> {
+pub fn from_objects(repo: &Repo, objects: Vec<(String, GitPath)>) -> anyhow::Result<Vec<Tracked>> {
     if objects.is_empty() {
         return Ok(Vec::new());
     }
@@ -109,11 +117,11 @@ pub fn from_objects(repo: &Repo, objects: Vec<(String, String)>) -> anyhow::Resu
 
 /// Paths marked skip-worktree (outside a sparse checkout): never fetched or
 /// written.
-pub fn skip_worktree(repo: &Repo) -> anyhow::Result<HashSet<String>> {
+pub fn skip_worktree(repo: &Repo) -> anyhow::Result<HashSet<GitPath>> {
     let out = repo.git(["ls-files", "-z", "-t", "--cached"])?;
     Ok(nul_records(&out)
         .filter_map(|r| r.strip_prefix(b"S "))
-        .filter_map(|p| std::str::from_utf8(p).ok().map(str::to_string))
+        .map(GitPath::new)
         .collect())
 }
 

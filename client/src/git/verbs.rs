@@ -2,6 +2,7 @@
 
 use super::fetch;
 use super::materialize::{self, Pending, Skip};
+use super::path::GitPath;
 use super::pointer::Pointer;
 use super::tree::{self, Tracked};
 use super::Repo;
@@ -57,7 +58,8 @@ impl PathFilter {
         })
     }
 
-    pub fn matches(&self, path: &str) -> bool {
+    pub fn matches(&self, path: &GitPath) -> bool {
+        let path = path.as_path();
         self.include.as_ref().is_none_or(|g| g.is_match(path))
             && !self.exclude.as_ref().is_some_and(|g| g.is_match(path))
     }
@@ -110,7 +112,7 @@ pub async fn pull(
     rev: &str,
     filter: &PathFilter,
     fetch_first: bool,
-    only: Option<&HashSet<String>>,
+    only: Option<&HashSet<GitPath>>,
 ) -> anyhow::Result<PullReport> {
     let skip = tree::skip_worktree(repo)?;
     let selected: Vec<Tracked> = tree::at_rev(repo, rev)?
@@ -139,7 +141,7 @@ pub async fn pull(
     let mut jobs = Vec::new();
     for (t, here) in selected.into_iter().zip(present) {
         if !here {
-            report.missing.push(t.path);
+            report.missing.push(t.path.to_string());
             continue;
         }
         if !into_work_tree {
@@ -148,7 +150,7 @@ pub async fn pull(
         let abs = match materialize::safe_path(&repo.work_tree, &t.path) {
             Ok(a) => a,
             Err(e) => {
-                report.errors.push((t.path, format!("{e:#}")));
+                report.errors.push((t.path.to_string(), format!("{e:#}")));
                 continue;
             }
         };
@@ -195,7 +197,7 @@ pub async fn pull(
                     });
                 }
             }
-            Err(e) => report.errors.push((t.path, format!("{e:#}"))),
+            Err(e) => report.errors.push((t.path.to_string(), format!("{e:#}"))),
         }
     }
     if !remember.is_empty() {
@@ -214,7 +216,7 @@ pub async fn pull(
 
 /// `git update-index` for `paths`: re-reads them through the clean filter
 /// and records their current stat data.
-fn update_index(repo: &Repo, paths: &[String]) -> anyhow::Result<()> {
+fn update_index(repo: &Repo, paths: &[GitPath]) -> anyhow::Result<()> {
     use std::process::{Command, Stdio};
     let mut child = Command::new("git")
         .args(["update-index", "-q", "-z", "--stdin"])
@@ -352,7 +354,7 @@ pub async fn ls_files(
 /// work tree although their content is here.
 pub async fn status(client: &mut Client, repo: &Repo, json: bool) -> anyhow::Result<()> {
     let index = tree::in_index(repo)?;
-    let head: HashMap<String, Pointer> =
+    let head: HashMap<GitPath, Pointer> =
         if repo.git(["rev-parse", "--verify", "-q", "HEAD"]).is_ok() {
             tree::at_rev(repo, "HEAD")?
                 .into_iter()
@@ -365,13 +367,12 @@ pub async fn status(client: &mut Client, repo: &Repo, json: bool) -> anyhow::Res
         .iter()
         .filter(|t| head.get(&t.path) != Some(&t.pointer))
         .collect();
-    let modified: Vec<String> = {
+    let modified: Vec<GitPath> = {
         let out = repo.git(["diff", "--name-only", "-z"])?;
-        let tracked: HashSet<&str> = index.iter().map(|t| t.path.as_str()).collect();
+        let tracked: HashSet<&GitPath> = index.iter().map(|t| &t.path).collect();
         super::nul_records(&out)
-            .filter_map(|p| std::str::from_utf8(p).ok())
+            .map(GitPath::new)
             .filter(|p| tracked.contains(p))
-            .map(str::to_string)
             .collect()
     };
     let pointers: Vec<Pointer> = index.iter().map(|t| t.pointer).collect();
@@ -426,7 +427,7 @@ pub async fn status(client: &mut Client, repo: &Repo, json: bool) -> anyhow::Res
     section(
         &mut out,
         "Modified in the work tree, not staged:",
-        modified.clone(),
+        modified.iter().map(|p| p.to_string()).collect(),
     )?;
     section(
         &mut out,
@@ -439,7 +440,7 @@ pub async fn status(client: &mut Client, repo: &Repo, json: bool) -> anyhow::Res
     section(
         &mut out,
         "Still pointers in the work tree, content here (`hoard checkout` writes them):",
-        unmaterialized.iter().map(|t| t.path.clone()).collect(),
+        unmaterialized.iter().map(|t| t.path.to_string()).collect(),
     )?;
     if staged.is_empty() && modified.is_empty() && missing.is_empty() && unmaterialized.is_empty() {
         writeln!(
@@ -467,14 +468,10 @@ pub async fn hook_after_update(
     if repo.git(["rev-parse", "--verify", "-q", "HEAD"]).is_err() {
         return Ok(());
     }
-    let only: Option<HashSet<String>> = match prev {
+    let only: Option<HashSet<GitPath>> = match prev {
         Some(p) if p != NULL_OID && !p.chars().all(|c| c == '0') => {
             let out = repo.git(["diff", "--name-only", "-z", p, "HEAD", "--"])?;
-            Some(
-                super::nul_records(&out)
-                    .filter_map(|p| std::str::from_utf8(p).ok().map(str::to_string))
-                    .collect(),
-            )
+            Some(super::nul_records(&out).map(GitPath::new).collect())
         }
         _ => None,
     };
@@ -507,9 +504,7 @@ pub async fn hook_post_commit(client: &mut Client, repo: &Repo) -> anyhow::Resul
         "--name-only",
         "HEAD",
     ])?;
-    let changed: HashSet<String> = super::nul_records(&out)
-        .filter_map(|p| std::str::from_utf8(p).ok().map(str::to_string))
-        .collect();
+    let changed: HashSet<GitPath> = super::nul_records(&out).map(GitPath::new).collect();
     if changed.is_empty() {
         return Ok(());
     }
@@ -576,11 +571,14 @@ pub async fn hook_pre_push(
     args.push("--not".into());
     args.push(format!("--remotes={remote}"));
     let out = repo.git(&args)?;
-    let text = String::from_utf8_lossy(&out);
-    let objects: Vec<(String, String)> = text
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(o, p)| (o.to_string(), p.to_string()))
+    // "<object> SP <path>" per line; the path is bytes.
+    let objects: Vec<(String, GitPath)> = out
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let sp = l.iter().position(|&b| b == b' ')?;
+            let oid = std::str::from_utf8(&l[..sp]).ok()?;
+            Some((oid.to_string(), GitPath::new(&l[sp + 1..])))
+        })
         .collect();
     let tracked = tree::from_objects(repo, objects)?;
     let missing = not_local(client, &tracked).await?;

@@ -307,8 +307,9 @@ impl Process {
         input: &mut Input,
         out: &mut Output,
     ) -> anyhow::Result<()> {
-        let path = h.get("pathname").unwrap_or("").to_string();
-        let abs = (!path.is_empty()).then(|| self.work_tree.join(&path));
+        let raw = h.path();
+        let abs = (!raw.as_bytes().is_empty()).then(|| self.work_tree.join(raw.as_path()));
+        let path = raw.to_string();
         let core = &mut self.core;
         let r = protocol::with_content(input, |r| core.clean(&path, abs.as_deref(), r))?;
         match r {

@@ -10,6 +10,7 @@ use super::smudge::Source;
 use super::{Core, Process};
 use crate::connect::{self, Client};
 use crate::git::fetch;
+use crate::git::path::GitPath;
 use crate::git::pointer::Pointer;
 use anyhow::Context;
 use gix_packetline::blocking_io::encode;
@@ -34,7 +35,7 @@ impl Process {
     /// fetched in the background.
     pub(super) fn smudge_delayed(
         &mut self,
-        path: String,
+        path: GitPath,
         p: Pointer,
         out: &mut Output,
     ) -> anyhow::Result<()> {
@@ -66,7 +67,7 @@ impl Process {
     /// (waiting for at least one while any is outstanding).
     pub(super) fn list_available(&mut self, out: &mut Output) -> anyhow::Result<()> {
         for path in self.delayed.wait_available() {
-            protocol::write_text(out, &format!("pathname={path}"))?;
+            protocol::write_pathname(out, &path)?;
         }
         encode::flush_to_write(&mut *out)?;
         protocol::write_status(out, "success")?;
@@ -100,12 +101,12 @@ pub(super) struct Delayed {
     /// A fetch failed since the background connection was made.
     saw_failure: bool,
     /// Small files waiting to fill a batch.
-    batch: Vec<(String, Pointer)>,
+    batch: Vec<(GitPath, Pointer)>,
     fetcher: Option<(tokio::runtime::Handle, Client, Paths)>,
-    done_tx: std_mpsc::Sender<(String, Pointer, Source)>,
-    done_rx: std_mpsc::Receiver<(String, Pointer, Source)>,
+    done_tx: std_mpsc::Sender<(GitPath, Pointer, Source)>,
+    done_rx: std_mpsc::Receiver<(GitPath, Pointer, Source)>,
     /// Finished and announced to git, waiting for it to ask.
-    available: HashMap<String, (Pointer, Source)>,
+    available: HashMap<GitPath, (Pointer, Source)>,
     parallel: Arc<Semaphore>,
     memory: Arc<Semaphore>,
 }
@@ -131,7 +132,7 @@ impl Delayed {
         rt: &tokio::runtime::Runtime,
         client: Client,
         paths: &Paths,
-        path: String,
+        path: GitPath,
         p: Pointer,
     ) {
         self.outstanding += 1;
@@ -180,7 +181,7 @@ impl Delayed {
 
     /// Blocks until at least one delayed file is ready (none when nothing
     /// is outstanding) and returns the paths that are.
-    fn wait_available(&mut self) -> Vec<String> {
+    fn wait_available(&mut self) -> Vec<GitPath> {
         self.dispatch();
         let mut ready = Vec::new();
         if self.outstanding > 0 {
@@ -204,7 +205,7 @@ impl Delayed {
         paths
     }
 
-    pub(super) fn take_available(&mut self, path: &str) -> Option<(Pointer, Source)> {
+    pub(super) fn take_available(&mut self, path: &GitPath) -> Option<(Pointer, Source)> {
         self.available.remove(path)
     }
 }
@@ -214,9 +215,9 @@ impl Delayed {
 async fn prefetch_batch(
     mut client: Client,
     paths: &Paths,
-    batch: Vec<(String, Pointer)>,
+    batch: Vec<(GitPath, Pointer)>,
     memory: Arc<Semaphore>,
-) -> Vec<(String, Pointer, Source)> {
+) -> Vec<(GitPath, Pointer, Source)> {
     let bytes: u64 = batch.iter().map(|(_, p)| p.size).sum();
     let permit = match memory.acquire_many_owned((bytes >> 10) as u32 + 1).await {
         Ok(p) => p,

@@ -3,6 +3,7 @@
 //! request's headers and its content up to the flush, and writing statuses
 //! and responses. Knows nothing of hoard.
 
+use crate::git::path::GitPath;
 use anyhow::{bail, Context};
 use gix_packetline::blocking_io::{encode, StreamingPeekableIter};
 use gix_packetline::PacketLineRef;
@@ -22,10 +23,14 @@ pub(super) fn input(stdin: io::StdinLock<'static>) -> Input {
 /// `version=2` and the capabilities both sides have; returns ours.
 pub(super) fn handshake(input: &mut Input, out: &mut Output) -> anyhow::Result<Vec<String>> {
     let hello = read_text_lines(input)?.context("git closed the filter before the handshake")?;
-    if hello.first().map(String::as_str) != Some("git-filter-client")
-        || !hello.iter().any(|l| l == "version=2")
+    if hello.first().map(Vec::as_slice) != Some(b"git-filter-client".as_slice())
+        || !hello.iter().any(|l| l == b"version=2")
     {
-        bail!("not git's filter protocol version 2 (got {hello:?}); `hoard filter-process` is started by git, see `hoard install`");
+        let got: Vec<String> = hello
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        bail!("not git's filter protocol version 2 (got {got:?}); `hoard filter-process` is started by git, see `hoard install`");
     }
     write_text(out, "git-filter-server")?;
     write_text(out, "version=2")?;
@@ -34,7 +39,10 @@ pub(super) fn handshake(input: &mut Input, out: &mut Output) -> anyhow::Result<V
     let offered = read_text_lines(input)?.context("git closed the filter during the handshake")?;
     let mut ours = Vec::new();
     for cap in ["clean", "smudge", "delay"] {
-        if offered.iter().any(|l| l == &format!("capability={cap}")) {
+        if offered
+            .iter()
+            .any(|l| l == format!("capability={cap}").as_bytes())
+        {
             write_text(out, &format!("capability={cap}"))?;
             ours.push(cap.to_string());
         }
@@ -44,8 +52,9 @@ pub(super) fn handshake(input: &mut Input, out: &mut Output) -> anyhow::Result<V
     Ok(ours)
 }
 
-/// Text packet lines up to a flush; `None` at the end of input.
-fn read_text_lines(input: &mut Input) -> anyhow::Result<Option<Vec<String>>> {
+/// Text packet lines (as bytes: a pathname need not be UTF-8) up to a
+/// flush; `None` at the end of input.
+fn read_text_lines(input: &mut Input) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
     let mut lines = Vec::new();
     while let Some(line) = input.read_line() {
         let line = match line {
@@ -57,8 +66,7 @@ fn read_text_lines(input: &mut Input) -> anyhow::Result<Option<Vec<String>>> {
         };
         let line = line.map_err(|e| anyhow::anyhow!("malformed packet line from git: {e}"))?;
         if let Some(d) = line.as_slice() {
-            let t = String::from_utf8_lossy(d);
-            lines.push(t.strip_suffix('\n').unwrap_or(&t).to_string());
+            lines.push(d.strip_suffix(b"\n").unwrap_or(d).to_vec());
         }
     }
     let flushed = input.stopped_at() == Some(PacketLineRef::Flush);
@@ -72,14 +80,24 @@ fn read_text_lines(input: &mut Input) -> anyhow::Result<Option<Vec<String>>> {
     Ok(Some(lines))
 }
 
-pub(super) struct Headers(Vec<(String, String)>);
+pub(super) struct Headers(Vec<(Vec<u8>, Vec<u8>)>);
 
 impl Headers {
-    pub(super) fn get(&self, key: &str) -> Option<&str> {
+    fn raw(&self, key: &str) -> Option<&[u8]> {
         self.0
             .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| k == key.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// A header's value, if it is text.
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
+        self.raw(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The `pathname` header, byte for byte (empty when absent).
+    pub(super) fn path(&self) -> GitPath {
+        GitPath::new(self.raw("pathname").unwrap_or_default())
     }
 }
 
@@ -88,10 +106,19 @@ pub(super) fn read_headers(input: &mut Input) -> anyhow::Result<Option<Headers>>
         Headers(
             lines
                 .into_iter()
-                .filter_map(|l| l.split_once('=').map(|(k, v)| (k.into(), v.into())))
+                .filter_map(|l| {
+                    let eq = l.iter().position(|&b| b == b'=')?;
+                    Some((l[..eq].to_vec(), l[eq + 1..].to_vec()))
+                })
                 .collect(),
         )
     }))
+}
+
+/// `pathname=<path>`, the path's bytes as git sent them.
+pub(super) fn write_pathname(out: &mut Output, path: &GitPath) -> io::Result<()> {
+    let line = [b"pathname=".as_slice(), path.as_bytes()].concat();
+    encode::text_to_write(&line, &mut *out).map(|_| ())
 }
 
 pub(super) fn write_text(out: &mut Output, text: &str) -> io::Result<()> {

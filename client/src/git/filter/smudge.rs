@@ -122,7 +122,7 @@ impl Process {
         input: &mut Input,
         out: &mut Output,
     ) -> anyhow::Result<()> {
-        let path = h.get("pathname").unwrap_or("").to_string();
+        let path = h.path();
         let can_delay = self.delay && h.get("can-delay") == Some("1");
         let spool = protocol::with_content(input, |r| -> io::Result<Spool> {
             let mut prefix = Vec::with_capacity(pointer::MAX_LEN + 1);
@@ -137,7 +137,7 @@ impl Process {
         };
         // A delayed file asked for again (git sends no content then).
         if let Some(src) = self.delayed.take_available(&path) {
-            return self.deliver(&path, src.0, src.1, out);
+            return self.deliver(&path.to_string(), src.0, src.1, out);
         }
         let Some(p) = pointer else {
             // Not a pointer: handed back exactly as it came.
@@ -149,7 +149,7 @@ impl Process {
         if can_delay {
             return self.smudge_delayed(path, p, out);
         }
-        self.deliver(&path, p, Source::Stream, out)
+        self.deliver(&path.to_string(), p, Source::Stream, out)
     }
 
     /// Answers git with a file's content from `src`.
