@@ -115,7 +115,12 @@ fn frame(plan: pb::FramePlanEntry, payload: Vec<u8>) -> pb::FramePut {
 }
 
 /// A chain of `n` single-entry trees ending in the 10-byte file.
-fn chain(f: Id, n: usize) -> (Vec<(u32, Vec<u8>, Vec<u8>)>, Vec<u8>) {
+/// Objects as (kind, id, bytes).
+type Objects = Vec<(u32, Vec<u8>, Vec<u8>)>;
+/// Makes a frame message from a payload and a chunk id.
+type MakeFrame = Box<dyn Fn(&[u8], &[u8]) -> pb::FramePut>;
+
+fn chain(f: Id, n: usize) -> (Objects, Vec<u8>) {
     let (mut id, enc) = tree(vec![entry(b"f", File, f, 10)]);
     let mut objs = vec![(1, id.clone(), enc)];
     for _ in 0..n {
@@ -127,7 +132,7 @@ fn chain(f: Id, n: usize) -> (Vec<(u32, Vec<u8>, Vec<u8>)>, Vec<u8>) {
 }
 
 /// T0 empty, T(k+1) = {a: Tk, b: Tk}: 2^k leaves named through k trees.
-fn doubling(k: usize, f: Id) -> (Vec<(u32, Vec<u8>, Vec<u8>)>, Vec<u8>) {
+fn doubling(k: usize, f: Id) -> (Objects, Vec<u8>) {
     let (mut id, enc) = tree(vec![entry(b"f", File, f, 10)]);
     let mut objs = vec![(1, id.clone(), enc)];
     let mut size = 10u64;
@@ -775,7 +780,7 @@ fn frame_cases() -> Vec<Case> {
             }]))
         },
     ));
-    let mut add = |name: &str, expect: Expect, f: Box<dyn Fn(&[u8], &[u8]) -> pb::FramePut>| {
+    let mut add = |name: &str, expect: Expect, f: MakeFrame| {
         let (p, id) = (payload.clone(), cid.clone());
         out.push(case("frame", name.to_string(), expect, move |c| {
             ok(c.write.put_frames(vec![f(&p, &id)]))

@@ -111,8 +111,9 @@ fn honest_clients_are_all_served_while_a_hostile_one_streams_garbage() {
     let latencies = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
     let barrier = Barrier::new(clients);
-    let oids: Vec<Mutex<Vec<(String, Vec<u8>)>>> =
-        (0..clients).map(|_| Mutex::new(Vec::new())).collect();
+    // Per client, per round: the pushed file's oid and content.
+    type Pushed = Mutex<Vec<(String, Vec<u8>)>>;
+    let oids: Vec<Pushed> = (0..clients).map(|_| Mutex::new(Vec::new())).collect();
     let started = Instant::now();
     std::thread::scope(|s| {
         for (i, e) in envs.iter().enumerate() {

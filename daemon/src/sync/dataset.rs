@@ -250,22 +250,7 @@ pub fn clone(
     }
 
     // The selected files' content.
-    let (root, _) = ds.load_dir(&snap.tree)?;
-    let mut files: Vec<Want> = Vec::new();
-    let mut fseen = HashSet::new();
-    for (p, n) in root.files() {
-        if !sel.selects(&p) {
-            continue;
-        }
-        if let Node::File { id, size, .. } | Node::Symlink { id, size } = n {
-            if fseen.insert(*id) {
-                files.push(Want {
-                    file: *id,
-                    size: Some(*size),
-                });
-            }
-        }
-    }
+    let files = selected_files(ds, &snap.tree, sel)?;
     drop(rt);
     let summary = pull(store, addr, &files, progress)?;
     if !summary.missing.is_empty() {
@@ -292,6 +277,28 @@ pub fn clone(
         }
     }
     Ok((snap_id, summary))
+}
+
+/// The distinct files (and link targets) under `tree` that `sel` selects,
+/// each with the size its tree entry gives.
+fn selected_files(ds: &Datasets, tree: &Id, sel: &Selection) -> Result<Vec<Want>> {
+    let (root, _) = ds.load_dir(tree)?;
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    for (p, n) in root.files() {
+        if !sel.selects(&p) {
+            continue;
+        }
+        if let Node::File { id, size, .. } | Node::Symlink { id, size } = n {
+            if seen.insert(*id) {
+                files.push(Want {
+                    file: *id,
+                    size: Some(*size),
+                });
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// A remote to push to: how to reach it, and its name in remotes.toml
