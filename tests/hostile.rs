@@ -1256,3 +1256,42 @@ fn a_stop_is_bounded_while_a_peer_holds_an_upload_open() {
     // Nothing was lost: the store opens and verifies.
     hub.ok(&["verify", "--read-data"]);
 }
+
+#[test]
+fn downloads_their_callers_do_not_read_never_starve_other_callers() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let token = hub.token(false);
+    let big = data(12 << 20, 5, false);
+    std::fs::write(hub.path("big.bin"), &big).unwrap();
+    hub.ok(&["add", hub.path("big.bin").to_str().unwrap()]);
+    let big_id = blake3::hash(&big).as_bytes().to_vec();
+    let mut d = Double::connect(&url, &token);
+    let chunks = d.chunks_of(big_id);
+    // More streams than the hub serves at once (64), none of them read:
+    // each fills its buffers and waits for its caller.
+    let held = d.unread_chunk_streams(chunks, 80);
+    std::thread::sleep(Duration::from_secs(1));
+    // An honest fetch still gets its turn (it waited for the 60 s idle
+    // limit when a turn was held by a stream nobody read).
+    std::fs::write(hub.path("small.bin"), data(300_000, 6, false)).unwrap();
+    let v = hub.json(&["add", hub.path("small.bin").to_str().unwrap()]);
+    let oid = v[0]["oid"].as_str().unwrap().to_string();
+    let c = Env::new();
+    c.ok(&["remote", "add", "origin", &url, "--token", &token]);
+    let started = Instant::now();
+    let fetch = c.hoard().args(["fetch", &oid]).spawn().unwrap();
+    let out = wait_output(fetch, Duration::from_secs(120), "hoard fetch");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not a timing goal: far below the idle limit the old hub waited for.
+    assert!(
+        took < Duration::from_secs(40),
+        "the fetch waited {took:?} for a turn"
+    );
+    drop(held);
+}

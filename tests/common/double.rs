@@ -47,7 +47,9 @@ pub struct Double {
 
 impl Double {
     pub fn connect(url: &str, token: &str) -> Double {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Tasks it spawns (streams held open) run without a block_on.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
@@ -261,5 +263,25 @@ impl Double {
         self.rt
             .block_on(async move { sent.send(first).await.unwrap() });
         tx
+    }
+
+    /// Opens `n` `GetChunks` streams for `ids` at once and reads none of
+    /// them; they stay open until the returned handles are aborted.
+    pub fn unread_chunk_streams(
+        &mut self,
+        ids: Vec<Vec<u8>>,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..n)
+            .map(|_| {
+                let r = self.req(pb::IdList { ids: ids.clone() });
+                let mut c = self.c.clone();
+                self.rt.spawn(async move {
+                    let s = c.get_chunks(r).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                    drop(s);
+                })
+            })
+            .collect()
     }
 }

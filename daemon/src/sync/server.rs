@@ -19,8 +19,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Streaming calls (uploads and downloads) served at once; more wait for
-/// a turn. Each holds a blocking thread and bounded buffers.
+/// Streaming calls served at once; more wait for a turn. An upload holds
+/// its turn to its end (its intake holds memory); a download only while it
+/// reads the store for its next message, never while its caller has not
+/// read the last one (a caller reads its streams in order, so a turn held
+/// by a stream it is not reading yet could wait for ever on one it is).
 const STREAMING_CALLS: usize = 64;
 /// A peer that neither sends nor reads for this long is dropped, so a
 /// stalled caller cannot hold a turn for ever.
@@ -108,19 +111,27 @@ impl PeerApi {
 
 type Events<T> = ReceiverStream<std::result::Result<T, Status>>;
 
-/// Runs `produce` on a blocking thread in its `turn`, streaming what it
-/// sends (`send` returns false once the caller has gone, or has read
-/// nothing for [`IDLE`]) and then its error, if any.
+/// Runs `produce` on a blocking thread, each message made in a turn of
+/// `turns`, streaming what it sends (`send` returns false once the caller
+/// has gone, or has read nothing for [`IDLE`]) and then its error, if any.
 fn stream_from<T: Send + 'static>(
-    turn: tokio::sync::OwnedSemaphorePermit,
+    turns: Arc<tokio::sync::Semaphore>,
     depth: usize,
     produce: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<()> + Send + 'static,
 ) -> Events<T> {
     let (tx, rx) = mpsc::channel(depth);
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        let r = produce(&mut |m| rt.block_on(tx.send_timeout(Ok(m), IDLE)).is_ok());
+        let take = || rt.block_on(turns.clone().acquire_owned()).ok();
+        let mut turn = take();
+        let r = produce(&mut |m| {
+            // Not held while the caller reads.
+            drop(turn.take());
+            let sent = rt.block_on(tx.send_timeout(Ok(m), IDLE)).is_ok();
+            turn = take();
+            sent
+        });
+        drop(turn);
         if let Err(e) = r {
             let _ = rt.block_on(tx.send_timeout(Err(status(e)), IDLE));
         }
@@ -174,19 +185,22 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let store = self.store.clone();
-        let turn = self.turn().await?;
-        Ok(Response::new(stream_from(turn, 8, move |send| {
-            for id in ids {
-                if let Some(m) = store.index.manifest(&id)? {
-                    for p in pieces_of(&id, &m) {
-                        if !send(p) {
-                            return Ok(());
+        Ok(Response::new(stream_from(
+            self.turns.clone(),
+            8,
+            move |send| {
+                for id in ids {
+                    if let Some(m) = store.index.manifest(&id)? {
+                        for p in pieces_of(&id, &m) {
+                            if !send(p) {
+                                return Ok(());
+                            }
                         }
                     }
                 }
-            }
-            Ok(())
-        })))
+                Ok(())
+            },
+        )))
     }
 
     type GetChunksStream = Events<pb::ChunkBatch>;
@@ -201,10 +215,11 @@ impl Peer for PeerApi {
         let mut seen = HashSet::new();
         ids.retain(|id| seen.insert(*id));
         let store = self.store.clone();
-        let turn = self.turn().await?;
-        Ok(Response::new(stream_from(turn, 4, move |send| {
-            read_batches(&store, &ids, send)
-        })))
+        Ok(Response::new(stream_from(
+            self.turns.clone(),
+            4,
+            move |send| read_batches(&store, &ids, send),
+        )))
     }
 
     async fn plan_frames(
@@ -227,25 +242,28 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let store = self.store.clone();
-        let turn = self.turn().await?;
-        Ok(Response::new(stream_from(turn, 4, move |send| {
-            // Each frame once, however many of the ids fall in it.
-            let mut sent = HashSet::new();
-            for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
-                let Some(loc) = loc else { continue };
-                if !sent.insert((loc.pack, loc.payload_offset)) {
-                    continue;
+        Ok(Response::new(stream_from(
+            self.turns.clone(),
+            4,
+            move |send| {
+                // Each frame once, however many of the ids fall in it.
+                let mut sent = HashSet::new();
+                for (id, loc) in ids.iter().zip(store.index.chunk_locs(&ids)?) {
+                    let Some(loc) = loc else { continue };
+                    if !sent.insert((loc.pack, loc.payload_offset)) {
+                        continue;
+                    }
+                    let msg = pb::FrameData {
+                        chunk: id.0.to_vec(),
+                        payload: store.frame_payload(&loc)?.into(),
+                    };
+                    if !send(msg) {
+                        return Ok(());
+                    }
                 }
-                let msg = pb::FrameData {
-                    chunk: id.0.to_vec(),
-                    payload: store.frame_payload(&loc)?.into(),
-                };
-                if !send(msg) {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        })))
+                Ok(())
+            },
+        )))
     }
 
     async fn put_chunks(
@@ -278,10 +296,11 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let store = self.store.clone();
-        let turn = self.turn().await?;
-        Ok(Response::new(stream_from(turn, 4, move |send| {
-            object_batches(&store, &ids, send)
-        })))
+        Ok(Response::new(stream_from(
+            self.turns.clone(),
+            4,
+            move |send| object_batches(&store, &ids, send),
+        )))
     }
 
     async fn put_objects(
