@@ -82,6 +82,14 @@ pub struct DaemonError {
 }
 
 impl DaemonError {
+    /// The daemon reported a full disk: exit code 9, like its error kind.
+    pub fn disk_full(message: String) -> Self {
+        DaemonError {
+            code: tonic::Code::ResourceExhausted,
+            message,
+        }
+    }
+
     /// The connection to the daemon failed: transient, run it again.
     pub fn lost_connection(message: String) -> Self {
         DaemonError {

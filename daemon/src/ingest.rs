@@ -51,6 +51,8 @@ pub struct Summary {
     pub new_stored_bytes: u64,
     pub new_chunks: u64,
     pub reused_chunks: u64,
+    /// Some file failed because the disk is full (the add's exit code says so).
+    pub disk_full: bool,
 }
 
 #[derive(Debug)]
@@ -231,6 +233,7 @@ fn ingest_and_commit(
                             }
                             Err(e) => {
                                 sum.errors += 1;
+                                sum.disk_full |= e.kind() == crate::error::Kind::DiskFull;
                                 emit_or_cancel(Event::Error {
                                     path: entry.display,
                                     message: e.to_string(),
@@ -291,6 +294,7 @@ fn commit_and_report(
                     }
                     Err(e) => {
                         sum.errors += 1;
+                        sum.disk_full |= e.kind() == crate::error::Kind::DiskFull;
                         emit(Event::Error {
                             path: entry.display,
                             message: e.to_string(),
@@ -303,6 +307,7 @@ fn commit_and_report(
             }
         }
         Err(e) => {
+            sum.disk_full |= e.kind() == crate::error::Kind::DiskFull;
             for entry in entries {
                 sum.errors += 1;
                 emit(Event::Error {

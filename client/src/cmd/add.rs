@@ -102,6 +102,13 @@ pub async fn run(mut client: Client, paths: Vec<PathBuf>, json: bool) -> anyhow:
         )?;
     }
     out.flush()?;
+    if s.disk_full {
+        return Err(ui::DaemonError::disk_full(format!(
+            "{} of the paths could not be added: the disk is full (see above); free some space and re-run",
+            s.errors.max(errors)
+        ))
+        .into());
+    }
     if s.errors > 0 || errors > 0 {
         bail!(
             "{} of the paths could not be added (see above)",

@@ -81,6 +81,7 @@ pub(super) async fn add(
             new_stored_bytes: s.new_stored_bytes,
             new_chunks: s.new_chunks,
             reused_chunks: s.reused_chunks,
+            disk_full: s.disk_full,
         };
         let _ = tx.blocking_send(Ok(pb::AddEvent {
             event: Some(pb::add_event::Event::Summary(summary)),
