@@ -373,3 +373,35 @@ fn sigterm_mid_add_commits_finished_files_and_exits() {
     );
     assert_acknowledged_files_intact(&env, &run);
 }
+
+#[test]
+fn a_daemon_started_by_a_client_keeps_none_of_its_pipes() {
+    // A git hook's `hoard` inherits git's filter pipes; the daemon it starts
+    // must not hold them, or git waits for ever (found by tests/crash.rs).
+    let env = Env::new();
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (r, w) = (fds[0], fds[1]);
+    // Inheritable, like the pipes git leaves open in a hook.
+    let o = env.run(&["stats"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = env.daemon_pid().expect("the daemon started");
+    unsafe { libc::close(w) };
+    let mut p = libc::pollfd {
+        fd: r,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ready = unsafe { libc::poll(&mut p, 1, 10_000) };
+    let mut b = [0u8; 1];
+    let n = if ready > 0 {
+        unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }
+    } else {
+        -1
+    };
+    unsafe { libc::close(r) };
+    assert_eq!(
+        n, 0,
+        "the pipe's write end is still open 10 s after the client exited (hoardd {pid} holds it)"
+    );
+}

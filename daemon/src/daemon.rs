@@ -54,6 +54,24 @@ async fn grace_over(mut stop: tokio::sync::watch::Receiver<bool>) {
     tokio::time::sleep(SHUTDOWN_GRACE).await;
 }
 
+/// Closes every descriptor above stderr this process inherited: a daemon
+/// started from a git hook is handed git's open pipes (those of its
+/// long-running filter), and holding their write ends keeps git waiting
+/// for ever for the filter to finish.
+pub fn close_inherited_fds() {
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    // The directory's own descriptor is among them; it is closed by now.
+    for fd in fds {
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Holds the store's lock for the daemon's lifetime.
 pub struct StoreLock {
     _file: File,

@@ -35,6 +35,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Started by a git hook, the daemon would otherwise keep the pipes git
+    // leaked into it (its filter process's), and git would wait on them for
+    // ever.
+    daemon::close_inherited_fds();
     // Few malloc arenas: a long-running daemon otherwise keeps the memory
     // of every burst of parallel work (one arena per thread that ever
     // allocated) long after it is freed.
