@@ -41,7 +41,7 @@ DAEMON_FLOORS = {
     "sync": 10,
     # services
     "watch": 11, "autosync": 11,
-    "service": 12,
+    "service": 12, "gateway": 12,
     # composition
     "daemon": 13,
 }

@@ -14,7 +14,6 @@ use crate::error::{Error, Kind};
 use crate::sync::dataset::Remote;
 use crate::sync::PeerAddr;
 use hoard_proto::paths::Paths;
-use hoard_proto::remotes::Remotes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -64,16 +63,7 @@ impl AutoSync {
 
 /// How to reach remote `name` from `remotes.toml`.
 pub fn peer_addr(paths: &Paths, name: &str) -> Result<PeerAddr, String> {
-    let remotes = Remotes::load(paths)?;
-    let (_, r) = remotes.pick(Some(name)).ok_or_else(|| {
-        format!("remote {name:?} is not in remotes.toml; add it with `hoard remote add {name} URL --token TOKEN`")
-    })?;
-    let ca = if r.ca.is_empty() {
-        Vec::new()
-    } else {
-        std::fs::read(&r.ca).map_err(|e| format!("cannot read CA file {}: {e}", r.ca))?
-    };
-    Ok(PeerAddr::new(r.url, r.token, r.fingerprint, ca))
+    PeerAddr::from_remotes(paths, Some(name)).map(|(_, a)| a)
 }
 
 /// Per dataset: consecutive failures and when to try next.

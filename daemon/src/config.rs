@@ -19,6 +19,13 @@
 //! tls_key = "/path/key.pem"
 //! allow_plaintext = false    # plaintext beyond loopback only if true
 //!
+//! [http]
+//! listen = "127.0.0.1:7421"  # the read-only HTTP gateway (or `hoardd run --http`)
+//! tls = false                # HTTPS with the Peer API's certificate (or tls_cert/tls_key)
+//! allow_plaintext = false    # plaintext beyond loopback only if true
+//! require_token = false      # ask loopback callers for a read token too
+//! remote = "origin"          # where content this store lacks is fetched from on demand
+//!
 //! [watch]
 //! debounce_ms = 1000     # quiet time before a change is ingested
 //! rescan_secs = 3600     # full rescan of watched datasets this often
@@ -45,6 +52,27 @@ pub struct Config {
     pub peer: PeerSection,
     #[serde(default)]
     pub watch: WatchSection,
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// The read-only HTTP gateway (`crate::gateway`).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// TCP address to serve it on, e.g. "127.0.0.1:7421"; off when absent.
+    pub listen: Option<String>,
+    /// Serve HTTPS, with `[peer]`'s certificate unless these two are given.
+    pub tls: Option<bool>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Serve plaintext on an address other than loopback.
+    pub allow_plaintext: Option<bool>,
+    /// Ask callers on loopback for a read token as well.
+    pub require_token: Option<bool>,
+    /// The remote (in remotes.toml) content is fetched from on demand when
+    /// a dataset names none; default: `origin`, else the only one.
+    pub remote: Option<String>,
 }
 
 /// Watched datasets.

@@ -142,7 +142,12 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or a shutdown request.
-pub fn run(paths: Paths, listen: Option<String>, tls: bool) -> anyhow::Result<()> {
+pub fn run(
+    paths: Paths,
+    listen: Option<String>,
+    tls: bool,
+    http: Option<String>,
+) -> anyhow::Result<()> {
     private_dir(&paths.store)?;
     let config = Config::load(&paths.config)?;
     let p = &config.peer;
@@ -166,6 +171,7 @@ pub fn run(paths: Paths, listen: Option<String>, tls: bool) -> anyhow::Result<()
         }
         None => None,
     };
+    let gateway = crate::gateway::Options::from_config(&config.http, http, &paths.store)?;
     let _lock = lock_store(&paths)?;
     let store = Arc::new(
         Store::open(&paths.store, config.new_store_params())
@@ -193,7 +199,7 @@ pub fn run(paths: Paths, listen: Option<String>, tls: bool) -> anyhow::Result<()
         autosync: autosync.clone(),
         paths: paths.clone(),
     });
-    let served = rt.block_on(serve(ctx.clone(), tokens, &paths, peer));
+    let served = rt.block_on(serve(ctx.clone(), tokens, &paths, peer, gateway));
     store.begin_shutdown();
     watchers.stop_all();
     autosync.stop();
@@ -233,6 +239,7 @@ async fn serve(
     tokens: Arc<crate::tokens::Tokens>,
     paths: &Paths,
     peer: Option<(SocketAddr, Option<crate::tls::ServerCert>)>,
+    gateway: Option<crate::gateway::Options>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = local_socket(paths)?;
@@ -252,6 +259,19 @@ async fn serve(
     let store = ctx.ds.store.clone();
     let api = LocalApi::new(ctx.clone(), tokens.clone(), peer_info, shutdown.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = match gateway {
+        Some(opts) => Some(
+            crate::gateway::serve(
+                ctx.ds.clone(),
+                tokens.clone(),
+                paths.clone(),
+                opts,
+                stop_rx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let peer_server = match peer {
         Some((addr, cert)) => Some(serve_peers(ctx, tokens, addr, cert, stop_rx.clone()).await?),
         None => None,
@@ -286,6 +306,17 @@ async fn serve(
         }
     };
     let _ = fs::remove_file(&paths.socket);
+    if let Some(h) = http {
+        // Its connections closed gracefully with the stop; a read still
+        // streaming after the grace period is dropped.
+        let abort = h.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), h)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
     if let Some(p) = peer_server {
         // It had the same grace period, begun with the stop.
         let abort = p.abort_handle();

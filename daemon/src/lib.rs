@@ -21,7 +21,7 @@
 //!   [`tokens`], [`tls`];
 //! - [`sync`]: the Peer service and this daemon's side of a transfer;
 //! - services: [`watch`], [`autosync`], [`service`] (the Local API, one
-//!   module per area);
+//!   module per area), [`gateway`] (the read-only HTTP gateway);
 //! - [`daemon`]: composition, run by `hoardd`.
 
 pub mod autosync;
@@ -34,6 +34,7 @@ pub mod dataset;
 pub mod delta;
 pub mod durable;
 pub mod error;
+pub mod gateway;
 pub mod id;
 pub mod index;
 pub mod ingest;

@@ -31,6 +31,9 @@ enum Command {
         /// Serve the Peer API over TLS (self-signed unless [peer] tls_cert/tls_key).
         #[arg(long)]
         tls: bool,
+        /// Also serve the read-only HTTP gateway on this TCP address (overrides [http] listen).
+        #[arg(long)]
+        http: Option<String>,
     },
 }
 
@@ -54,8 +57,9 @@ fn main() -> std::process::ExitCode {
         match cli.command.unwrap_or(Command::Run {
             listen: None,
             tls: false,
+            http: None,
         }) {
-            Command::Run { listen, tls } => daemon::run(paths, listen, tls),
+            Command::Run { listen, tls, http } => daemon::run(paths, listen, tls, http),
         }
     })();
     match result {

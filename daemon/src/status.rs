@@ -2,17 +2,17 @@
 //! (the project design's "error kinds"), used by the Local API and the Peer API
 //! alike, and a peer's status turned back into an engine error.
 //!
-//! | kind | gRPC code | `hoard` exits |
-//! | --- | --- | --- |
-//! | Invalid | `InvalidArgument` | 2 |
-//! | NotFound | `NotFound` | 4 |
-//! | Conflict | `FailedPrecondition` | 5 |
-//! | Transient | `Unavailable` | 6 |
-//! | Refused | `Aborted` | 7 |
-//! | Corrupt | `DataLoss` | 8 |
-//! | DiskFull | `ResourceExhausted` | 9 |
-//! | Cancelled | `Cancelled` | 1 |
-//! | Internal | `Internal` | 1 |
+//! | kind | gRPC code | HTTP status (gateway) | `hoard` exits |
+//! | --- | --- | --- | --- |
+//! | Invalid | `InvalidArgument` | 400 | 2 |
+//! | NotFound | `NotFound` | 404 | 4 |
+//! | Conflict | `FailedPrecondition` | 409 | 5 |
+//! | Transient | `Unavailable` | 503 | 6 |
+//! | Refused | `Aborted` | 502 | 7 |
+//! | Corrupt | `DataLoss` | 500 | 8 |
+//! | DiskFull | `ResourceExhausted` | 507 | 9 |
+//! | Cancelled | `Cancelled` | 503 | 1 |
+//! | Internal | `Internal` | 500 | 1 |
 //!
 //! May import: `error`. The only room below the services that knows tonic's
 //! status type besides `sync`.
@@ -32,6 +32,19 @@ pub fn code(kind: Kind) -> Code {
         Kind::DiskFull => Code::ResourceExhausted,
         Kind::Cancelled => Code::Cancelled,
         Kind::Internal => Code::Internal,
+    }
+}
+
+/// The HTTP status the read gateway answers an error kind with.
+pub fn http_code(kind: Kind) -> u16 {
+    match kind {
+        Kind::Invalid => 400,
+        Kind::NotFound => 404,
+        Kind::Conflict => 409,
+        Kind::Transient | Kind::Cancelled => 503,
+        Kind::Refused => 502,
+        Kind::Corrupt | Kind::Internal => 500,
+        Kind::DiskFull => 507,
     }
 }
 

@@ -45,22 +45,70 @@ impl Shared {
         let mut pos = head.segment_starts[seg];
         while pos < end && seg < head.segment_starts.len() {
             let entries = self.index.segment(file, seg)?;
-            // Only the chunks overlapping the range are looked up.
-            let mut wanted = Vec::new();
-            for &(id, l) in &entries {
-                let (s, e) = (pos, pos + l as u64);
-                pos = e;
-                if e <= offset {
-                    continue;
-                }
-                if s >= end {
-                    break;
-                }
-                wanted.push((id, s, e));
+            self.emit_range(file, &entries, &mut pos, offset, end, &mut cache, out)?;
+            seg += 1;
+        }
+        Ok(head.size)
+    }
+
+    /// Like [`Shared::read_range`], for a file this store has not recorded:
+    /// its chunks are listed by `manifest` (a peer's, for a range read on
+    /// demand) and each must be here; every chunk is checked against its id.
+    pub fn read_manifest_range(
+        &self,
+        file: &Id,
+        manifest: &crate::manifest::Manifest,
+        offset: u64,
+        len: Option<u64>,
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let end = match len {
+            Some(l) => offset.saturating_add(l).min(manifest.size),
+            None => manifest.size,
+        };
+        let mut pos = 0;
+        let mut cache = FrameCache::default();
+        self.emit_range(
+            file,
+            &manifest.chunks,
+            &mut pos,
+            offset,
+            end,
+            &mut cache,
+            out,
+        )
+    }
+
+    /// Emits the part of `[offset, end)` that `entries` (chunks starting
+    /// at `*pos`) cover, reading only the chunks that overlap it.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_range(
+        &self,
+        file: &Id,
+        entries: &[(Id, u32)],
+        pos: &mut u64,
+        offset: u64,
+        end: u64,
+        cache: &mut FrameCache,
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        // Only the chunks overlapping the range are looked up.
+        let mut wanted = Vec::new();
+        for &(id, l) in entries {
+            let (s, e) = (*pos, *pos + l as u64);
+            *pos = e;
+            if e <= offset {
+                continue;
             }
-            let ids: Vec<Id> = wanted.iter().map(|w| w.0).collect();
+            if s >= end {
+                break;
+            }
+            wanted.push((id, s, e));
+        }
+        for piece in wanted.chunks(crate::STAT_BATCH) {
+            let ids: Vec<Id> = piece.iter().map(|w| w.0).collect();
             let locs = self.index.chunk_locs(&ids)?;
-            for ((id, s, e), loc) in wanted.into_iter().zip(locs) {
+            for (&(id, s, e), loc) in piece.iter().zip(locs) {
                 if self.is_shutting_down() {
                     return Err(Error::Cancelled);
                 }
@@ -70,14 +118,13 @@ impl Shared {
                         id.hex()
                     ))
                 })?;
-                let data = self.read_chunk(&id, &loc, &mut cache)?;
+                let data = self.read_chunk(&id, &loc, cache)?;
                 let from = offset.saturating_sub(s) as usize;
                 let to = (end.min(e) - s) as usize;
                 out(&data[from..to])?;
             }
-            seg += 1;
         }
-        Ok(head.size)
+        Ok(())
     }
 
     /// One chunk's bytes, verified against its id.

@@ -75,6 +75,25 @@ impl PeerAddr {
         };
         PeerAddr { url, token, trust }
     }
+
+    /// How to reach remote `name` of `remotes.toml` (none: the default
+    /// remote, `origin` or else the only one); returns its name too.
+    pub fn from_remotes(
+        paths: &hoard_proto::paths::Paths,
+        name: Option<&str>,
+    ) -> std::result::Result<(String, PeerAddr), String> {
+        let remotes = hoard_proto::remotes::Remotes::load(paths)?;
+        let (name, r) = remotes.pick(name).ok_or_else(|| match name {
+            Some(n) => format!("remote {n:?} is not in remotes.toml; add it with `hoard remote add {n} URL --token TOKEN`"),
+            None => "no remote is configured; add one with `hoard remote add origin URL --token TOKEN`".to_string(),
+        })?;
+        let ca = if r.ca.is_empty() {
+            Vec::new()
+        } else {
+            std::fs::read(&r.ca).map_err(|e| format!("cannot read CA file {}: {e}", r.ca))?
+        };
+        Ok((name, PeerAddr::new(r.url, r.token, r.fingerprint, ca)))
+    }
 }
 
 /// Largest HTTP/2 frame a peer may send us (the default, 16 KiB, cuts each

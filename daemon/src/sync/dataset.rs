@@ -167,31 +167,34 @@ fn resolve_remote(
     )))
 }
 
-/// Fetches snapshot `rev` of `dataset` from a peer: the snapshot, all its
-/// trees, and the files `sel` selects. Moves the local `datasets/NAME` ref
-/// when it fast-forwards (or is absent) and records a fetched tag.
-/// Returns the snapshot id and what the file transfer did.
-pub fn clone(
-    ds: &Datasets,
-    addr: &PeerAddr,
-    dataset: &str,
-    rev: &str,
-    sel: &Selection,
-    progress: Progress,
-) -> Result<(Id, Summary)> {
+/// Brings snapshot `rev` of `dataset` (resolved on the peer as `clone`
+/// does) and all its trees into this store, but none of its files: what a
+/// reader that fetches content on demand needs first. Moves no ref.
+pub fn fetch_snapshot(ds: &Datasets, addr: &PeerAddr, dataset: &str, rev: &str) -> Result<Id> {
     objects::check_dataset_name(dataset).map_err(|e| Error::Invalid(e.0))?;
     let url = addr.url.as_str();
-    let store = &*ds.store;
     let rt = runtime()?;
-    let mut peer = rt.block_on(connect(addr, store))?;
+    let mut peer = rt.block_on(connect(addr, &ds.store))?;
     let snap_id = resolve_remote(&rt, &mut peer, url, dataset, rev)?;
+    fetch_trees(ds, &rt, &mut peer, url, snap_id)?;
+    Ok(snap_id)
+}
 
-    // The snapshot and its trees, level by level (only those not here).
+/// The snapshot `snap_id` and its trees, level by level (only those not
+/// here), checked as one set and stored.
+fn fetch_trees(
+    ds: &Datasets,
+    rt: &tokio::runtime::Runtime,
+    peer: &mut Client,
+    url: &str,
+    snap_id: Id,
+) -> Result<Snapshot> {
+    let store = &*ds.store;
     let mut received: Vec<(ObjectKind, Id, Vec<u8>)> = Vec::new();
     let snap = match ds.snapshot_object(&snap_id)? {
         Some(s) => s,
         None => {
-            let got = get_objects(&rt, &mut peer, url, &[snap_id])?;
+            let got = get_objects(rt, peer, url, &[snap_id])?;
             let Some((ObjectKind::Snapshot, data)) = got.get(&snap_id).cloned() else {
                 return Err(Error::NotFound(format!(
                     "{url} does not have snapshot {snap_id}"
@@ -223,7 +226,7 @@ pub fn clone(
             .filter(|(_, p)| !p)
             .map(|(i, _)| *i)
             .collect();
-        let got = get_objects(&rt, &mut peer, url, &want)?;
+        let got = get_objects(rt, peer, url, &want)?;
         let mut next = Vec::new();
         for id in &want {
             let Some((ObjectKind::Tree, data)) = got.get(id) else {
@@ -248,6 +251,28 @@ pub fn clone(
     if !trees.is_empty() {
         counted(store, accept_objects(store, trees, url, false))?;
     }
+    Ok(snap)
+}
+
+/// Fetches snapshot `rev` of `dataset` from a peer: the snapshot, all its
+/// trees, and the files `sel` selects. Moves the local `datasets/NAME` ref
+/// when it fast-forwards (or is absent) and records a fetched tag.
+/// Returns the snapshot id and what the file transfer did.
+pub fn clone(
+    ds: &Datasets,
+    addr: &PeerAddr,
+    dataset: &str,
+    rev: &str,
+    sel: &Selection,
+    progress: Progress,
+) -> Result<(Id, Summary)> {
+    objects::check_dataset_name(dataset).map_err(|e| Error::Invalid(e.0))?;
+    let url = addr.url.as_str();
+    let store = &*ds.store;
+    let rt = runtime()?;
+    let mut peer = rt.block_on(connect(addr, store))?;
+    let snap_id = resolve_remote(&rt, &mut peer, url, dataset, rev)?;
+    let snap = fetch_trees(ds, &rt, &mut peer, url, snap_id)?;
 
     // The selected files' content.
     let files = selected_files(ds, &snap.tree, sel)?;

@@ -39,7 +39,7 @@ mod wire;
 pub use client::PeerAddr;
 pub(crate) use client::HTTP2_FRAME;
 pub use files::accept_manifests;
-pub use pull::{pull, Want};
+pub use pull::{fetch_range, pull, Want};
 pub use push::push;
 pub use server::PeerApi;
 

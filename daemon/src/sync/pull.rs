@@ -6,6 +6,7 @@ use super::wire::distinct_chunks;
 use super::{counted, files, frames, PeerAddr, Progress, Summary};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::manifest::Manifest;
 use crate::store::Store;
 use hoard_proto::v1 as pb;
 use hoard_proto::PEER_BATCH;
@@ -83,20 +84,7 @@ fn pull_inner(
     progress: Progress,
 ) -> Result<Summary> {
     let url = addr.url.as_str();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start a runtime: {e}")))?;
-    let peer = rt.block_on(connect(addr, store))?;
-    let mut p = Pull {
-        store,
-        url,
-        rt,
-        peer,
-        sum: Summary::default(),
-        progress,
-    };
+    let mut p = Pull::connect(store, addr, progress)?;
     let files: Vec<Id> = wants.iter().map(|w| w.file).collect();
     let expected: HashMap<Id, u64> = wants
         .iter()
@@ -147,6 +135,106 @@ fn pull_inner(
         "pulled"
     );
     Ok(p.sum)
+}
+
+/// Brings from the peer the chunks of `want` that cover bytes
+/// `[offset, end)` (`end` past the size: to the end), and no others: a
+/// range read of a file this store does not hold. Frames travel as stored
+/// where their bases are here, the rest as chunks; each chunk is checked
+/// against its id and stored. The file is not recorded (its whole content
+/// was not checked against its id), so the manifest the peer sent is
+/// returned for the reader to use; pass it back as `known` for the next
+/// range of the same file to skip asking for it again.
+pub fn fetch_range(
+    store: &Store,
+    addr: &PeerAddr,
+    want: Want,
+    known: Option<Arc<Manifest>>,
+    offset: u64,
+    end: u64,
+) -> Result<(Arc<Manifest>, Summary)> {
+    counted(
+        store,
+        fetch_range_inner(store, addr, want, known, offset, end),
+    )
+}
+
+fn fetch_range_inner(
+    store: &Store,
+    addr: &PeerAddr,
+    want: Want,
+    known: Option<Arc<Manifest>>,
+    offset: u64,
+    end: u64,
+) -> Result<(Arc<Manifest>, Summary)> {
+    let mut quiet = |_| {};
+    let mut p = Pull::connect(store, addr, &mut quiet)?;
+    let manifest = match known {
+        Some(m) => m,
+        None => {
+            let expected = want.size.map(|s| (want.file, s)).into_iter().collect();
+            let got = p.manifests(&[want.file], expected)?;
+            let m = got
+                .into_iter()
+                .find(|(f, _)| *f == want.file)
+                .ok_or_else(|| {
+                    Error::NotFound(format!("{} does not have file {}", p.url, want.file))
+                })?;
+            Arc::new(m.1)
+        }
+    };
+    let mut covering = Vec::new();
+    let mut pos = 0u64;
+    for &(c, len) in &manifest.chunks {
+        let next = pos + len as u64;
+        if next > offset && pos < end {
+            covering.push(c);
+        }
+        if next >= end {
+            break;
+        }
+        pos = next;
+    }
+    covering.sort_unstable();
+    covering.dedup();
+    let mut missing = Vec::new();
+    for batch in covering.chunks(PEER_BATCH) {
+        for (c, have) in batch.iter().zip(store.indexed(batch)?) {
+            if have {
+                p.sum.chunks_skipped += 1;
+            } else {
+                missing.push(*c);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let mut intake = frames::Intake::new(store, p.url);
+        p.frame_rounds(&mut intake, &mut missing, std::time::Instant::now())?;
+        let stored = p.chunks_one_by_one(&mut intake, &missing);
+        intake.keep.session.seal()?;
+        stored?;
+    }
+    Ok((manifest, p.sum))
+}
+
+impl<'a> Pull<'a> {
+    /// A connection to the peer at `addr`, on a runtime of its own.
+    fn connect(store: &'a Store, addr: &'a PeerAddr, progress: Progress<'a>) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start a runtime: {e}")))?;
+        let peer = rt.block_on(connect(addr, store))?;
+        Ok(Pull {
+            store,
+            url: addr.url.as_str(),
+            rt,
+            peer,
+            sum: Summary::default(),
+            progress,
+        })
+    }
 }
 
 impl Pull<'_> {

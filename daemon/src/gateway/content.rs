@@ -1,0 +1,188 @@
+//! A file's bytes for the gateway: from this store, or fetched on demand
+//! from a remote (only the frames a range needs), streamed in bounded
+//! pieces.
+
+use super::Stats;
+use crate::dataset::Datasets;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::manifest::Manifest;
+use crate::sync::{PeerAddr, Want};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Bytes per body piece handed to the connection.
+const PIECE: usize = 256 << 10;
+/// Pieces buffered ahead of a slow reader, per response.
+const PIECES_AHEAD: usize = 8;
+/// Manifests of files read on demand kept for their next range.
+const MANIFESTS_KEPT: usize = 256;
+
+/// Where a file's bytes come from.
+#[derive(Clone)]
+pub enum Source {
+    /// This store has recorded the file.
+    Local,
+    /// A remote has it: its manifest, and how to reach it.
+    Remote {
+        manifest: Arc<Manifest>,
+        addr: Arc<PeerAddr>,
+    },
+}
+
+/// Manifests a remote sent for files read a range at a time (a file read
+/// on demand is never recorded here, since its whole content was never
+/// checked against its id).
+#[derive(Default)]
+pub struct Manifests {
+    kept: Mutex<Kept>,
+}
+
+/// The manifests by file id, and the ids in the order they came.
+type Kept = (HashMap<Id, Arc<Manifest>>, VecDeque<Id>);
+
+impl Manifests {
+    fn get(&self, id: &Id) -> Option<Arc<Manifest>> {
+        let k = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        k.0.get(id).cloned()
+    }
+
+    fn put(&self, id: Id, m: Arc<Manifest>) {
+        let mut k = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if k.0.insert(id, m).is_none() {
+            k.1.push_back(id);
+        }
+        while k.1.len() > MANIFESTS_KEPT {
+            if let Some(old) = k.1.pop_front() {
+                k.0.remove(&old);
+            }
+        }
+    }
+}
+
+/// The size of `file` and where its bytes come from: this store if it has
+/// it, else `remote` (its manifest asked for once; `size`, when a tree
+/// entry gives it, must match). Runs on a blocking thread.
+pub fn locate(
+    ds: &Datasets,
+    manifests: &Manifests,
+    stats: &Stats,
+    file: Want,
+    remote: Option<Result<Arc<PeerAddr>>>,
+) -> Result<(u64, Source)> {
+    if let Some(size) = ds.store.file_size(&file.file)? {
+        return Ok((size, Source::Local));
+    }
+    let Some(addr) = remote else {
+        return Err(Error::NotFound(format!(
+            "file {} is not in this store and no remote is configured to fetch it from; `hoard remote add origin URL --token TOKEN` (or `hoard pull`/`hoard clone` it first)",
+            file.file
+        )));
+    };
+    let addr = addr?;
+    if let Some(m) = manifests.get(&file.file) {
+        return Ok((m.size, Source::Remote { manifest: m, addr }));
+    }
+    let (m, _) = crate::sync::fetch_range(&ds.store, &addr, file, None, 0, 0)?;
+    stats.remote_fetches.fetch_add(1, Ordering::Relaxed);
+    manifests.put(file.file, m.clone());
+    Ok((m.size, Source::Remote { manifest: m, addr }))
+}
+
+/// Makes bytes `[start, end)` of `file` readable from this store: for a
+/// remote source, fetches the frames that cover them (or, for the whole
+/// file, the file itself, checked against its id and recorded).
+pub fn bring(
+    ds: &Datasets,
+    stats: &Stats,
+    file: &Id,
+    source: &Source,
+    start: u64,
+    end: u64,
+) -> Result<Source> {
+    let Source::Remote { manifest, addr } = source else {
+        return Ok(Source::Local);
+    };
+    stats.remote_fetches.fetch_add(1, Ordering::Relaxed);
+    let want = Want {
+        file: *file,
+        size: Some(manifest.size),
+    };
+    if start == 0 && end >= manifest.size {
+        let sum = crate::sync::pull(&ds.store, addr, &[want], &mut |_| {})?;
+        stats.remote_bytes.fetch_add(sum.bytes, Ordering::Relaxed);
+        if !sum.missing.is_empty() {
+            return Err(Error::NotFound(format!(
+                "{} no longer has file {file}",
+                addr.url
+            )));
+        }
+        return Ok(Source::Local);
+    }
+    let (_, sum) =
+        crate::sync::fetch_range(&ds.store, addr, want, Some(manifest.clone()), start, end)?;
+    stats.remote_bytes.fetch_add(sum.bytes, Ordering::Relaxed);
+    Ok(source.clone())
+}
+
+/// The body of a response: bytes `[start, end)` of `file` read on a
+/// blocking thread in [`PIECE`]s, at most [`PIECES_AHEAD`] ahead of the
+/// connection. A failure midway ends the body with an error, so the
+/// client sees a short body (its length was announced), never wrong bytes.
+pub fn stream(
+    ds: Arc<Datasets>,
+    stats: Arc<Stats>,
+    file: Id,
+    source: Source,
+    start: u64,
+    end: u64,
+) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(PIECES_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(PIECE);
+        let send = |buf: &mut Vec<u8>| -> Result<()> {
+            let piece = Bytes::from(std::mem::replace(buf, Vec::with_capacity(PIECE)));
+            stats
+                .bytes_served
+                .fetch_add(piece.len() as u64, Ordering::Relaxed);
+            tx.blocking_send(Ok(piece)).map_err(|_| Error::Cancelled)
+        };
+        let mut out = |mut data: &[u8]| -> Result<()> {
+            while !data.is_empty() {
+                let n = data.len().min(PIECE - buf.len());
+                buf.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if buf.len() == PIECE {
+                    send(&mut buf)?;
+                }
+            }
+            Ok(())
+        };
+        let len = Some(end - start);
+        let r = match &source {
+            Source::Local => ds.store.read_range(&file, start, len, &mut out).map(|_| ()),
+            Source::Remote { manifest, .. } => ds
+                .store
+                .read_manifest_range(&file, manifest, start, len, &mut out),
+        };
+        let r = r.and_then(|()| {
+            if buf.is_empty() {
+                Ok(())
+            } else {
+                send(&mut buf)
+            }
+        });
+        match r {
+            Ok(()) | Err(Error::Cancelled) => {}
+            Err(e) => {
+                tracing::warn!(%file, error = %e, "gateway: a read failed midway");
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    rx
+}
