@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python environment the gateway's tests and benches use: a venv with
-# pandas, pyarrow, fsspec and dask[distributed] (wheels from PyPI) and
+# pandas, pyarrow, fsspec, dask[distributed] and ray[data] (wheels from
+# PyPI) and
 # hoard's own fsspec package (python/) installed editable. Kept in
 # $HOARD_PYENV (default /var/cache/hoard-ci/pyenv) across runs; prints its
 # python. Rebuilt when python/pyproject.toml or this script changes.
@@ -20,7 +21,8 @@ python3 -m venv "$venv" >&2 || {
   python3 -m venv "$venv" >&2
 }
 "$venv/bin/pip" install -q --disable-pip-version-check \
-  "pandas>=2" "pyarrow>=14" "fsspec>=2023.1" "dask[dataframe,distributed]>=2024.1" >&2
+  "pandas>=2" "pyarrow>=14" "fsspec>=2023.1" "dask[dataframe,distributed]>=2024.1" \
+  "ray[data]>=2.9" >&2
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -e ./python >&2
 echo "$want" > "$stamp"
 echo "$venv/bin/python"

@@ -264,3 +264,77 @@ fn ranged_get(url: &str, a: usize, n: usize) -> Vec<u8> {
     let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     buf[at..].to_vec()
 }
+
+#[test]
+fn an_https_gateway_serves_with_the_stores_certificate() {
+    let py = python();
+    let env = Env::new();
+    let port = free_port();
+    gateway_config(&env, port, "tls = true\n");
+    let src = env.path("d");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"over https\n").unwrap();
+    env.ok(&["dataset", "add", "d", src.to_str().unwrap()]);
+    env.ok(&["snapshot", "d", "-m", "one"]);
+    let cert = env.home.join("peer-tls/cert.pem");
+    assert!(cert.exists(), "the store's certificate");
+    let script = format!(
+        r#"
+import fsspec, ssl, urllib.request
+fs = fsspec.filesystem("hoard", url="https://localhost:{port}", ca={cert:?})
+assert fs.cat_file("d/a.txt") == b"over https\n", "fsspec over https"
+ctx = ssl.create_default_context(cafile={cert:?})
+with urllib.request.urlopen("https://localhost:{port}/v1/datasets/d/a.txt", context=ctx) as r:
+    assert r.read() == b"over https\n"
+try:
+    urllib.request.urlopen("https://localhost:{port}/v1/datasets/d/a.txt", timeout=10)
+    raise SystemExit("a certificate nobody trusts was accepted")
+except urllib.error.URLError as e:
+    assert "CERTIFICATE_VERIFY_FAILED" in str(e), e
+print("https: served with the store's certificate; an untrusted one is refused")
+"#,
+        cert = cert.to_str().unwrap()
+    );
+    let child = Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = common::wait_output(child, Duration::from_secs(120), "https check");
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        env.log_tail(20)
+    );
+    print!("{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn a_gateway_off_loopback_without_tls_is_refused_at_start() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.home).unwrap();
+    std::fs::write(
+        env.home.join("config.toml"),
+        "[http]\nlisten = \"0.0.0.0:1\"\n",
+    )
+    .unwrap();
+    // Refused before anything listens: no address but loopback is ever bound.
+    let child = env
+        .hoardd()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = common::wait_output(child, Duration::from_secs(30), "hoardd run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("without TLS") && err.contains("[http]"),
+        "{err}"
+    );
+}

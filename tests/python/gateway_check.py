@@ -1,5 +1,6 @@
 """Checks hoardd's HTTP gateway with real clients: plain urllib for the HTTP
-contract, then fsspec, pandas/pyarrow and Dask (a 2-worker local cluster)
+contract, then fsspec, pandas/pyarrow, Dask (a 2-worker local cluster) and
+Ray Data
 through the hoard-fsspec package. Driven by tests/gateway.rs, which made
 the data (see `make`), recorded it as dataset `survey` and started the
 daemon; exits non-zero with the failed check's message.
@@ -221,6 +222,33 @@ def check_dask(base, src, rev):
     print(f"dask: {len(got)} rows from {PARTS} files on 2 workers match")
 
 
+def check_ray(base, src, rev):
+    """Ray Data reads a directory of Parquet files through pyarrow's
+    wrapper of the fsspec filesystem (Ray on loopback only)."""
+    import pandas as pd
+    import pyarrow.fs as pafs
+    import fsspec
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        fs = fsspec.filesystem("hoard", url=base)
+        pfs = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+        got = ray.data.read_parquet(f"survey@{rev}/parts", filesystem=pfs).to_pandas()
+    finally:
+        ray.shutdown()
+    want = pd.concat(
+        [pd.read_parquet(os.path.join(src, "parts", f"part-{p}.parquet")) for p in range(PARTS)]
+    )
+    got = got.sort_values("key").reset_index(drop=True)[list(want.columns)]
+    want = want.sort_values("key").reset_index(drop=True)
+    # Ray may hand back Arrow-backed dtypes: compare the values.
+    same = len(got) == len(want) and all(list(got[c]) == list(want[c]) for c in want.columns)
+    check(same, f"ray read differs from the local read:\n{got.head()}\n{got.dtypes}\n{want.head()}")
+    print(f"ray: {len(got)} rows from {PARTS} files match")
+
+
 def check_tokens(cfg):
     """A gateway that asks for tokens even on loopback."""
     base, path = cfg["token_url"], cfg["token_path"]
@@ -247,6 +275,7 @@ def main():
     check_pandas(base, src, rev)
     check_fsspec(base, src, rev, cfg["big"])
     check_dask(base, src, rev)
+    check_ray(base, src, rev)
     if "token_url" in cfg:
         check_tokens(cfg)
     print("gateway checks passed")
