@@ -85,6 +85,13 @@ pub enum GitVerb {
     /// Set up git to use hoard: filter config (global unless --local or
     /// --system) and, inside a repository, its hooks (existing hooks are
     /// chained, not replaced).
+    /// Move a git-lfs repository to hoard (`import`: history rewritten so
+    /// LFS pointers become hoard pointers, every object checked against its
+    /// sha256 and stored first) or back (`export`).
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
     Install {
         #[arg(long, conflicts_with = "system")]
         local: bool,
@@ -391,4 +398,34 @@ pub enum DaemonAction {
     },
     /// Run it in the foreground (for systemd; see contrib/hoardd.service).
     Run,
+}
+
+#[derive(Subcommand)]
+pub enum MigrateAction {
+    /// git-lfs → hoard: LFS objects into the store, history rewritten
+    /// (current branch; --everything: all branches and tags).
+    Import(MigrateArgs),
+    /// hoard → git-lfs: content into .git/lfs/objects, pointers back.
+    Export(MigrateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// Convert only paths matching these patterns (a pattern without `/`
+    /// matches a file name anywhere).
+    #[arg(long, short = 'I', value_delimiter = ',')]
+    pub include: Vec<String>,
+    #[arg(long, short = 'X', value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Every local branch and tag, not just the current branch.
+    #[arg(long)]
+    pub everything: bool,
+    /// Leave history alone: one new commit converts the current tree.
+    #[arg(long, conflicts_with = "everything")]
+    pub no_rewrite: bool,
+    /// Write old,new commit ids (CSV) here, like `git lfs migrate --object-map`.
+    #[arg(long)]
+    pub object_map: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }

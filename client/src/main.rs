@@ -98,6 +98,21 @@ async fn store(verb: StoreVerb, paths: &Paths) -> anyhow::Result<()> {
 async fn git(verb: GitVerb, paths: &Paths) -> anyhow::Result<()> {
     match verb {
         GitVerb::Install { local, system } => cmd::git::install(scope(local, system)),
+        GitVerb::Migrate { action } => {
+            let c = connect::connect(paths).await?;
+            let args = |m: cli::MigrateArgs| cmd::migrate::Args {
+                include: m.include,
+                exclude: m.exclude,
+                everything: m.everything,
+                no_rewrite: m.no_rewrite,
+                object_map: m.object_map,
+                json: m.json,
+            };
+            match action {
+                cli::MigrateAction::Import(m) => cmd::migrate::import(c, args(m)).await,
+                cli::MigrateAction::Export(m) => cmd::migrate::export(c, paths, args(m)).await,
+            }
+        }
         GitVerb::Uninstall { local, system } => cmd::git::uninstall(scope(local, system)),
         GitVerb::Track { patterns } => cmd::git::track(patterns),
         GitVerb::Untrack { patterns } => cmd::git::untrack(patterns),

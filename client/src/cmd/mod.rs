@@ -3,6 +3,7 @@ pub mod add;
 pub mod daemon;
 pub mod dataset;
 pub mod git;
+pub mod migrate;
 pub mod peer;
 pub mod read;
 pub mod store;

@@ -8,13 +8,17 @@
 //! - [`tree`]: which pointers a revision, the index and the work tree hold.
 //! - [`fetch`]: the one function that makes objects local (later: remotes).
 //! - [`materialize`]: writing content into the work tree safely.
+//! - [`lfs`]: git-lfs's pointer and attribute formats; [`rewrite`]: history
+//!   rewriting through fast-export / fast-import (for `hoard migrate`).
 //! - [`verbs`]: `pull`, `checkout`, `ls-files`, `status`, hook entry points.
 
 pub mod fetch;
 pub mod filter;
+pub mod lfs;
 pub mod materialize;
 pub mod path;
 pub mod pointer;
+pub mod rewrite;
 pub mod setup;
 pub mod tree;
 pub mod verbs;
