@@ -253,6 +253,36 @@ pub enum DatasetVerb {
 // Other daemons: remotes, tokens, and what travels between them.
 #[derive(Subcommand)]
 pub enum SharingVerb {
+    /// The sync button. In a git work tree: stage everything, commit, fetch,
+    /// merge, push the content and then the branch. With NAME: snapshot that
+    /// dataset, fetch its remote's head, fast-forward or resolve, push. On a
+    /// conflict, without --ours/--theirs, nothing changes and the conflicting
+    /// paths are listed.
+    Sync {
+        /// A dataset to sync (default: the git repository here).
+        name: Option<String>,
+        /// The commit (or snapshot) message; default: one listing what changed.
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+        /// On a conflict keep this side's version.
+        #[arg(long, conflicts_with = "theirs")]
+        ours: bool,
+        /// On a conflict take the remote's version.
+        #[arg(long)]
+        theirs: bool,
+        /// On a conflict change nothing and list it (the default).
+        #[arg(long, conflicts_with_all = ["ours", "theirs"])]
+        abort: bool,
+        /// Rebase onto the remote branch instead of merging it.
+        #[arg(long)]
+        rebase: bool,
+        /// The git remote (default: the branch's, else origin); for a
+        /// dataset, the hoard remote (default: the dataset's, else origin).
+        #[arg(long)]
+        remote: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch one version of a dataset from a remote: REMOTE/NAME[@REV]
     /// [DIR] — only the selected paths' content travels.
     Clone {

@@ -249,6 +249,30 @@ async fn dataset(c: connect::Client, action: DatasetAction, paths: &Paths) -> an
 
 async fn sharing(verb: SharingVerb, paths: &Paths) -> anyhow::Result<()> {
     match verb {
+        SharingVerb::Sync {
+            name,
+            message,
+            ours,
+            theirs,
+            abort: _,
+            rebase,
+            remote,
+            json,
+        } => {
+            let a = cmd::sync::Args {
+                message,
+                ours,
+                theirs,
+                rebase,
+                remote,
+                json,
+            };
+            let c = connect::connect(paths).await?;
+            match name {
+                Some(n) => cmd::sync::dataset_sync(c, paths, &n, a).await,
+                None => cmd::sync::git_sync(c, paths, a).await,
+            }
+        }
         SharingVerb::Clone {
             source,
             dir,

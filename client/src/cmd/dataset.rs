@@ -220,6 +220,7 @@ pub async fn snapshot(mut c: Client, a: SnapshotArgs) -> anyhow::Result<()> {
             meta,
             rescan: a.rescan,
             allow_empty: a.allow_empty,
+            merge: Vec::new(),
         })
         .await
         .map_err(ui::status_error)?
@@ -520,7 +521,10 @@ pub async fn checkout(mut c: Client, a: CheckoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pick_remote(paths: &Paths, name: Option<&str>) -> anyhow::Result<(String, pb::PeerTarget)> {
+pub(crate) fn pick_remote(
+    paths: &Paths,
+    name: Option<&str>,
+) -> anyhow::Result<(String, pb::PeerTarget)> {
     let remotes = Remotes::load(paths).map_err(anyhow::Error::msg)?;
     let (n, r) = remotes.pick(name).with_context(|| match name {
         Some(n) => format!("no remote named {n:?}; `hoard remote list` shows them"),

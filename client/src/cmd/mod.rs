@@ -7,6 +7,7 @@ pub mod migrate;
 pub mod peer;
 pub mod read;
 pub mod store;
+pub mod sync;
 
 use anyhow::bail;
 

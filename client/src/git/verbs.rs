@@ -562,6 +562,20 @@ pub async fn hook_pre_push(
             }
         }
     }
+    push_content(client, paths, repo, remote, revs).await
+}
+
+/// Sends to the hoard remote named like git remote `remote` (else the
+/// default one) the content of every pointer in the commits `revs` names
+/// (`rev-list` arguments) that `remote`'s tracking refs do not hold: what
+/// must be on the hub before a ref naming those commits is pushed.
+pub async fn push_content(
+    client: &mut Client,
+    paths: &hoard_proto::paths::Paths,
+    repo: &Repo,
+    remote: &str,
+    revs: Vec<String>,
+) -> anyhow::Result<()> {
     if revs.is_empty() {
         return Ok(());
     }

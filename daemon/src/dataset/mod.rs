@@ -110,6 +110,9 @@ pub struct SnapshotRequest {
     pub rescan: bool,
     /// Record a snapshot even when nothing changed.
     pub allow_empty: bool,
+    /// Parents after the head: snapshots of another line of history this
+    /// one merges (each must be in this store).
+    pub merge: Vec<Id>,
 }
 
 /// A dataset's current root, the tree encodings not yet stored, and the
@@ -278,7 +281,7 @@ impl Datasets {
                 list.join("\n  ")
             )));
         }
-        for d in &req.derived {
+        for d in req.derived.iter().chain(&req.merge) {
             if self.snapshot_object(d)?.is_none() {
                 return Err(Error::NotFound(format!(
                     "--from names snapshot {d}, which this store does not hold; fetch it first"
@@ -292,7 +295,11 @@ impl Datasets {
                     "dataset {name} points at snapshot {h}, which is missing"
                 ))
             })?;
-            if hs.tree == root.id && !req.allow_empty && req.derived.is_empty() {
+            if hs.tree == root.id
+                && !req.allow_empty
+                && req.derived.is_empty()
+                && req.merge.is_empty()
+            {
                 return Ok(Made {
                     id: h,
                     snapshot: hs,
@@ -315,7 +322,7 @@ impl Datasets {
             files: root.files,
             time_ns: crate::ingest::now_ns(),
             dataset: name.to_string(),
-            parents: head.into_iter().collect(),
+            parents: head.into_iter().chain(req.merge.iter().copied()).collect(),
             derived: req.derived,
             message: req.message,
             meta: req.meta,

@@ -196,6 +196,11 @@ pub(super) fn snapshot(ctx: &Ctx, req: pb::SnapshotRequest) -> Result<pb::Snapsh
             meta: req.meta.into_iter().collect(),
             rescan: req.rescan,
             allow_empty: req.allow_empty,
+            merge: req
+                .merge
+                .iter()
+                .map(|m| ds.resolve(m))
+                .collect::<Result<Vec<Id>>>()?,
         },
     )?;
     if !made.unchanged {
