@@ -35,6 +35,8 @@ struct Report {
     changed: usize,
     pulled_commits: usize,
     pushed_commits: usize,
+    pushed_files: u64,
+    pushed_bytes: u64,
     conflicts: Vec<String>,
     resolved: Option<&'static str>,
 }
@@ -351,7 +353,8 @@ fn print_report(r: &Report, as_json: bool) {
         println!(
             "{}",
             json!({"type": "summary", "committed": r.committed, "changed": r.changed, "pulled_commits": r.pulled_commits,
-                   "pushed_commits": r.pushed_commits, "conflicts": r.conflicts, "resolved": r.resolved})
+                   "pushed_commits": r.pushed_commits, "pushed_files": r.pushed_files, "pushed_bytes": r.pushed_bytes,
+                   "conflicts": r.conflicts, "resolved": r.resolved})
         );
         return;
     }

@@ -562,7 +562,9 @@ pub async fn hook_pre_push(
             }
         }
     }
-    push_content(client, paths, repo, remote, revs).await
+    push_content(client, paths, repo, remote, revs)
+        .await
+        .map(|_| ())
 }
 
 /// Sends to the hoard remote named like git remote `remote` (else the
@@ -575,9 +577,9 @@ pub async fn push_content(
     repo: &Repo,
     remote: &str,
     revs: Vec<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(u64, u64)> {
     if revs.is_empty() {
-        return Ok(());
+        return Ok((0, 0));
     }
     let mut args = vec!["rev-list".to_string(), "--objects".to_string()];
     args.extend(revs);
@@ -615,7 +617,7 @@ pub async fn push_content(
         if !tracked.is_empty() {
             eprintln!("hoard: no hoard remote is configured, so the content of {} files stays in this store; `hoard remote add origin URL --token TOKEN` to share it", tracked.len());
         }
-        return Ok(());
+        return Ok((0, 0));
     };
     let files = tracked
         .iter()
@@ -629,5 +631,5 @@ pub async fn push_content(
         ui::bytes(s.bytes),
         s.chunks_skipped
     );
-    Ok(())
+    Ok((s.files, s.bytes))
 }
