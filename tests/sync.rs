@@ -189,6 +189,7 @@ fn datasets_changed_on_both_sides_stop_then_resolve() {
     let da = a.path("survey");
     std::fs::create_dir_all(&da).unwrap();
     std::fs::write(da.join("x.csv"), b"1,2\n").unwrap();
+    std::fs::write(da.join("old.csv"), b"to be deleted\n").unwrap();
     a.ok(&["dataset", "add", "survey", da.to_str().unwrap()]);
     a.ok(&["sync", "survey"]);
     let db = b.path("survey");
@@ -196,14 +197,20 @@ fn datasets_changed_on_both_sides_stop_then_resolve() {
     assert_eq!(std::fs::read(db.join("x.csv")).unwrap(), b"1,2\n");
     // A fast-forward: only A moved.
     std::fs::write(da.join("x.csv"), b"1,2\n3,4\n").unwrap();
+    std::fs::remove_file(da.join("old.csv")).unwrap();
     a.ok(&["sync", "survey"]);
     let out = b.ok(&["sync", "survey"]);
     assert!(out.contains("fast-forwarded"), "{out}");
     assert_eq!(std::fs::read(db.join("x.csv")).unwrap(), b"1,2\n3,4\n");
+    assert!(
+        !db.join("old.csv").exists(),
+        "a file the other side deleted is deleted here too"
+    );
     // Both moved: stop, nothing changed.
     std::fs::write(da.join("x.csv"), b"from a\n").unwrap();
     a.ok(&["sync", "survey"]);
     std::fs::write(db.join("x.csv"), b"from b\n").unwrap();
+    std::fs::write(db.join("b-only.csv"), b"only here\n").unwrap();
     let o = b.run(&["sync", "survey"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(5), "{err}");
@@ -212,6 +219,10 @@ fn datasets_changed_on_both_sides_stop_then_resolve() {
     // Theirs: the directory takes A's content, the merge is pushed.
     b.ok(&["sync", "survey", "--theirs"]);
     assert_eq!(std::fs::read(db.join("x.csv")).unwrap(), b"from a\n");
+    assert!(
+        !db.join("b-only.csv").exists(),
+        "--theirs gives exactly their tree"
+    );
     let log = b.json(&["log", "survey"]);
     assert_eq!(
         log[0][0]["parents"].as_array().map(|p| p.len()),

@@ -143,11 +143,26 @@ fn describe_conflict(repo: &Repo, path: &str) -> String {
 }
 
 fn conflicted(repo: &Repo) -> anyhow::Result<Vec<String>> {
-    Ok(out(repo, &["diff", "--name-only", "--diff-filter=U"])?
-        .lines()
-        .map(str::to_owned)
-        .filter(|l| !l.is_empty())
+    // -z: names as they are (not C-quoted), so they can be given back to git.
+    let raw = repo.git(["diff", "--name-only", "-z", "--diff-filter=U"])?;
+    Ok(git::nul_records(&raw)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect())
+}
+
+/// Takes `side` (`--ours` / `--theirs`) of each conflicting path and
+/// commits the merge; a side that deleted a path deletes it.
+fn resolve(repo: &Repo, side: &str, conflicts: &[String]) -> anyhow::Result<()> {
+    for p in conflicts {
+        if repo.git(["checkout", side, "--", p]).is_ok() {
+            repo.git(["add", "--", p])?;
+        } else {
+            // That side has no version of it (modify/delete).
+            repo.git(["rm", "-q", "--", p])?;
+        }
+    }
+    repo.git(["commit", "-q", "--no-edit"])?;
+    Ok(())
 }
 
 /// `hoard sync` in a git work tree.
@@ -234,11 +249,12 @@ pub async fn git_sync(mut client: Client, paths: &Paths, a: Args) -> anyhow::Res
             .unwrap_or(0);
     }
     if r.pushed_commits > 0 {
-        verbs::push_content(&mut client, paths, &repo, &remote, revs)
-            .await
-            .context(
-                "cannot push the content; the branch was not pushed (run `hoard sync` again)",
-            )?;
+        (r.pushed_files, r.pushed_bytes) =
+            verbs::push_content(&mut client, paths, &repo, &remote, revs)
+                .await
+                .context(
+                    "cannot push the content; the branch was not pushed (run `hoard sync` again)",
+                )?;
         let (pushed, msg) = try_git(
             &repo,
             &[
@@ -298,11 +314,11 @@ fn integrate(
     };
     match side {
         Some(side) if !a.rebase => {
-            for p in &conflicts {
-                repo.git(["checkout", side, "--", p])?;
-                repo.git(["add", "--", p])?;
+            if let Err(e) = resolve(repo, side, &conflicts) {
+                let _ = try_git(repo, &["merge", "--abort"]);
+                before.restore(repo)?;
+                return Err(e.context("cannot resolve the conflicts; nothing was changed"));
             }
-            repo.git(["commit", "-q", "--no-edit"])?;
             r.conflicts = conflicts;
             r.resolved = Some(if a.ours { "ours" } else { "theirs" });
             Ok(())
@@ -495,6 +511,56 @@ struct Behind<'a> {
 }
 
 impl Behind<'_> {
+    /// Makes the dataset's directory hold exactly snapshot `target`: its
+    /// files checked out over what this side's head recorded (the directory
+    /// was snapshotted just before, so nothing unrecorded is lost), and the
+    /// files that head has and `target` has not removed.
+    async fn make_dir(&self, c: &mut Client, target: &str) -> anyhow::Result<()> {
+        use hoard_proto::v1 as pb;
+        use std::os::unix::ffi::OsStrExt;
+        let fail = |e: anyhow::Error| {
+            e.context(format!(
+                "cannot write snapshot {} into {}; run `hoard checkout {target} --to {} --force` before the next sync",
+                &target[..12],
+                self.dir,
+                self.dir
+            ))
+        };
+        c.checkout(pb::CheckoutRequest {
+            spec: target.to_string(),
+            dir: self.dir.to_string(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            force: true,
+        })
+        .await
+        .map_err(|s| fail(ui::status_error(s)))?;
+        let Some(local) = self.local else {
+            return Ok(());
+        };
+        let diff = c
+            .diff(pb::DiffRequest {
+                a: local.to_string(),
+                b: target.to_string(),
+            })
+            .await
+            .map_err(|s| fail(ui::status_error(s)))?
+            .into_inner();
+        for ch in diff.changes.iter().filter(|ch| ch.kind == "removed") {
+            let p = std::path::Path::new(self.dir).join(std::ffi::OsStr::from_bytes(&ch.path));
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(fail(
+                        anyhow::Error::from(e).context(format!("cannot remove {}", p.display())),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Brings the remote's head; fast-forwards to it, or resolves as asked.
     async fn catch_up(&self, c: &mut Client, a: &Args) -> anyhow::Result<&'static str> {
         use hoard_proto::v1 as pb;
@@ -525,18 +591,10 @@ impl Behind<'_> {
             .snapshots
             .first()
             .map(|s| hex::encode(&s.id));
-        let checkout = |force: bool| pb::CheckoutRequest {
-            spec: theirs.clone(),
-            dir: self.dir.to_string(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            force,
-        };
         if head.as_deref() == Some(theirs.as_str()) {
-            // This side had not moved: a fast-forward.
-            c.checkout(checkout(false))
-                .await
-                .map_err(ui::status_error)?;
+            // This side had not moved: a fast-forward (the directory is
+            // what this side's head records, so nothing unrecorded is lost).
+            self.make_dir(c, &theirs).await?;
             return Ok("fast-forwarded");
         }
         if !(a.ours || a.theirs) {
@@ -548,7 +606,7 @@ impl Behind<'_> {
             ))));
         }
         if a.theirs {
-            c.checkout(checkout(true)).await.map_err(ui::status_error)?;
+            self.make_dir(c, &theirs).await?;
         }
         let m = format!(
             "{}: merge {}'s {}",

@@ -18,8 +18,11 @@ use tokio::sync::mpsc;
 const PIECE: usize = 256 << 10;
 /// Pieces buffered ahead of a slow reader, per response.
 const PIECES_AHEAD: usize = 8;
-/// Manifests of files read on demand kept for their next range.
+/// Manifests of files read on demand kept for their next range, at most
+/// this many, and at most [`ENTRIES_KEPT`] chunk entries in all (36 bytes
+/// each: about 150 MiB; a 20 GB file's manifest alone is ~20 MB).
 const MANIFESTS_KEPT: usize = 256;
+const ENTRIES_KEPT: usize = 4 << 20;
 
 /// Where a file's bytes come from.
 #[derive(Clone)]
@@ -41,8 +44,9 @@ pub struct Manifests {
     kept: Mutex<Kept>,
 }
 
-/// The manifests by file id, and the ids in the order they came.
-type Kept = (HashMap<Id, Arc<Manifest>>, VecDeque<Id>);
+/// The manifests by file id, the ids in the order they came, and their
+/// chunk entries in all.
+type Kept = (HashMap<Id, Arc<Manifest>>, VecDeque<Id>, usize);
 
 impl Manifests {
     fn get(&self, id: &Id) -> Option<Arc<Manifest>> {
@@ -52,12 +56,16 @@ impl Manifests {
 
     fn put(&self, id: Id, m: Arc<Manifest>) {
         let mut k = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if k.0.insert(id, m).is_none() {
-            k.1.push_back(id);
+        let n = m.chunks.len();
+        match k.0.insert(id, m) {
+            None => k.1.push_back(id),
+            Some(old) => k.2 -= old.chunks.len(),
         }
-        while k.1.len() > MANIFESTS_KEPT {
-            if let Some(old) = k.1.pop_front() {
-                k.0.remove(&old);
+        k.2 += n;
+        while k.1.len() > MANIFESTS_KEPT || (k.2 > ENTRIES_KEPT && k.1.len() > 1) {
+            let Some(old) = k.1.pop_front() else { break };
+            if let Some(m) = k.0.remove(&old) {
+                k.2 -= m.chunks.len();
             }
         }
     }
@@ -185,4 +193,38 @@ pub fn stream(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(n: usize) -> Arc<Manifest> {
+        Arc::new(Manifest {
+            size: n as u64,
+            chunks: vec![(Id::of(b"c"), 1); n],
+        })
+    }
+
+    #[test]
+    fn kept_manifests_are_bounded_by_count_and_by_entries() {
+        let m = Manifests::default();
+        for i in 0..MANIFESTS_KEPT + 10 {
+            m.put(Id::of(&i.to_le_bytes()), manifest(1));
+        }
+        assert!(
+            m.get(&Id::of(&0usize.to_le_bytes())).is_none(),
+            "the oldest went"
+        );
+        assert!(m
+            .get(&Id::of(&(MANIFESTS_KEPT + 9).to_le_bytes()))
+            .is_some());
+        // Two big ones do not fit together; the newest stays.
+        let (a, b) = (Id::of(b"a"), Id::of(b"b"));
+        m.put(a, manifest(ENTRIES_KEPT / 2 + 1));
+        m.put(b, manifest(ENTRIES_KEPT / 2 + 1));
+        assert!(m.get(&a).is_none() && m.get(&b).is_some());
+        let k = m.kept.lock().unwrap();
+        assert_eq!(k.2, k.0.values().map(|m| m.chunks.len()).sum::<usize>());
+    }
 }
