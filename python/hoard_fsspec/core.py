@@ -132,6 +132,10 @@ class HoardFileSystem(AbstractFileSystem):
 
     def _connection(self, fresh=False):
         conn = getattr(self._local, "conn", None)
+        # A forked child (a DataLoader worker, multiprocessing) must not
+        # share its parent's socket: answers would interleave.
+        if conn is not None and getattr(self._local, "pid", None) != os.getpid():
+            conn, self._local.conn = None, None
         if conn is not None and not fresh:
             return conn
         if conn is not None:
@@ -144,6 +148,7 @@ class HoardFileSystem(AbstractFileSystem):
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         self._local.conn = conn
+        self._local.pid = os.getpid()
         return conn
 
     def _request(self, method, path, headers=None):
@@ -191,7 +196,10 @@ class HoardFileSystem(AbstractFileSystem):
             return {"name": path, "size": 0, "type": "directory"}
         etag = (headers.get("ETag") or "").strip('"')
         size = int(headers.get("Content-Length", "0"))
-        return {"name": path, "size": size, "type": "file", "id": etag, "kind": kind}
+        info = {"name": path, "size": size, "type": "file", "id": etag, "kind": kind}
+        if headers.get("X-Hoard-Snapshot"):
+            info["snapshot"] = headers["X-Hoard-Snapshot"]
+        return info
 
     def ls(self, path, detail=True, **kwargs):
         path = self._strip_protocol(path)
@@ -214,7 +222,11 @@ class HoardFileSystem(AbstractFileSystem):
         return len(rev) == 64
 
     def _list(self, path):
-        status, headers, body = self._request("GET", path, {"Range": "bytes=0-0"} if path.startswith("blake3:") else None)
+        # HEAD first: a file's GET would bring the whole file.
+        status, headers, body = self._request("HEAD", path)
+        if status == 200 and headers.get("X-Hoard-Kind", "file") != "dir":
+            return None
+        status, headers, body = self._request("GET", path, {"Range": "bytes=0-0"})
         if headers.get("X-Hoard-Kind", "file") != "dir" or status != 200:
             if status in (200, 206, 416):
                 return None
@@ -259,6 +271,11 @@ class HoardFileSystem(AbstractFileSystem):
         if h.get("X-Hoard-Kind") == "dir":
             raise IsADirectoryError(f"hoard://{path} is a directory")
         want = None if end is None else end - start
+        if status == 206:
+            got = h.get("Content-Range", "")
+            first = got.split(" ", 1)[-1].split("-", 1)[0]
+            if not first.isdigit() or int(first) != start:
+                raise HoardError(f"hoard://{path}: asked for bytes from {start}, the gateway answered {got!r}")
         if status == 200 and (start or end is not None):
             body = body[start:end]
         if want is not None and len(body) > want:
@@ -359,13 +376,27 @@ except (AttributeError, TypeError):
 
 
 class HoardFile(AbstractBufferedFile):
-    """A file of a snapshot, read by ranges of its id (so a moving
-    revision, such as the latest, cannot change under an open file)."""
+    """A file of a snapshot, read by ranges of that snapshot's version of it
+    (so a moving revision, such as the latest, cannot change under an open
+    file)."""
 
     DEFAULT_BLOCK_SIZE = 8 * 2**20
 
     def __init__(self, fs, path, mode="rb", block_size="default", cache_options=None, details=None, **kwargs):
-        self.file_id = details.get("id") or None
+        # fsspec's reopen (after unpickling) passes size itself.
+        kwargs.pop("size", None)
+        if details is None:
+            details = fs.info(path)
+        # Ranges are read from the snapshot the file was found in (a moving
+        # revision such as the latest cannot change under an open file),
+        # through the dataset's own remote when content is fetched on demand.
+        snap = details.get("snapshot")
+        stripped = fs._strip_protocol(path)
+        if snap and not stripped.startswith("blake3:"):
+            spec, _, rest = stripped.partition("/")
+            self.file_id = f"{spec.partition('@')[0]}@{snap}/{rest}"
+        else:
+            self.file_id = details.get("id") or None
         kwargs.setdefault("cache_type", AdaptiveReadahead.name)
         super().__init__(
             fs,

@@ -102,6 +102,11 @@ def check_http(base, src, rev):
     check(s == 400 and b"one range per request" in body, f"multiple ranges: {s} {body}")
     s, h, body = http(url, headers={"If-None-Match": etag})
     check(s == 304, f"If-None-Match: {s}")
+    s, h, body = http(url, headers={"Range": "bytes=10-29", "If-Range": etag})
+    check(s == 206 and body == local[10:30], f"If-Range with the current ETag: {s}")
+    s, h, body = http(url, headers={"Range": "bytes=10-29", "If-Range": '"blake3:' + "0" * 64 + '"'})
+    check(s == 200 and body == local, f"If-Range with another version's ETag gives the whole file: {s}")
+    check(len(h.get("X-Hoard-Snapshot", "")) == 64, "a dataset path names its snapshot")
     s, h, body = http(url, "POST")
     check(s == 405 and "GET" in h["Allow"], f"POST: {s}")
     # The same file by id: cacheable for ever, same bytes.
@@ -187,6 +192,12 @@ def check_fsspec(base, src, rev, big_name):
     check(len(found) == PARTS, f"find {found}")
     check(fs.isdir(f"survey@{rev}/train") and fs.isfile(f"survey@{rev}/{big_name}"), "isdir/isfile")
     check(fs.ls("", detail=False) == ["survey"], f"ls of the root: {fs.ls('', detail=False)}")
+    # An open file pickles (Dask ships them) and reads the same after.
+    with open(big_local, "rb") as lf, fs.open(f"survey@{rev}/{big_name}") as rf:
+        rf2 = pickle.loads(pickle.dumps(rf))
+        rf2.seek(12345)
+        lf.seek(12345)
+        check(rf2.read(1000) == lf.read(1000), "a pickled open file reads the same")
     rng = random.Random(11)
     n = 0
     with open(big_local, "rb") as lf, fs.open(f"survey@{rev}/{big_name}") as rf:

@@ -66,6 +66,11 @@ impl Selection {
         })
     }
 
+    /// Whether only some paths are converted.
+    fn partial(&self) -> bool {
+        self.include.is_some() || self.exclude.is_some()
+    }
+
     fn selects(&self, path: &[u8]) -> bool {
         let p = String::from_utf8_lossy(path);
         let p = p.as_ref();
@@ -245,18 +250,14 @@ async fn store_lfs_objects(
     client: &mut Client,
     repo: &Repo,
     pointers: &HashMap<String, (LfsPointer, Change)>,
-    everything: bool,
 ) -> anyhow::Result<HashMap<String, Pointer>> {
     let dir = common_dir(repo)?;
     let missing = |p: &LfsPointer| !p.object_path(&dir).exists();
     if pointers.values().any(|(p, _)| missing(p)) {
-        eprintln!("hoard: fetching missing LFS objects with `git lfs fetch`");
-        let args: &[&str] = if everything {
-            &["lfs", "fetch", "--all"]
-        } else {
-            &["lfs", "fetch"]
-        };
-        if let Err(e) = repo.git(args) {
+        // The whole history is rewritten, so every ref's objects are needed
+        // (a plain `git lfs fetch` brings only the checked-out ones).
+        eprintln!("hoard: fetching missing LFS objects with `git lfs fetch --all`");
+        if let Err(e) = repo.git(["lfs", "fetch", "--all"]) {
             eprintln!("hoard: {e:#}");
         }
     }
@@ -354,6 +355,11 @@ pub async fn import(client: Client, a: Args) -> anyhow::Result<()> {
             continue;
         };
         if is_attributes(&c.path) {
+            // With a selection, paths left out stay git-lfs's: the
+            // attributes are left for the user to split (`hoard track`).
+            if sel.partial() {
+                continue;
+            }
             if let Some(new) = switch_attributes(b, "lfs", "hoard") {
                 replace.insert(c.clone(), new);
                 attrs += 1;
@@ -363,7 +369,7 @@ pub async fn import(client: Client, a: Args) -> anyhow::Result<()> {
         }
     }
     let mut client = client;
-    let stored = store_lfs_objects(&mut client, &repo, &lfs, a.everything).await?;
+    let stored = store_lfs_objects(&mut client, &repo, &lfs).await?;
     let mut files = 0;
     for c in &changes {
         if let Some(p) = blobs
@@ -575,6 +581,9 @@ pub async fn export(mut client: Client, paths: &Paths, a: Args) -> anyhow::Resul
             continue;
         };
         if is_attributes(&c.path) {
+            if sel.partial() {
+                continue;
+            }
             if let Some(new) = switch_attributes(b, "hoard", "lfs") {
                 replace.insert(c.clone(), new);
                 attrs += 1;

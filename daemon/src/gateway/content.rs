@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 const PIECE: usize = 256 << 10;
 /// Pieces buffered ahead of a slow reader, per response.
 const PIECES_AHEAD: usize = 8;
+/// A reader that takes nothing for this long is dropped (its turn and
+/// its blocking thread freed).
+const STALLED: std::time::Duration = std::time::Duration::from_secs(60);
 /// Manifests of files read on demand kept for their next range, at most
 /// this many, and at most [`ENTRIES_KEPT`] chunk entries in all (36 bytes
 /// each: about 150 MiB; a 20 GB file's manifest alone is ~20 MB).
@@ -138,25 +141,31 @@ pub fn bring(
 
 /// The body of a response: bytes `[start, end)` of `file` read on a
 /// blocking thread in [`PIECE`]s, at most [`PIECES_AHEAD`] ahead of the
-/// connection. A failure midway ends the body with an error, so the
-/// client sees a short body (its length was announced), never wrong bytes.
+/// connection, in one of the gateway's stream turns. A failure midway ends
+/// the body with an error, so the client sees a short body (its length was
+/// announced), never wrong bytes; a client that reads nothing for
+/// [`STALLED`] is dropped.
 pub fn stream(
     ds: Arc<Datasets>,
     stats: Arc<Stats>,
+    turn: tokio::sync::OwnedSemaphorePermit,
     file: Id,
     source: Source,
     start: u64,
     end: u64,
 ) -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(PIECES_AHEAD);
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let mut buf = Vec::with_capacity(PIECE);
         let send = |buf: &mut Vec<u8>| -> Result<()> {
             let piece = Bytes::from(std::mem::replace(buf, Vec::with_capacity(PIECE)));
             stats
                 .bytes_served
                 .fetch_add(piece.len() as u64, Ordering::Relaxed);
-            tx.blocking_send(Ok(piece)).map_err(|_| Error::Cancelled)
+            rt.block_on(tx.send_timeout(Ok(piece), STALLED))
+                .map_err(|_| Error::Cancelled)
         };
         let mut out = |mut data: &[u8]| -> Result<()> {
             while !data.is_empty() {
@@ -188,7 +197,8 @@ pub fn stream(
             Err(e) => {
                 tracing::warn!(%file, error = %e, "gateway: a read failed midway");
                 stats.errors.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                let _ = rt
+                    .block_on(tx.send_timeout(Err(std::io::Error::other(e.to_string())), STALLED));
             }
         }
     });

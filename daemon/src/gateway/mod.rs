@@ -63,6 +63,10 @@ use tokio_stream::StreamExt;
 const CONNECTIONS: usize = 512;
 /// A request's headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Response bodies read from the store at once (each holds a blocking
+/// thread while it reads); more wait for a turn. Well below the runtime's
+/// blocking pool, which the Local API shares.
+const STREAMS: usize = 64;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -146,6 +150,7 @@ pub struct Gateway {
     remote: Option<String>,
     stats: Arc<Stats>,
     manifests: content::Manifests,
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Binds `opts.addr` and serves until `stop` turns true (connections in
@@ -173,6 +178,7 @@ pub async fn serve(
         remote: opts.remote,
         stats: Arc::new(Stats::default()),
         manifests: content::Manifests::default(),
+        streams: Arc::new(tokio::sync::Semaphore::new(STREAMS)),
     });
     Ok(tokio::spawn(accept_loop(gw, listener, tls, stop)))
 }
@@ -280,6 +286,8 @@ enum Answer {
         kind: &'static str,
         immutable: bool,
         source: Source,
+        /// The snapshot a dataset path was found in.
+        snapshot: Option<Id>,
     },
 }
 
@@ -323,16 +331,18 @@ impl Gateway {
                 .map(str::to_owned)
         };
         let (range, if_none_match) = (header(header::RANGE), header(header::IF_NONE_MATCH));
+        let if_range = header(header::IF_RANGE);
         let gw = self.clone();
         let answer = blocking(move || gw.resolve(route)).await?;
-        let (file, size, kind, immutable, source) = match answer {
+        let (file, size, kind, immutable, source, snapshot) = match answer {
             Answer::Content {
                 file,
                 size,
                 kind,
                 immutable,
                 source,
-            } => (file, size, kind, immutable, source),
+                snapshot,
+            } => (file, size, kind, immutable, source, snapshot),
             Answer::Json(v) => return Ok(json_response(&v)),
         };
         let etag = format!("\"blake3:{}\"", file.hex());
@@ -341,6 +351,10 @@ impl Gateway {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         h.insert(header::ETAG, value(&etag));
         h.insert("x-hoard-kind", HeaderValue::from_static(kind));
+        if let Some(snap) = snapshot {
+            // Lets a reader pin the version it opened (NAME@<this>/PATH).
+            h.insert("x-hoard-snapshot", value(&snap.hex()));
+        }
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
@@ -359,6 +373,9 @@ impl Gateway {
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             return Ok(r);
         }
+        // If-Range (RFC 9110 13.1.5): a range of another version is not
+        // spliced onto what the client has; it gets the whole file.
+        let range = range.filter(|_| if_range.as_deref().is_none_or(|v| v.trim() == etag));
         let wanted = range::parse(range.as_deref(), size).map_err(|e| Error::Invalid(e.0))?;
         let (start, end) = match wanted {
             Wanted::Whole => (0, size),
@@ -386,12 +403,19 @@ impl Gateway {
         if head || start == end {
             return Ok(r);
         }
+        let turn = self
+            .streams
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Cancelled)?;
         let gw = self.clone();
         let source =
             blocking(move || content::bring(&gw.ds, &gw.stats, &file, &source, start, end)).await?;
         let rx = content::stream(
             self.ds.clone(),
             self.stats.clone(),
+            turn,
             file,
             source,
             start,
@@ -447,6 +471,7 @@ impl Gateway {
                     kind: "file",
                     immutable: true,
                     source,
+                    snapshot: None,
                 })
             }
             Route::Dataset(d) => self.dataset_path(d),
@@ -470,7 +495,12 @@ impl Gateway {
     fn dataset_path(&self, d: DatasetPath) -> Result<Answer> {
         let snapshot = match self.ds.resolve(&d.spec()) {
             Ok(id) if self.ds.snapshot_object(&id)?.is_some() => id,
-            Ok(_) | Err(Error::NotFound(_)) if self.remote_for(Some(&d.name)).is_some() => {
+            Ok(id) if self.remote_for(Some(&d.name)).is_some() => {
+                // Resolved here (a tag, `~N`), held there: fetch it by id.
+                let addr = self.remote_for(Some(&d.name)).expect("checked")?;
+                crate::sync::dataset::fetch_snapshot(&self.ds, &addr, &d.name, &id.hex())?
+            }
+            Err(Error::NotFound(_)) if self.remote_for(Some(&d.name)).is_some() => {
                 let addr = self.remote_for(Some(&d.name)).expect("checked")?;
                 crate::sync::dataset::fetch_snapshot(&self.ds, &addr, &d.name, &d.rev)?
             }
@@ -505,6 +535,7 @@ impl Gateway {
                     kind: target::kind_name(entry.kind),
                     immutable: d.immutable(),
                     source,
+                    snapshot: Some(snapshot),
                 })
             }
         }

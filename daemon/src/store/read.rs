@@ -119,6 +119,14 @@ impl Shared {
                     ))
                 })?;
                 let data = self.read_chunk(&id, &loc, cache)?;
+                if data.len() as u64 != e - s {
+                    return Err(Error::Corrupt(format!(
+                        "chunk {} of {file} is {} bytes; its manifest says {}",
+                        id.hex(),
+                        data.len(),
+                        e - s
+                    )));
+                }
                 let from = offset.saturating_sub(s) as usize;
                 let to = (end.min(e) - s) as usize;
                 out(&data[from..to])?;
