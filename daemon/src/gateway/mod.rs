@@ -346,27 +346,7 @@ impl Gateway {
             Answer::Json(v) => return Ok(json_response(&v)),
         };
         let etag = format!("\"blake3:{}\"", file.hex());
-        let mut r = Response::new(empty());
-        let h = r.headers_mut();
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::ETAG, value(&etag));
-        h.insert("x-hoard-kind", HeaderValue::from_static(kind));
-        if let Some(snap) = snapshot {
-            // Lets a reader pin the version it opened (NAME@<this>/PATH).
-            h.insert("x-hoard-snapshot", value(&snap.hex()));
-        }
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(if immutable {
-                "public, max-age=31536000, immutable"
-            } else {
-                "no-cache"
-            }),
-        );
+        let mut r = content_head(&etag, kind, immutable, snapshot);
         if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
         {
             self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
@@ -581,6 +561,37 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The headers every content answer carries.
+fn content_head(
+    etag: &str,
+    kind: &'static str,
+    immutable: bool,
+    snapshot: Option<Id>,
+) -> Response<Body> {
+    let mut r = Response::new(empty());
+    let h = r.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, value(etag));
+    h.insert("x-hoard-kind", HeaderValue::from_static(kind));
+    if let Some(snap) = snapshot {
+        // Lets a reader pin the version it opened (NAME@<this>/PATH).
+        h.insert("x-hoard-snapshot", value(&snap.hex()));
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if immutable {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        }),
     );
     r
 }
