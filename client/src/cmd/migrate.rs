@@ -326,27 +326,54 @@ async fn store_lfs_objects(
     Ok(out)
 }
 
+/// What a migration reads before it changes anything: the repository, the
+/// selection, the refs to rewrite and their history's file changes (or,
+/// with `--no-rewrite`, HEAD's files), and the blobs small enough to be
+/// pointers (and every `.gitattributes`).
+struct Plan {
+    repo: Repo,
+    sel: Selection,
+    refs: Vec<String>,
+    stream: Vec<u8>,
+    changes: Vec<Change>,
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+impl Plan {
+    fn make(a: &Args) -> anyhow::Result<Plan> {
+        let repo = Repo::discover()?;
+        ensure_clean(&repo)?;
+        let sel = Selection::new(&a.include, &a.exclude)?;
+        let (refs, stream, changes) = if a.no_rewrite {
+            (vec!["HEAD".to_string()], Vec::new(), head_files(&repo)?)
+        } else {
+            let refs = refs_to_rewrite(&repo, a.everything)?;
+            let stream = rewrite::export(&repo, &refs)?;
+            let changes = rewrite::changes(&stream)?;
+            (refs, stream, changes)
+        };
+        let blobs = small_blobs(&repo, &changes)?;
+        Ok(Plan {
+            repo,
+            sel,
+            refs,
+            stream,
+            changes,
+            blobs,
+        })
+    }
+}
+
 /// `hoard migrate import`.
 pub async fn import(client: Client, a: Args) -> anyhow::Result<()> {
-    let repo = Repo::discover()?;
-    ensure_clean(&repo)?;
-    let sel = Selection::new(&a.include, &a.exclude)?;
-    let refs = if a.no_rewrite {
-        vec!["HEAD".to_string()]
-    } else {
-        refs_to_rewrite(&repo, a.everything)?
-    };
-    let stream = if a.no_rewrite {
-        Vec::new()
-    } else {
-        rewrite::export(&repo, &refs)?
-    };
-    let changes = if a.no_rewrite {
-        head_files(&repo)?
-    } else {
-        rewrite::changes(&stream)?
-    };
-    let blobs = small_blobs(&repo, &changes)?;
+    let Plan {
+        repo,
+        sel,
+        refs,
+        stream,
+        changes,
+        blobs,
+    } = Plan::make(&a)?;
     let mut lfs: HashMap<String, (LfsPointer, Change)> = HashMap::new();
     let mut replace: HashMap<Change, Vec<u8>> = HashMap::new();
     let mut attrs = 0;
@@ -540,25 +567,14 @@ fn finish(
 /// `hoard migrate export`: hoard pointers back to git-lfs pointers (their
 /// content written into `.git/lfs/objects`, so `git lfs push` can send it).
 pub async fn export(mut client: Client, paths: &Paths, a: Args) -> anyhow::Result<()> {
-    let repo = Repo::discover()?;
-    ensure_clean(&repo)?;
-    let sel = Selection::new(&a.include, &a.exclude)?;
-    let refs = if a.no_rewrite {
-        vec!["HEAD".to_string()]
-    } else {
-        refs_to_rewrite(&repo, a.everything)?
-    };
-    let stream = if a.no_rewrite {
-        Vec::new()
-    } else {
-        rewrite::export(&repo, &refs)?
-    };
-    let changes = if a.no_rewrite {
-        head_files(&repo)?
-    } else {
-        rewrite::changes(&stream)?
-    };
-    let blobs = small_blobs(&repo, &changes)?;
+    let Plan {
+        repo,
+        sel,
+        refs,
+        stream,
+        changes,
+        blobs,
+    } = Plan::make(&a)?;
     let dir = common_dir(&repo)?;
     let mut replace: HashMap<Change, Vec<u8>> = HashMap::new();
     let mut done: HashMap<[u8; 32], LfsPointer> = HashMap::new();
