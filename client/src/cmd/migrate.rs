@@ -364,75 +364,89 @@ impl Plan {
     }
 }
 
-/// `hoard migrate import`.
-pub async fn import(client: Client, a: Args) -> anyhow::Result<()> {
-    let Plan {
-        repo,
-        sel,
-        refs,
-        stream,
-        changes,
-        blobs,
-    } = Plan::make(&a)?;
-    let mut lfs: HashMap<String, (LfsPointer, Change)> = HashMap::new();
-    let mut replace: HashMap<Change, Vec<u8>> = HashMap::new();
-    let mut attrs = 0;
-    for c in &changes {
-        let Some(b) = blobs.get(&c.blob) else {
-            continue;
-        };
-        if is_attributes(&c.path) {
-            // With a selection, paths left out stay git-lfs's: the
-            // attributes are left for the user to split (`hoard track`).
-            if sel.partial() {
-                continue;
-            }
-            if let Some(new) = switch_attributes(b, "lfs", "hoard") {
-                replace.insert(c.clone(), new);
-                attrs += 1;
-            }
-        } else if let Some(p) = LfsPointer::parse(b).filter(|_| sel.selects(&c.path)) {
-            lfs.entry(p.oid.clone()).or_insert((p, c.clone()));
+impl Plan {
+    /// The `.gitattributes` changes switched from `from` to `to` (none when
+    /// only some paths are converted: the attributes are the user's to
+    /// split then, `hoard track`).
+    fn attributes(&self, from: &str, to: &str) -> HashMap<Change, Vec<u8>> {
+        if self.sel.partial() {
+            return HashMap::new();
         }
+        self.changes
+            .iter()
+            .filter(|c| is_attributes(&c.path))
+            .filter_map(|c| {
+                Some((
+                    c.clone(),
+                    switch_attributes(self.blobs.get(&c.blob)?, from, to)?,
+                ))
+            })
+            .collect()
     }
-    let mut client = client;
-    let stored = store_lfs_objects(&mut client, &repo, &lfs).await?;
-    let mut files = 0;
-    for c in &changes {
-        if let Some(p) = blobs
-            .get(&c.blob)
-            .and_then(|b| LfsPointer::parse(b))
-            .filter(|_| sel.selects(&c.path) && !is_attributes(&c.path))
-        {
-            let hp = stored.get(&p.oid).context("an LFS object was not stored")?;
-            replace.insert(c.clone(), hp.encode().into_bytes());
-            files += 1;
+
+    /// The selected file changes whose blob `parse` reads as a pointer.
+    fn pointers<P>(&self, parse: impl Fn(&[u8]) -> Option<P>) -> Vec<(&Change, P)> {
+        self.changes
+            .iter()
+            .filter(|c| !is_attributes(&c.path) && self.sel.selects(&c.path))
+            .filter_map(|c| Some((c, parse(self.blobs.get(&c.blob)?)?)))
+            .collect()
+    }
+
+    /// Writes `replace` into history (saving the refs first under
+    /// `refs/hoard-migrate/<backup>/`), or with `--no-rewrite` as one new
+    /// commit; returns old → new commit ids.
+    fn apply(
+        &self,
+        a: &Args,
+        replace: &HashMap<Change, Vec<u8>>,
+        message: &str,
+        backup: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        if a.no_rewrite {
+            return commit_tree_change(&self.repo, replace, message);
         }
+        backup_refs(&self.repo, &self.refs, backup)?;
+        let (new_stream, _) = rewrite::replace(&self.stream, replace)?;
+        rewrite::import(&self.repo, &new_stream)
+    }
+}
+
+/// `hoard migrate import`.
+pub async fn import(mut client: Client, a: Args) -> anyhow::Result<()> {
+    let plan = Plan::make(&a)?;
+    let mut replace = plan.attributes("lfs", "hoard");
+    let attrs = replace.len();
+    let pointers = plan.pointers(LfsPointer::parse);
+    let mut lfs: HashMap<String, (LfsPointer, Change)> = HashMap::new();
+    for (c, p) in &pointers {
+        lfs.entry(p.oid.clone())
+            .or_insert_with(|| (p.clone(), (*c).clone()));
+    }
+    let stored = store_lfs_objects(&mut client, &plan.repo, &lfs).await?;
+    for (c, p) in &pointers {
+        let hp = stored.get(&p.oid).context("an LFS object was not stored")?;
+        replace.insert((*c).clone(), hp.encode().into_bytes());
     }
     let stored_bytes: u64 = lfs.values().map(|(p, _)| p.size).sum();
-    let map = if a.no_rewrite {
-        commit_tree_change(
-            &repo,
-            &replace,
-            "hoard migrate import: git-lfs pointers to hoard pointers",
-        )?
-    } else {
-        backup_refs(&repo, &refs, "backup")?;
-        let (new_stream, _) = rewrite::replace(&stream, &replace)?;
-        rewrite::import(&repo, &new_stream)?
-    };
+    let map = plan.apply(
+        &a,
+        &replace,
+        "hoard migrate import: git-lfs pointers to hoard pointers",
+        "backup",
+    )?;
     finish(
-        &repo,
         &a,
         &map,
-        files,
+        pointers.len(),
         attrs,
         lfs.len(),
         stored_bytes,
         "import",
     )?;
+    let repo = &plan.repo;
     crate::git::setup::install(crate::git::setup::Scope::Local)?;
-    refresh_work_tree(&repo)?;
+    refresh_work_tree(repo)?;
     if !a.json {
         println!("next: `hoard push` (the content) and `git push --force --all && git push --force --tags` (the rewritten history; old refs are kept under refs/hoard-migrate/backup/). Collaborators: `hoard install`, then re-clone (or `git fetch && git reset --hard origin/BRANCH`).");
     }
@@ -540,7 +554,6 @@ fn hash_object(repo: &Repo, content: &[u8]) -> anyhow::Result<String> {
 
 #[allow(clippy::too_many_arguments)]
 fn finish(
-    repo: &Repo,
     a: &Args,
     map: &[(String, String)],
     files: usize,
@@ -549,7 +562,6 @@ fn finish(
     bytes: u64,
     verb: &str,
 ) -> anyhow::Result<()> {
-    let _ = repo;
     if let Some(p) = &a.object_map {
         write_object_map(p, map)?;
     }
@@ -567,76 +579,42 @@ fn finish(
 /// `hoard migrate export`: hoard pointers back to git-lfs pointers (their
 /// content written into `.git/lfs/objects`, so `git lfs push` can send it).
 pub async fn export(mut client: Client, paths: &Paths, a: Args) -> anyhow::Result<()> {
-    let Plan {
-        repo,
-        sel,
-        refs,
-        stream,
-        changes,
-        blobs,
-    } = Plan::make(&a)?;
-    let dir = common_dir(&repo)?;
-    let mut replace: HashMap<Change, Vec<u8>> = HashMap::new();
-    let mut done: HashMap<[u8; 32], LfsPointer> = HashMap::new();
-    let (mut files, mut attrs, mut bytes) = (0, 0, 0u64);
-    let wanted: Vec<Pointer> = changes
-        .iter()
-        .filter_map(|c| {
-            blobs
-                .get(&c.blob)
-                .and_then(|b| Pointer::parse(b))
-                .filter(|_| sel.selects(&c.path))
-        })
-        .collect();
+    let plan = Plan::make(&a)?;
+    let dir = common_dir(&plan.repo)?;
+    let mut replace = plan.attributes("hoard", "lfs");
+    let attrs = replace.len();
+    let pointers = plan.pointers(Pointer::parse);
+    let wanted: Vec<Pointer> = pointers.iter().map(|(_, p)| *p).collect();
     let got = crate::git::fetch::fetch(&mut client, paths, &wanted).await?;
     if got.missing() > 0 {
         bail!("{} hoard object(s) are neither in this store nor on a remote; `hoard fetch` them first; nothing was rewritten", got.missing());
     }
-    for c in &changes {
-        let Some(b) = blobs.get(&c.blob) else {
-            continue;
-        };
-        if is_attributes(&c.path) {
-            if sel.partial() {
-                continue;
-            }
-            if let Some(new) = switch_attributes(b, "hoard", "lfs") {
-                replace.insert(c.clone(), new);
-                attrs += 1;
-            }
-            continue;
-        }
-        let Some(p) = Pointer::parse(b).filter(|_| sel.selects(&c.path)) else {
-            continue;
-        };
+    let mut done: HashMap<[u8; 32], LfsPointer> = HashMap::new();
+    let mut bytes = 0u64;
+    for (c, p) in &pointers {
         let lp = match done.get(&p.oid) {
             Some(lp) => lp.clone(),
             None => {
-                let lp = write_lfs_object(&mut client, &dir, &p).await?;
+                let lp = write_lfs_object(&mut client, &dir, p).await?;
                 bytes += lp.size;
                 done.insert(p.oid, lp.clone());
                 lp
             }
         };
-        replace.insert(c.clone(), lp.encode().into_bytes());
-        files += 1;
+        replace.insert((*c).clone(), lp.encode().into_bytes());
     }
-    let map = if a.no_rewrite {
-        commit_tree_change(
-            &repo,
-            &replace,
-            "hoard migrate export: hoard pointers to git-lfs pointers",
-        )?
-    } else {
-        backup_refs(&repo, &refs, "export-backup")?;
-        let (new_stream, _) = rewrite::replace(&stream, &replace)?;
-        rewrite::import(&repo, &new_stream)?
-    };
-    finish(&repo, &a, &map, files, attrs, done.len(), bytes, "export")?;
+    let map = plan.apply(
+        &a,
+        &replace,
+        "hoard migrate export: hoard pointers to git-lfs pointers",
+        "export-backup",
+    )?;
+    finish(&a, &map, pointers.len(), attrs, done.len(), bytes, "export")?;
+    let repo = &plan.repo;
     if repo.git(["lfs", "install", "--local"]).is_err() {
         eprintln!("hoard: note: git-lfs is not installed here; install it and run `git lfs install` to check the files out");
     }
-    refresh_work_tree(&repo)?;
+    refresh_work_tree(repo)?;
     if !a.json {
         println!("next: `git lfs push --all origin` (the content) and `git push --force --all && git push --force --tags`; old refs are kept under refs/hoard-migrate/export-backup/");
     }

@@ -473,22 +473,23 @@ impl Gateway {
     }
 
     fn dataset_path(&self, d: DatasetPath) -> Result<Answer> {
+        // remotes.toml is read once per request.
+        let remote = self.remote_for(Some(&d.name));
+        let fetch = |rev: &str| {
+            match &remote {
+            Some(Ok(addr)) => crate::sync::dataset::fetch_snapshot(&self.ds, addr, &d.name, rev),
+            Some(Err(e)) => Err(e.same_again()),
+            None => Err(Error::NotFound(format!(
+                "snapshot {}@{rev} is not in this store and no remote is configured; `hoard clone REMOTE/{}` it first",
+                d.name, d.name
+            ))),
+        }
+        };
         let snapshot = match self.ds.resolve(&d.spec()) {
             Ok(id) if self.ds.snapshot_object(&id)?.is_some() => id,
-            Ok(id) if self.remote_for(Some(&d.name)).is_some() => {
-                // Resolved here (a tag, `~N`), held there: fetch it by id.
-                let addr = self.remote_for(Some(&d.name)).expect("checked")?;
-                crate::sync::dataset::fetch_snapshot(&self.ds, &addr, &d.name, &id.hex())?
-            }
-            Err(Error::NotFound(_)) if self.remote_for(Some(&d.name)).is_some() => {
-                let addr = self.remote_for(Some(&d.name)).expect("checked")?;
-                crate::sync::dataset::fetch_snapshot(&self.ds, &addr, &d.name, &d.rev)?
-            }
-            Ok(id) => {
-                return Err(Error::NotFound(format!(
-                    "snapshot {id} is not in this store and no remote is configured; `hoard clone` it first"
-                )))
-            }
+            // Resolved here (a tag, `~N`), held there: fetch it by id.
+            Ok(id) => fetch(&id.hex())?,
+            Err(Error::NotFound(_)) if remote.is_some() => fetch(&d.rev)?,
             Err(Error::NotFound(_)) if self.ds.head(&d.name)?.is_none() => {
                 return Err(Error::NotFound(format!(
                     "this store has no dataset {name} and no remote to fetch it from: `hoard clone REMOTE/{name}` it, or `hoard remote add origin URL --token TOKEN` to read it from a hub on demand",
@@ -506,7 +507,6 @@ impl Gateway {
                     file: entry.id,
                     size: Some(entry.size),
                 };
-                let remote = self.remote_for(Some(&d.name));
                 let (size, source) =
                     content::locate(&self.ds, &self.manifests, &self.stats, want, remote)?;
                 Ok(Answer::Content {
