@@ -64,6 +64,23 @@ fn write_big(path: &Path, len: usize) {
     f.flush().unwrap();
 }
 
+/// The sample data (gateway_check.py make) and a `big.bin` of `big`
+/// incompressible bytes, recorded as dataset `survey` tagged v3.
+fn survey(py: &Path, env: &Env, big: usize) -> PathBuf {
+    let src = env.path("survey");
+    std::fs::create_dir_all(&src).unwrap();
+    run_python(
+        py,
+        &["make", src.to_str().unwrap()],
+        Duration::from_secs(300),
+    );
+    write_big(&src.join("big.bin"), big);
+    env.ok(&["dataset", "add", "survey", src.to_str().unwrap()]);
+    env.ok(&["snapshot", "survey", "-m", "v3"]);
+    env.ok(&["tag", "survey", "v3"]);
+    src
+}
+
 fn gateway_config(env: &Env, port: u16, extra: &str) {
     std::fs::create_dir_all(&env.home).unwrap();
     std::fs::write(
@@ -74,14 +91,22 @@ fn gateway_config(env: &Env, port: u16, extra: &str) {
 }
 
 fn get(url: &str) -> (u16, Vec<u8>) {
-    // A minimal HTTP/1.1 GET over loopback, for what the test itself asks.
+    request(url, None)
+}
+
+/// A minimal HTTP/1.1 GET over loopback (with a byte range if given),
+/// for what the test itself asks; the status and the body.
+fn request(url: &str, range: Option<(usize, usize)>) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = std::net::TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let range = range
+        .map(|(a, n)| format!("Range: bytes={a}-{}\r\n", a + n - 1))
+        .unwrap_or_default();
     write!(
         s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{range}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = Vec::new();
@@ -104,17 +129,7 @@ fn pandas_dask_fsspec_and_urllib_read_snapshots_through_the_gateway() {
     let env = Env::new();
     let port = free_port();
     gateway_config(&env, port, "");
-    let src = env.path("survey");
-    std::fs::create_dir_all(&src).unwrap();
-    run_python(
-        &py,
-        &["make", src.to_str().unwrap()],
-        Duration::from_secs(300),
-    );
-    write_big(&src.join("big.bin"), 1 << 30);
-    env.ok(&["dataset", "add", "survey", src.to_str().unwrap()]);
-    env.ok(&["snapshot", "survey", "-m", "v3"]);
-    env.ok(&["tag", "survey", "v3"]);
+    let src = survey(&py, &env, 1 << 30);
     let base = format!("http://127.0.0.1:{port}");
     let cfg = serde_json::json!({
         "url": base,
@@ -137,17 +152,7 @@ fn a_gateway_that_requires_tokens_refuses_callers_without_a_read_token() {
     let env = Env::new();
     let port = free_port();
     gateway_config(&env, port, "require_token = true\n");
-    let src = env.path("survey");
-    std::fs::create_dir_all(&src).unwrap();
-    run_python(
-        &py,
-        &["make", src.to_str().unwrap()],
-        Duration::from_secs(300),
-    );
-    std::fs::write(src.join("big.bin"), common::data(3 << 20, 9, false)).unwrap();
-    env.ok(&["dataset", "add", "survey", src.to_str().unwrap()]);
-    env.ok(&["snapshot", "survey", "-m", "v1"]);
-    env.ok(&["tag", "survey", "v3"]);
+    let src = survey(&py, &env, 3 << 20);
     let token = env.token(false);
     let base = format!("http://127.0.0.1:{port}");
     let (s, _) = get(&format!("{base}/v1/stats"));
@@ -216,7 +221,11 @@ fn an_empty_daemon_reads_a_range_through_its_remote_fetching_only_the_frames_it_
 
     // 64 KiB in the middle of a 48 MiB file.
     let (a, n) = (20 << 20, 64 << 10);
-    let got = ranged_get(&format!("{base}/v1/datasets/survey@v1/train/big.csv"), a, n);
+    let (s, got) = request(
+        &format!("{base}/v1/datasets/survey@v1/train/big.csv"),
+        Some((a, n)),
+    );
+    assert_eq!(s, 206);
     assert_eq!(got.len(), n, "range length");
     assert!(
         got == big[a..a + n],
@@ -246,23 +255,6 @@ fn an_empty_daemon_reads_a_range_through_its_remote_fetching_only_the_frames_it_
     let stats: serde_json::Value = reader.json(&["stats"]).pop().unwrap();
     assert_eq!(stats["files"], 1, "{stats}");
     reader.ok(&["verify", "--read-data"]);
-}
-
-/// A ranged GET without curl.
-fn ranged_get(url: &str, a: usize, n: usize) -> Vec<u8> {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={a}-{}\r\nConnection: close\r\n\r\n",
-        a + n - 1
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut s, &mut buf).unwrap();
-    let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    buf[at..].to_vec()
 }
 
 #[test]

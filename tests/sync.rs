@@ -149,10 +149,6 @@ fn a_push_failing_after_the_content_leaves_no_ref_to_missing_content_and_a_rerun
     // The git remote refuses every push (as a network failure would).
     let hook = lab.bare.join("hooks/pre-receive");
     std::fs::write(&hook, "#!/bin/sh\necho refused by the test >&2\nexit 1\n").unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&hook).unwrap().permissions(),
-        0o755,
-    );
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let o = a.hoard(&ra, &["sync", "-m", "first"]);
     let err = String::from_utf8_lossy(&o.stderr);
