@@ -36,11 +36,11 @@ DAEMON_FLOORS = {
     "ingest": 6,
     "put": 7,
     "dataset": 8,
-    "testutil": 9,
+    "prune": 9, "testutil": 9,
     # peer sync
     "sync": 10,
     # services
-    "watch": 11, "autosync": 11,
+    "watch": 11, "autosync": 11, "repair": 11,
     "service": 12, "gateway": 12,
     # composition
     "daemon": 13,

@@ -77,6 +77,63 @@ pub enum StoreVerb {
         #[arg(long)]
         json: bool,
     },
+    /// Delete what no root keeps (datasets' refs and tags, the snapshots
+    /// the --keep rules keep, git repositories' live content, pins, the
+    /// grace period) and shrink packs; --dry-run says what would go.
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep each dataset's N newest snapshots.
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Keep snapshots this close to each dataset's newest (30d, 12h, 1y6m).
+        #[arg(long)]
+        keep_within: Option<String>,
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+        #[arg(long)]
+        keep_monthly: Option<u32>,
+        /// Keep tagged snapshots (always on: remove a tag to let its snapshot go).
+        #[arg(long)]
+        keep_tagged: bool,
+        /// Keep the content of git commits this recent (beside HEAD, the
+        /// index, branches, tags, stashes, worktrees and unpushed commits).
+        #[arg(long)]
+        keep_git_within: Option<String>,
+        /// Keep what was written or said present this recently (default 24h).
+        #[arg(long)]
+        grace: Option<String>,
+        /// Unused bytes partly used packs may keep, in % of stored bytes (default 5).
+        #[arg(long)]
+        max_unused: Option<f64>,
+        /// Rewrite at most this many bytes of packs.
+        #[arg(long)]
+        max_repack_size: Option<u64>,
+        /// Prune this hub instead (needs an admin token: `hoard token create --admin` there).
+        #[arg(long)]
+        remote: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a file (blake3:<id>) or snapshot (NAME@REV) through every prune;
+    /// no argument lists the pins.
+    Pin {
+        target: Option<String>,
+        /// Unpin it.
+        #[arg(long, requires = "target")]
+        remove: bool,
+    },
+    /// Fetch good copies of what `verify --read-data` finds damaged from
+    /// REMOTE (default: the default remote) and rewrite the damaged packs.
+    Repair {
+        remote: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 // hoard inside git: setup, tracking, the work tree, the filter.
@@ -395,12 +452,15 @@ pub enum RemoteAction {
 
 #[derive(Subcommand)]
 pub enum TokenAction {
-    /// Make a token (printed once): --read to fetch, --write to push too.
+    /// Make a token (printed once): --read to fetch, --write to push too,
+    /// --admin to prune this hub and remove its datasets as well.
     Create {
-        #[arg(long, conflicts_with = "write", required_unless_present = "write")]
+        #[arg(long, conflicts_with_all = ["write", "admin"], required_unless_present_any = ["write", "admin"])]
         read: bool,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "admin")]
         write: bool,
+        #[arg(long)]
+        admin: bool,
         #[arg(long, default_value = "")]
         note: String,
         #[arg(long)]

@@ -92,12 +92,56 @@ async fn store(verb: StoreVerb, paths: &Paths) -> anyhow::Result<()> {
         StoreVerb::Stats { json } => cmd::store::stats(c, json).await,
         StoreVerb::Verify { read_data, json } => cmd::store::verify(c, read_data, json).await,
         StoreVerb::Reindex { json } => cmd::store::reindex(c, json).await,
+        StoreVerb::Prune {
+            dry_run,
+            keep_last,
+            keep_within,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_tagged: _,
+            keep_git_within,
+            grace,
+            max_unused,
+            max_repack_size,
+            remote,
+            json,
+        } => {
+            let args = cmd::prune::Args {
+                dry_run,
+                keep_last,
+                keep_within,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_git_within,
+                grace,
+                max_unused,
+                max_repack_size,
+                remote,
+                json,
+            };
+            cmd::prune::prune(c, paths, args).await
+        }
+        StoreVerb::Pin { target, remove } => cmd::prune::pin(c, target, remove).await,
+        StoreVerb::Repair {
+            remote,
+            dry_run,
+            json,
+        } => cmd::prune::repair(c, paths, remote, dry_run, json).await,
     }
 }
 
 async fn git(verb: GitVerb, paths: &Paths) -> anyhow::Result<()> {
     match verb {
-        GitVerb::Install { local, system } => cmd::git::install(scope(local, system)),
+        GitVerb::Install { local, system } => {
+            cmd::git::install(scope(local, system))?;
+            // A prune must know this repository uses the store.
+            if let Ok(repo) = git::Repo::discover() {
+                let _ = git::roots::record(&paths.store, &repo);
+            }
+            Ok(())
+        }
         GitVerb::Migrate { action } => {
             let c = connect::connect(paths).await?;
             let args = |m: cli::MigrateArgs| cmd::migrate::Args {
@@ -306,8 +350,12 @@ async fn sharing(verb: SharingVerb, paths: &Paths) -> anyhow::Result<()> {
             let c = connect::connect(paths).await?;
             match action {
                 TokenAction::Create {
-                    write, note, json, ..
-                } => cmd::peer::token_create(c, write, note, json).await,
+                    write,
+                    admin,
+                    note,
+                    json,
+                    ..
+                } => cmd::peer::token_create(c, write, admin, note, json).await,
                 TokenAction::List { json } => cmd::peer::token_list(c, json).await,
                 TokenAction::Revoke { id } => cmd::peer::token_revoke(c, &id).await,
             }

@@ -5,6 +5,9 @@
 //! durable and not visible until [`PackSink::commit`] returns `Ok`; from then
 //! on the pack survives a crash or power loss under its id, and it is never
 //! changed again. A sink dropped without commit leaves nothing behind.
+//! [`PackBackend::delete`] is the one way a pack goes away: when it returns
+//! `Ok` the pack is gone for good (and deleting an absent pack is no error);
+//! a caller deletes a pack only once nothing in the index names it.
 //!
 //! Floor 1: may import `id` and `error`; knows nothing of what packs hold.
 
@@ -35,6 +38,8 @@ pub trait PackBackend: Send + Sync {
     fn list(&self) -> Result<Vec<(Id, u64)>>;
     /// Where a pack is, for messages.
     fn describe(&self, id: &Id) -> String;
+    /// Removes pack `id` durably.
+    fn delete(&self, id: &Id) -> Result<()>;
 }
 
 pub trait PackSink: Write + Send {
@@ -195,6 +200,19 @@ impl PackBackend for LocalDir {
 
     fn describe(&self, id: &Id) -> String {
         self.path_of(id).display().to_string()
+    }
+
+    fn delete(&self, id: &Id) -> Result<()> {
+        self.open_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => fsync_dir(path.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("cannot delete pack", &path, e)),
+        }
     }
 }
 

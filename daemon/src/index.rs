@@ -12,9 +12,12 @@
 //! | `objects` | tree or snapshot id | kind u8 ‖ its encoding (`crate::objects`) |
 //! | `refs` | ref name (`datasets/NAME`, `tags/NAME/TAG`) | snapshot id |
 //! | `local` | `dataset/NAME`, `checkout/DIR` | this machine's state (JSON) |
+//! | `leases` | chunk, file or object id | unix seconds (u64 LE) it was last written or said present |
+//! | `records` | pack id ‖ record offset u64 BE | [`RecordAt`]: a manifest or object record in that pack |
 //!
-//! Everything but the stat cache, stats, refs and local state can be
-//! rebuilt from the packs.
+//! Everything but the stat cache, stats, refs, local state and leases can
+//! be rebuilt from the packs. A lease is what keeps data a writer was told
+//! is stored from being pruned under it (see `crate::prune`).
 //! Related updates go in one [`rocksdb::WriteBatch`], which is atomic across
 //! column families.
 //!
@@ -37,7 +40,9 @@ pub const CF_FEATURES: &str = "features";
 pub const CF_OBJECTS: &str = "objects";
 pub const CF_REFS: &str = "refs";
 pub const CF_LOCAL: &str = "local";
-const ALL_CFS: [&str; 9] = [
+pub const CF_LEASES: &str = "leases";
+pub const CF_RECORDS: &str = "records";
+const ALL_CFS: [&str; 11] = [
     CF_CHUNKS,
     CF_FILES,
     CF_PACKS,
@@ -47,6 +52,8 @@ const ALL_CFS: [&str; 9] = [
     CF_OBJECTS,
     CF_REFS,
     CF_LOCAL,
+    CF_LEASES,
+    CF_RECORDS,
 ];
 
 /// Manifest entries per index segment: a range read loads one small
@@ -159,6 +166,19 @@ impl PackInfo {
         })
     }
 }
+
+/// A manifest (`kind` 0) or tree/snapshot (`kind` 1, 2: the object kind)
+/// record of a pack: where it starts and how long it is, header included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAt {
+    pub offset: u64,
+    pub kind: u8,
+    pub id: Id,
+    pub len: u32,
+}
+
+/// `RecordAt::kind` of a manifest record.
+pub const RECORD_MANIFEST: u8 = 0;
 
 /// What a path looked like when its content was stored as `file`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -517,6 +537,77 @@ impl Index {
         Ok(out)
     }
 
+    /// When each of `ids` was last leased (unix seconds), if ever.
+    pub fn leases(&self, ids: &[Id]) -> Result<Vec<Option<u64>>> {
+        let cf = self.cf(CF_LEASES);
+        let res = self
+            .db
+            .batched_multi_get_cf(cf, ids.iter().map(|i| &i.0[..]), false);
+        res.into_iter()
+            .map(|r| Ok(r?.and_then(|v| Some(u64::from_le_bytes(v[..].try_into().ok()?)))))
+            .collect()
+    }
+
+    /// Every lease of at least `since` (unix seconds).
+    pub fn leased_since(&self, since: u64) -> Result<Vec<Id>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_LEASES), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let t = v[..].try_into().map(u64::from_le_bytes).unwrap_or(0);
+            if t >= since {
+                out.extend(Id::from_slice(&k));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The manifest and object records of `pack`, in pack order.
+    pub fn records(&self, pack: &Id) -> Result<Vec<RecordAt>> {
+        self.scan_prefix(CF_RECORDS, &pack.0, |k, v| {
+            if k.len() != 40 || v.len() != 37 {
+                return None;
+            }
+            Some(RecordAt {
+                offset: u64::from_be_bytes(k[32..40].try_into().ok()?),
+                kind: v[0],
+                id: Id::from_slice(&v[1..33])?,
+                len: u32::from_le_bytes(v[33..37].try_into().ok()?),
+            })
+        })
+    }
+
+    /// Every tree and snapshot id with its kind.
+    pub fn object_ids(&self) -> Result<Vec<(Id, u8)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_OBJECTS), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let id = Id::from_slice(&k).ok_or_else(|| corrupt_value(CF_OBJECTS, &k))?;
+            out.push((id, v.first().copied().unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    /// Every stat-cache entry.
+    pub fn stat_all(&self) -> Result<Vec<(Vec<u8>, StatEntry)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_STATCACHE), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            if let Some(e) = StatEntry::decode(&v) {
+                out.push((k.to_vec(), e));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             index: self,
@@ -533,6 +624,7 @@ impl Index {
             CF_STATCACHE,
             CF_FEATURES,
             CF_OBJECTS,
+            CF_RECORDS,
         ] {
             let cf = self.cf(name);
             let mut wb = WriteBatch::default();
@@ -636,6 +728,56 @@ impl Batch<'_> {
             Some(v) => self.wb.put_cf(cf, key.as_bytes(), v),
             None => self.wb.delete_cf(cf, key.as_bytes()),
         }
+    }
+
+    pub fn put_lease(&mut self, id: &Id, unix: u64) {
+        self.wb
+            .put_cf(self.index.cf(CF_LEASES), id.0, unix.to_le_bytes());
+    }
+
+    pub fn put_record(&mut self, pack: &Id, r: &RecordAt) {
+        let mut k = [0u8; 40];
+        k[..32].copy_from_slice(&pack.0);
+        k[32..].copy_from_slice(&r.offset.to_be_bytes());
+        let mut v = [0u8; 37];
+        v[0] = r.kind;
+        v[1..33].copy_from_slice(&r.id.0);
+        v[33..].copy_from_slice(&r.len.to_le_bytes());
+        self.wb.put_cf(self.index.cf(CF_RECORDS), k, v);
+    }
+
+    /// Forgets a pack: its entry and its records (not its chunks).
+    pub fn delete_pack(&mut self, pack: &Id) {
+        self.wb.delete_cf(self.index.cf(CF_PACKS), pack.0);
+        let mut end = [0xffu8; 41];
+        end[..32].copy_from_slice(&pack.0);
+        self.wb
+            .delete_range_cf(self.index.cf(CF_RECORDS), &pack.0[..], &end[..]);
+    }
+
+    pub fn delete_chunk(&mut self, id: &Id) {
+        self.wb.delete_cf(self.index.cf(CF_CHUNKS), id.0);
+    }
+
+    /// Forgets a file's manifest: its head and every segment.
+    pub fn delete_file(&mut self, file: &Id) {
+        let cf = self.index.cf(CF_FILES);
+        self.wb.delete_cf(cf, file.0);
+        let mut end = [0xffu8; 37];
+        end[..32].copy_from_slice(&file.0);
+        self.wb.delete_range_cf(cf, &seg_key(file, 0)[..], &end[..]);
+    }
+
+    pub fn delete_object(&mut self, id: &Id) {
+        self.wb.delete_cf(self.index.cf(CF_OBJECTS), id.0);
+    }
+
+    pub fn delete_lease(&mut self, id: &Id) {
+        self.wb.delete_cf(self.index.cf(CF_LEASES), id.0);
+    }
+
+    pub fn delete_stat(&mut self, path: &[u8]) {
+        self.wb.delete_cf(self.index.cf(CF_STATCACHE), path);
     }
 
     pub fn put_stats(&mut self, s: &Stats) {

@@ -13,9 +13,10 @@
 //! - formats and the engine, no tonic: [`id`], [`error`]; [`chunker`],
 //!   [`sketch`], [`manifest`], [`objects`], [`pack`] (one file per byte
 //!   format); [`backend`], [`index`], [`store`] (split by phase: write,
-//!   read, objects and refs, recover); [`delta`], [`check`], [`config`],
+//!   read, objects and refs, recover, leases, sweep); [`delta`], [`check`], [`config`],
 //!   [`ingest`], [`put`]; [`dataset`] (snapshots, checkout, and the
-//!   receiver's checks of objects and refs in [`dataset::accept`]). Beside
+//!   receiver's checks of objects and refs in [`dataset::accept`]);
+//!   [`prune`] (retention and the mark; the sweep is the store's). Beside
 //!   the formats, with no engine below them: [`status`] (each error kind's
 //!   gRPC code), [`durable`] (small files replaced atomically),
 //!   [`tokens`], [`tls`];
@@ -41,7 +42,9 @@ pub mod ingest;
 pub mod manifest;
 pub mod objects;
 pub mod pack;
+pub mod prune;
 pub mod put;
+pub mod repair;
 pub mod service;
 pub mod sketch;
 pub mod status;

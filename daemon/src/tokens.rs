@@ -20,6 +20,8 @@ use std::sync::RwLock;
 pub enum Scope {
     Read,
     Write,
+    /// Prune and dataset removal on the hub (admin ⊃ write ⊃ read).
+    Admin,
 }
 
 impl std::fmt::Display for Scope {
@@ -27,6 +29,7 @@ impl std::fmt::Display for Scope {
         f.write_str(match self {
             Scope::Read => "read",
             Scope::Write => "write",
+            Scope::Admin => "admin",
         })
     }
 }

@@ -73,3 +73,38 @@ pub const PEER_MESSAGE_LIMIT: usize = 8 << 20;
 pub const LOCAL_MESSAGE_LIMIT: usize = 16 << 20;
 /// Raw bytes of chunks carried per `ChunkBatch` message.
 pub const CHUNK_BATCH_BYTES: usize = 1 << 20;
+
+/// Parses a duration such as `30d`, `12h`, `1y6m`, `2w`, `90min`, `0s`
+/// (y = 365 days, m = 30 days).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("{s:?} is not a duration; write it like 30d, 12h, 2w, 1y6m, 90min or 0s")
+    };
+    let mut total: u64 = 0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let per = match &rest[..unit_len] {
+            "y" => 365 * 86_400,
+            "m" => 30 * 86_400,
+            "w" => 7 * 86_400,
+            "d" => 86_400,
+            "h" => 3_600,
+            "min" => 60,
+            "s" => 1,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(per)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}

@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod git;
 pub mod migrate;
 pub mod peer;
+pub mod prune;
 pub mod read;
 pub mod store;
 pub mod sync;

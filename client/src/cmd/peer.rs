@@ -93,11 +93,12 @@ pub fn remote_list(paths: &Paths, json: bool) -> anyhow::Result<()> {
 pub async fn token_create(
     mut client: Client,
     write: bool,
+    admin: bool,
     note: String,
     json: bool,
 ) -> anyhow::Result<()> {
     let r = client
-        .token_create(TokenCreateRequest { write, note })
+        .token_create(TokenCreateRequest { write, note, admin })
         .await
         .map_err(ui::status_error)?
         .into_inner();

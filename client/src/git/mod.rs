@@ -19,6 +19,7 @@ pub mod materialize;
 pub mod path;
 pub mod pointer;
 pub mod rewrite;
+pub mod roots;
 pub mod setup;
 pub mod tree;
 pub mod verbs;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::objects::{self, EntryKind, Object, ObjectKind, Snapshot, Tree};
 use crate::store::Store;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// A stored tree or one from `overlay`.
 fn tree_in(store: &Store, overlay: &HashMap<Id, Tree>, id: &Id) -> Result<Option<Tree>> {
@@ -50,15 +50,14 @@ impl SubtreeSizes<'_> {
 /// Checks objects received from `peer` and stores them. Each must match
 /// its id and be well formed; a tree's subtrees must be stored or sent
 /// alongside, with the sizes it records for them; its files' sizes must
-/// match the manifests this store holds; a snapshot's tree and parents
-/// must be there (unless `need_parents` is false: a clone fetches one
-/// version, not its history) and its counts must match its tree. Nothing of
+/// match the manifests this store holds; a snapshot's tree must be there
+/// and its counts must match its tree (its parents need not be: a clone
+/// fetches one version, and either side may have pruned old history). Nothing of
 /// a batch is stored unless all of it passes. Returns (stored, already had).
 pub fn accept_objects(
     store: &Store,
     objs: Vec<(ObjectKind, Id, Vec<u8>)>,
     peer: &str,
-    need_parents: bool,
 ) -> Result<(u64, u64)> {
     let refuse = |what: String| Error::Refused(format!("{peer} sent {what}; refused"));
     let mut trees: HashMap<Id, Tree> = HashMap::new();
@@ -120,7 +119,6 @@ pub fn accept_objects(
             }
         }
     }
-    let sent: HashSet<Id> = snaps.iter().map(|s| s.0).collect();
     // Each distinct tree is counted once for all the batch's snapshots.
     let mut counted = HashMap::new();
     for (id, s) in &snaps {
@@ -138,14 +136,6 @@ pub fn accept_objects(
             return Err(refuse(format!(
                 "snapshot {id} whose size or file count disagrees with its tree"
             )));
-        }
-        let present = store.objects_present(&s.parents)?;
-        for (p, here) in s.parents.iter().zip(present) {
-            if need_parents && !here && !sent.contains(p) {
-                return Err(refuse(format!(
-                    "snapshot {id} whose parent {p} is in neither store"
-                )));
-            }
         }
     }
     let ids: Vec<Id> = raw.iter().map(|r| r.1).collect();
@@ -275,7 +265,7 @@ fn not_complete(ds: &Datasets, name: &str, n: &Id) -> Result<Option<String>> {
     files.sort();
     files.dedup();
     for batch in files.chunks(crate::STAT_BATCH) {
-        let present = store.index.files_present(batch)?;
+        let present = store.files_present(batch)?;
         if let Some((f, _)) = batch.iter().zip(present).find(|(_, p)| !p) {
             return Ok(Some(format!(
                 "snapshot {n} names file {f}, whose content is not here; send it first"

@@ -393,6 +393,35 @@ impl Datasets {
         Dir::from_tree(tree, &mut |id| self.tree(id))
     }
 
+    /// The files of every watched dataset's current content (what a prune
+    /// must keep even before it is snapshotted).
+    pub fn current_files(&self) -> Vec<Id> {
+        let mut out = Vec::new();
+        for live in self.all() {
+            if let Some(root) = &live.lock().root {
+                for (_, node) in root.files() {
+                    match node {
+                        state::Node::File { id, .. } | state::Node::Symlink { id, .. } => {
+                            out.push(*id)
+                        }
+                        state::Node::Dir(_) => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// After a prune: every watched dataset re-checks its trees at its next
+    /// snapshot instead of trusting that they are stored.
+    pub fn forget_stored(&self) {
+        for live in self.all() {
+            if let Some(root) = &mut live.lock().root {
+                root.forget_stored();
+            }
+        }
+    }
+
     /// A dataset's history from its head, newest first (first parents).
     pub fn log(&self, name: &str, from: Option<Id>, limit: usize) -> Result<Vec<(Id, Snapshot)>> {
         let mut out = Vec::new();
@@ -405,11 +434,15 @@ impl Datasets {
             if out.len() >= limit || !seen.insert(id) {
                 break;
             }
-            let s = self.snapshot_object(&id)?.ok_or_else(|| {
-                Error::NotFound(format!(
-                    "snapshot {id} (in the history of {name}) is not in this store"
-                ))
-            })?;
+            let Some(s) = self.snapshot_object(&id)? else {
+                if out.is_empty() {
+                    return Err(Error::NotFound(format!(
+                        "snapshot {id} (in the history of {name}) is not in this store"
+                    )));
+                }
+                // Older history was pruned (or never cloned): it ends here.
+                break;
+            };
             next = s.parents.first().copied();
             out.push((id, s));
         }

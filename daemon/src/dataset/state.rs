@@ -165,6 +165,17 @@ impl Dir {
         self.stored = true;
     }
 
+    /// Forgets which trees are stored (after a prune, which may have
+    /// dropped some): the next snapshot checks them again.
+    pub fn forget_stored(&mut self) {
+        for n in self.entries.values_mut() {
+            if let Node::Dir(d) = n {
+                d.forget_stored();
+            }
+        }
+        self.stored = false;
+    }
+
     /// Marks the trees among `ids` as stored (after the store took them).
     pub fn mark_stored(&mut self, ids: &std::collections::HashSet<Id>) {
         if self.stored {

@@ -124,6 +124,17 @@ pub struct Placed {
     pub codec: Codec,
 }
 
+impl Placed {
+    /// Where the record (header first) starts in its pack.
+    pub fn record_offset(&self) -> u64 {
+        self.payload_offset - self.meta_len as u64 - format::HEADER_LEN as u64
+    }
+    /// The record's whole length: header, meta, payload.
+    pub fn record_len(&self) -> u32 {
+        format::HEADER_LEN as u32 + self.meta_len + self.stored_len
+    }
+}
+
 /// Streams one pack into a backend sink, hashing what the pack id covers
 /// (everything but payloads) as it goes.
 pub struct PackWriter {
@@ -211,6 +222,18 @@ impl PackWriter {
             f.stored(),
             f.raw.len() as u32,
         )
+    }
+
+    /// Appends a frame exactly as another pack stores it (a repack copies
+    /// frames without decoding them): the same meta, codec and payload.
+    pub fn append_stored_frame(
+        &mut self,
+        codec: Codec,
+        meta: &[u8],
+        payload: &[u8],
+        raw_len: u32,
+    ) -> Result<Placed> {
+        self.append(Kind::Frame, codec, meta, payload, raw_len)
     }
 
     /// Appends a file manifest (its encoding is `crate::manifest`), raw:

@@ -3,7 +3,7 @@
 //! its events back; each area has its room: [`store`] (add, read, verify,
 //! reindex, status), [`clean`] (content streamed in by git's filter),
 //! [`peers`] (transfers of files and tokens), [`datasets`] (datasets,
-//! snapshots, clone and push). This file holds the routing table (the
+//! snapshots, clone and push), [`prune`] (prune, pins, repair). This file holds the routing table (the
 //! `Local` impl) and what the areas share.
 //!
 //! May import everything below it: the engine, `sync`, `watch`,
@@ -12,6 +12,7 @@
 mod clean;
 mod datasets;
 mod peers;
+mod prune;
 mod store;
 
 pub use datasets::Ctx;
@@ -331,5 +332,23 @@ impl Local for LocalApi {
         req: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::ShutdownReply>, Status> {
         store::shutdown(self, req).await
+    }
+
+    async fn prune(
+        &self,
+        req: Request<Streaming<pb::PruneInput>>,
+    ) -> Result<Response<pb::PruneReply>, Status> {
+        prune::prune(self, req).await
+    }
+
+    async fn pin(&self, req: Request<pb::PinRequest>) -> Result<Response<pb::PinReply>, Status> {
+        prune::pin(self, req).await
+    }
+
+    async fn repair(
+        &self,
+        req: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairReply>, Status> {
+        prune::repair(self, req).await
     }
 }

@@ -69,7 +69,9 @@ pub(super) async fn token_create(
     req: Request<pb::TokenCreateRequest>,
 ) -> Result<Response<pb::TokenCreateReply>, Status> {
     let req = req.into_inner();
-    let scope = if req.write {
+    let scope = if req.admin {
+        crate::tokens::Scope::Admin
+    } else if req.write {
         crate::tokens::Scope::Write
     } else {
         crate::tokens::Scope::Read

@@ -326,7 +326,7 @@ pub(super) async fn has(
         .map(|b| parse_oid(b))
         .collect::<Result<Vec<Id>, Status>>()?;
     let present =
-        tokio::task::block_in_place(|| api.store.index.files_present(&ids)).map_err(status)?;
+        tokio::task::block_in_place(|| api.store.files_present(&ids)).map_err(status)?;
     Ok(Response::new(pb::HasReply { present }))
 }
 

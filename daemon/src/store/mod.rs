@@ -24,10 +24,15 @@
 //! May import: formats (`pack`, `manifest`, `objects`, `chunker`, `sketch`),
 //! `backend`, `index`, `durable`, `error`, `id`. Never sync, services or tonic.
 
+mod lease;
 mod objects;
 mod read;
 mod recover;
+mod sweep;
 mod write;
+
+pub use lease::now_unix;
+pub use sweep::{Doomed, SweepPlan, SweepReport, PHASES};
 
 pub use read::FrameCache;
 use read::RECENT_FRAMES;
@@ -37,7 +42,6 @@ use write::{Sealing, Writer};
 use crate::backend::{LocalDir, PackBackend};
 use crate::chunker::ChunkParams;
 use crate::error::{Error, Result};
-use crate::id::Id;
 use crate::index::{Index, Stats};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -142,6 +146,11 @@ pub struct Shared {
     shutdown: AtomicBool,
     /// Serialises ref compare-and-swap.
     refs_lock: Mutex<()>,
+    /// Presence answers (shared) against a prune's drop (exclusive): see
+    /// [`lease`].
+    gc: std::sync::RwLock<()>,
+    /// One prune at a time.
+    prune_lock: Mutex<()>,
     /// Frames decoded recently by any reader: many small files share a frame
     /// (a checkout reads them one call each), so each frame is decoded once.
     recent: Mutex<FrameCache>,
@@ -188,8 +197,14 @@ impl Store {
             seal_queue: Mutex::new(Some(tx)),
             shutdown: AtomicBool::new(false),
             refs_lock: Mutex::new(()),
+            gc: std::sync::RwLock::new(()),
+            prune_lock: Mutex::new(()),
             recent: Mutex::new(FrameCache::with_slots(RECENT_FRAMES)),
         });
+        if stats.packs == 0 {
+            // A new store indexes every pack's records from the start.
+            shared.put_local(sweep::RECORDS_COMPLETE, Some(b"1"))?;
+        }
         shared.recover()?;
         let s = shared.clone();
         let sealer = std::thread::Builder::new()
@@ -249,21 +264,17 @@ impl Shared {
     pub fn stats(&self) -> Stats {
         self.lock().stats
     }
-
-    /// Which of `ids` are already indexed (durable). In-flight chunks are
-    /// resolved later, under the writer lock, by [`Store::append_frames`].
-    pub fn indexed(&self, ids: &[Id]) -> Result<Vec<bool>> {
-        Ok(self
-            .index
-            .chunk_locs(ids)?
-            .iter()
-            .map(Option::is_some)
-            .collect())
-    }
 }
 
 /// While alive, no pack is appended to, sealed or indexed.
 pub struct WritesPaused<'a>(MutexGuard<'a, Writer>);
+
+impl WritesPaused<'_> {
+    /// The store's counters as the writer holds them.
+    pub fn stats(&self) -> Stats {
+        self.0.stats
+    }
+}
 
 fn load_or_create_params(dir: &Path, create_with: StoreParams) -> Result<StoreParams> {
     let path = dir.join(PARAMS_FILE);

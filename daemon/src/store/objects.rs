@@ -12,7 +12,7 @@ impl Shared {
     /// names is stored) first: see `crate::dataset`.
     pub fn put_objects(&self, objs: &[(ObjectKind, Id, Vec<u8>)]) -> Result<()> {
         let ids: Vec<Id> = objs.iter().map(|o| o.1).collect();
-        let present = self.index.objects_present(&ids)?;
+        let present = self.objects_present(&ids)?;
         if present.iter().all(|p| *p) {
             return Ok(());
         }
@@ -25,10 +25,19 @@ impl Shared {
                 continue;
             }
             let (kind, id, raw) = o;
-            if let Err(e) = open.writer.append_object(*kind as u8, id, raw, level) {
-                self.abort_open(&mut w);
-                return Err(e);
-            }
+            let placed = match open.writer.append_object(*kind as u8, id, raw, level) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.abort_open(&mut w);
+                    return Err(e);
+                }
+            };
+            open.contents.records.push(crate::index::RecordAt {
+                offset: placed.record_offset(),
+                kind: *kind as u8,
+                id: *id,
+                len: placed.record_len(),
+            });
             open.contents.objects.push((*id, *kind as u8, raw.clone()));
         }
         drop(w);
@@ -69,9 +78,6 @@ impl Shared {
         Ok(Some((kind, raw)))
     }
 
-    pub fn objects_present(&self, ids: &[Id]) -> Result<Vec<bool>> {
-        self.index.objects_present(ids)
-    }
 
     pub fn get_ref(&self, name: &str) -> Result<Option<Id>> {
         self.index.get_ref(name)

@@ -154,6 +154,24 @@ impl Shared {
         cache: &mut FrameCache,
         check: bool,
     ) -> Result<Vec<u8>> {
+        match self.read_chunk_at(id, loc, cache, check) {
+            // A prune may have moved the chunk since its caller looked it
+            // up: read it where the index says it is now.
+            Err(e) => match self.index.chunk_locs(&[*id])?.first() {
+                Some(Some(now)) if now != loc => self.read_chunk_at(id, now, cache, check),
+                _ => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
+    fn read_chunk_at(
+        &self,
+        id: &Id,
+        loc: &ChunkLoc,
+        cache: &mut FrameCache,
+        check: bool,
+    ) -> Result<Vec<u8>> {
         let corrupt = |what: String| {
             Error::Corrupt(format!(
                 "chunk {} in pack {} (frame at offset {}) is corrupt: {what}",

@@ -5,7 +5,7 @@
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{ChunkLoc, PackInfo, Stats};
+use crate::index::{ChunkLoc, PackInfo, RecordAt, Stats, RECORD_MANIFEST};
 use crate::manifest::Manifest;
 use crate::objects::ObjectKind;
 use crate::pack::format::{self, Codec, Kind, Scanner};
@@ -16,6 +16,14 @@ impl Shared {
     /// between seal and index write).
     pub(super) fn recover(&self) -> Result<()> {
         let known: HashSet<Id> = self.index.packs()?.into_iter().map(|p| p.0).collect();
+        // Packs a prune took out of the index but had not deleted yet.
+        for (pack, _) in self.backend.list()? {
+            if !known.contains(&pack) && self.is_doomed(&pack)? {
+                tracing::info!(pack = %pack.hex(), "deleting a pack an interrupted prune left behind");
+                self.backend.delete(&pack)?;
+            }
+        }
+        self.forget_doomed(&known)?;
         for (pack, _) in self.backend.list()? {
             if !known.contains(&pack) {
                 tracing::info!(pack = %pack.hex(), "indexing a pack left unindexed by an interrupted run");
@@ -61,6 +69,7 @@ impl Shared {
                 Kind::Manifest => {
                     let (file, mhash) =
                         format::decode_manifest_meta(&rec.meta, rec.offset).map_err(bad)?;
+                    out.record_list.push(record_at(&rec, RECORD_MANIFEST, file));
                     out.manifests.push(ManifestAt {
                         file,
                         payload_offset: rec.payload_offset(),
@@ -71,11 +80,12 @@ impl Shared {
                     });
                 }
                 Kind::Object => {
-                    out.objects
-                        .push(scanned_object(pack, &rec).map_err(|e| match e {
-                            Scan::Format(f) => bad(f),
-                            Scan::Engine(e) => e,
-                        })?)
+                    let o = scanned_object(pack, &rec).map_err(|e| match e {
+                        Scan::Format(f) => bad(f),
+                        Scan::Engine(e) => e,
+                    })?;
+                    out.record_list.push(record_at(&rec, o.1, o.0));
+                    out.objects.push(o);
                 }
             }
         }
@@ -118,6 +128,9 @@ impl Shared {
         }
         for (id, kind, raw) in &s.objects {
             b.put_object(id, *kind, raw);
+        }
+        for r in &s.record_list {
+            b.put_record(pack, r);
         }
         b.put_pack(
             pack,
@@ -186,11 +199,40 @@ impl Shared {
                 }
             }
         }
+        files -= self.drop_incomplete_files(&mut stats)?;
         let mut b = self.index.batch();
         b.put_stats(&stats);
+        b.put_local(super::sweep::RECORDS_COMPLETE, Some(b"1"));
         b.write(true)?;
         w.stats = stats;
         Ok((packs, chunks, files, bad))
+    }
+
+    /// Forgets files some of whose chunks no pack holds: a manifest a prune
+    /// left behind in a pack it kept (the file was pruned, its chunks went),
+    /// or one whose chunks lay in a pack too damaged to index. Returns how many.
+    fn drop_incomplete_files(&self, stats: &mut Stats) -> Result<u64> {
+        let mut dropped = 0;
+        for file in self.index.file_ids()? {
+            let Some(m) = self.index.manifest(&file)? else {
+                continue;
+            };
+            let ids: Vec<Id> = m.chunks.iter().map(|c| c.0).collect();
+            let mut whole = true;
+            for batch in ids.chunks(4096) {
+                whole &= self.index.chunk_locs(batch)?.iter().all(Option::is_some);
+            }
+            if !whole {
+                tracing::warn!(%file, "a manifest names chunks no pack holds; the file is left out of the index");
+                let mut b = self.index.batch();
+                b.delete_file(&file);
+                b.write(false)?;
+                dropped += 1;
+                stats.files = stats.files.saturating_sub(1);
+                stats.logical_bytes = stats.logical_bytes.saturating_sub(m.size);
+            }
+        }
+        Ok(dropped)
     }
 }
 
@@ -203,6 +245,16 @@ struct Scanned {
     features: Vec<([u8; 9], Id)>,
     manifests: Vec<ManifestAt>,
     objects: Vec<(Id, u8, Vec<u8>)>,
+    record_list: Vec<RecordAt>,
+}
+
+fn record_at(rec: &format::ScannedRecord, kind: u8, id: Id) -> RecordAt {
+    RecordAt {
+        offset: rec.offset,
+        kind,
+        id,
+        len: (rec.payload_offset() - rec.offset) as u32 + rec.header.stored_len,
+    }
 }
 
 /// Where a manifest record's payload lies, and the hash it must have.

@@ -5,7 +5,7 @@
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{ChunkLoc, PackInfo, StatEntry, Stats};
+use crate::index::{ChunkLoc, PackInfo, RecordAt, StatEntry, Stats, RECORD_MANIFEST};
 use crate::manifest::Manifest;
 use crate::pack::format::{self};
 use crate::pack::{Frame, PackWriter};
@@ -49,6 +49,8 @@ pub(super) struct PackContents {
     pub(super) manifests: Vec<(Id, Manifest)>,
     /// Trees and snapshots: id, kind, encoding.
     pub(super) objects: Vec<(Id, u8, Vec<u8>)>,
+    /// Where its manifest and object records lie.
+    pub(super) records: Vec<RecordAt>,
     pub(super) unique_bytes: u64,
 }
 
@@ -120,8 +122,28 @@ impl Shared {
             .zip(self.index.chunk_locs(&unsure)?)
             .filter_map(|(id, l)| l.map(|_| *id))
             .collect();
+        // A delta's bases must still be here (a prune may have dropped one
+        // since the delta was made): leased, or the frame is re-made whole.
+        let bases: Vec<Id> = frames
+            .iter()
+            .flat_map(|f| f.bases.iter().copied())
+            .filter(|id| !w.pending.contains_key(id))
+            .collect();
+        let based: HashSet<Id> = bases
+            .iter()
+            .zip(self.index.chunk_locs(&bases)?)
+            .filter_map(|(id, l)| l.map(|_| *id))
+            .collect();
+        self.lease(indexed.iter().chain(&based))?;
         let mut out = Appended::default();
-        for frame in frames {
+        for mut frame in frames {
+            if !frame
+                .bases
+                .iter()
+                .all(|b| based.contains(b) || w.pending.contains_key(b))
+            {
+                frame.compress(self.params.zstd_level);
+            }
             let mut dup = false;
             for (id, _) in &frame.chunks {
                 if let Some(g) = w.pending.get(id) {
@@ -280,9 +302,15 @@ impl Shared {
             }
             segs.write(false)?;
             let mut b = self.index.batch();
+            let now = super::now_unix();
             for (id, mut loc) in contents.chunks.iter().copied() {
                 loc.pack = pack;
                 b.put_chunk(&id, &loc);
+                b.put_lease(&id, now);
+            }
+            for r in &contents.records {
+                b.put_record(&pack, r);
+                b.put_lease(&r.id, now);
             }
             for (file, m) in &contents.manifests {
                 b.put_file_head(file, m);
@@ -336,6 +364,7 @@ impl Shared {
             .collect();
         let ids: Vec<Id> = files.iter().map(|f| f.file).collect();
         let present = self.index.files_present(&ids)?;
+        self.lease(ids.iter().zip(&present).filter(|(_, p)| **p).map(|(i, _)| i))?;
         for ((f, present), r) in files.iter_mut().zip(present).zip(&results) {
             if present || r.is_err() {
                 continue;
@@ -346,10 +375,19 @@ impl Shared {
             }
             let gen = w.generation;
             let open = self.open_pack(&mut w)?;
-            if let Err(e) = open.writer.append_manifest(&f.file, &f.manifest) {
-                self.abort_open(&mut w);
-                return Err(e);
-            }
+            let placed = match open.writer.append_manifest(&f.file, &f.manifest) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.abort_open(&mut w);
+                    return Err(e);
+                }
+            };
+            open.contents.records.push(RecordAt {
+                offset: placed.record_offset(),
+                kind: RECORD_MANIFEST,
+                id: f.file,
+                len: placed.record_len(),
+            });
             // Moved, not copied: a 20 GB file's list is tens of MB. The size stays.
             let m = Manifest {
                 size: f.manifest.size,

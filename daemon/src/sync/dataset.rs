@@ -249,7 +249,7 @@ fn fetch_trees(
     // Checked as one set: the snapshot's parents need not be here.
     trees.extend(received);
     if !trees.is_empty() {
-        counted(store, accept_objects(store, trees, url, false))?;
+        counted(store, accept_objects(store, trees, url))?;
     }
     Ok(snap)
 }

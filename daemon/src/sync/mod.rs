@@ -25,6 +25,7 @@
 //! and `status`; never the services above it (`service`, `watch`,
 //! `autosync`, `daemon`).
 
+pub mod admin;
 mod checks;
 mod client;
 pub mod dataset;
@@ -39,7 +40,7 @@ mod wire;
 pub use client::PeerAddr;
 pub(crate) use client::HTTP2_FRAME;
 pub use files::accept_manifests;
-pub use pull::{fetch_range, pull, Want};
+pub use pull::{fetch_chunks, fetch_range, pull, Want};
 pub use push::push;
 pub use server::PeerApi;
 

@@ -90,7 +90,7 @@ fn pull_inner(
         .iter()
         .filter_map(|w| Some((w.file, w.size?)))
         .collect();
-    let present = store.index.files_present(&files)?;
+    let present = store.files_present(&files)?;
     let want: Vec<Id> = files
         .iter()
         .zip(present)
@@ -215,6 +215,32 @@ fn fetch_range_inner(
         stored?;
     }
     Ok((manifest, p.sum))
+}
+
+/// Brings exactly `ids` (chunks this store lacks) from the peer: frames
+/// as stored where their bases are here, the rest one by one; each chunk
+/// checked against its id. Returns the summary and the chunks the peer
+/// did not have.
+pub fn fetch_chunks(store: &Store, addr: &PeerAddr, ids: &[Id]) -> Result<(Summary, Vec<Id>)> {
+    let mut quiet = |_| {};
+    let mut p = Pull::connect(store, addr, &mut quiet)?;
+    let mut missing = ids.to_vec();
+    let mut intake = frames::Intake::new(store, p.url);
+    p.frame_rounds(&mut intake, &mut missing, std::time::Instant::now())?;
+    let stored = p.chunks_one_by_one(&mut intake, &missing);
+    intake.keep.session.seal()?;
+    if let Err(e) = stored {
+        tracing::debug!(error = %e, "some chunks did not come one by one");
+    }
+    let mut lacking = Vec::new();
+    for batch in ids.chunks(PEER_BATCH) {
+        for (c, have) in batch.iter().zip(store.index.chunk_locs(batch)?) {
+            if have.is_none() {
+                lacking.push(*c);
+            }
+        }
+    }
+    Ok((p.sum, lacking))
 }
 
 impl<'a> Pull<'a> {

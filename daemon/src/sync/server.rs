@@ -162,7 +162,7 @@ impl Peer for PeerApi {
         let peer = self.authorize(&req, Scope::Read)?;
         let ids = ids_of(&req.into_inner().ids, &peer).map_err(status)?;
         let present =
-            tokio::task::block_in_place(|| self.store.index.files_present(&ids)).map_err(status)?;
+            tokio::task::block_in_place(|| self.store.files_present(&ids)).map_err(status)?;
         Ok(Response::new(pb::Presence { present }))
     }
 
@@ -346,6 +346,23 @@ impl Peer for PeerApi {
             ok: done.ok,
             current: done.current.map(|c| c.0.to_vec()).unwrap_or_default(),
             reason: done.reason,
+        }))
+    }
+
+    async fn prune(
+        &self,
+        req: Request<pb::PruneRequest>,
+    ) -> std::result::Result<Response<pb::PruneReply>, Status> {
+        let peer = self.authorize(&req, Scope::Admin)?;
+        let opts = super::admin::prune_options(&req.into_inner());
+        tracing::info!(%peer, dry_run = opts.dry_run, "prune asked by a peer");
+        let ds = self.datasets.clone();
+        let rep = tokio::task::spawn_blocking(move || crate::prune::prune(&ds, &opts))
+            .await
+            .map_err(|e| Status::internal(format!("the prune failed: {e}")))?
+            .map_err(status)?;
+        Ok(Response::new(pb::PruneReply {
+            report_json: serde_json::to_string(&rep).unwrap_or_default(),
         }))
     }
 }

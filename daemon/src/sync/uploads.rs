@@ -102,7 +102,7 @@ pub fn objects(store: &Store, peer: &str, next: Next<pb::ObjectBatch>) -> Result
     let mut reply = pb::PutReply::default();
     while let Some(b) = next()? {
         let objs = objects_from_wire(b.objects, peer)?;
-        let (n, had) = accept::accept_objects(store, objs, peer, true)?;
+        let (n, had) = accept::accept_objects(store, objs, peer)?;
         reply.stored += n;
         reply.already_had += had;
     }

@@ -141,6 +141,10 @@ pub fn filter_process(paths: &Paths) -> anyhow::Result<()> {
     let mut out: protocol::Output = BufWriter::with_capacity(1 << 18, io::stdout().lock());
     let caps = protocol::handshake(&mut input, &mut out)?;
     let work_tree = std::env::current_dir().context("cannot read the current directory")?;
+    // A prune must know this repository uses the store (its git roots).
+    if let Ok(repo) = super::Repo::discover_at(&work_tree) {
+        let _ = super::roots::record(&paths.store, &repo);
+    }
     let mut p = Process {
         core: Core::new(paths)?,
         work_tree,
