@@ -12,7 +12,7 @@
 //! | `objects` | tree or snapshot id | kind u8 ‖ its encoding (`crate::objects`) |
 //! | `refs` | ref name (`datasets/NAME`, `tags/NAME/TAG`) | snapshot id |
 //! | `local` | `dataset/NAME`, `checkout/DIR` | this machine's state (JSON) |
-//! | `leases` | chunk, file or object id | unix seconds (u64 LE) it was last written or said present |
+//! | `leases` | chunk, file or object id | unix milliseconds (u64 LE) it was last written or said present |
 //! | `records` | pack id ‖ record offset u64 BE | [`RecordAt`]: a manifest or object record in that pack |
 //!
 //! Everything but the stat cache, stats, refs, local state and leases can
@@ -537,7 +537,7 @@ impl Index {
         Ok(out)
     }
 
-    /// When each of `ids` was last leased (unix seconds), if ever.
+    /// When each of `ids` was last leased (unix milliseconds), if ever.
     pub fn leases(&self, ids: &[Id]) -> Result<Vec<Option<u64>>> {
         let cf = self.cf(CF_LEASES);
         let res = self
@@ -548,7 +548,7 @@ impl Index {
             .collect()
     }
 
-    /// Every lease of at least `since` (unix seconds).
+    /// Every lease of at least `since` (unix milliseconds).
     pub fn leased_since(&self, since: u64) -> Result<Vec<Id>> {
         let mut out = Vec::new();
         for item in self

@@ -75,7 +75,7 @@ pub fn of(repo: &Repo, within: Option<u64>) -> anyhow::Result<GitRoots> {
             tips.push(h.to_string());
         }
     }
-    let mut add = |set: &mut HashSet<[u8; 32]>, args: Vec<String>| -> anyhow::Result<()> {
+    let add = |set: &mut HashSet<[u8; 32]>, args: Vec<String>| -> anyhow::Result<()> {
         for t in tree::from_objects(repo, objects(repo, &args)?)? {
             set.insert(t.pointer.oid);
         }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::objects::{EntryKind, Object};
 use crate::pack::format::Codec;
-use crate::store::{now_unix, Store, SweepPlan, SweepReport};
+use crate::store::{now_ms, Store, SweepPlan, SweepReport};
 use retention::{Dated, Policy};
 use std::collections::{HashMap, HashSet};
 
@@ -68,8 +68,8 @@ pub struct Report {
 /// Marks and sweeps `ds.store` under `opts`.
 pub fn prune(ds: &Datasets, opts: &Options) -> Result<Report> {
     let store = &*ds.store;
-    let started = now_unix();
-    let cutoff = started.saturating_sub(opts.grace_secs);
+    let started = now_ms();
+    let cutoff = started.saturating_sub(opts.grace_secs.saturating_mul(1000));
     if !opts.dry_run {
         for name in &opts.remove_datasets {
             remove_dataset(store, name)?;
@@ -193,12 +193,12 @@ fn history(store: &Store, head: Id) -> Result<Vec<Dated>> {
         if let Some(Object::Snapshot(s)) = store.object(&id)? {
             out.push(Dated {
                 id,
-                time: s.time_ns.div_euclid(1_000_000_000),
+                time_ns: s.time_ns,
             });
             stack.extend(s.parents);
         }
     }
-    out.sort_by(|a, b| b.time.cmp(&a.time));
+    out.sort_by(|a, b| b.time_ns.cmp(&a.time_ns));
     Ok(out)
 }
 

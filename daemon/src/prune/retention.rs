@@ -32,12 +32,15 @@ impl Policy {
     }
 }
 
-/// One snapshot of the history: its id and time (unix seconds).
+/// One snapshot of the history: its id and time (unix nanoseconds:
+/// snapshots a second apart must still sort).
 #[derive(Debug, Clone, Copy)]
 pub struct Dated {
     pub id: Id,
-    pub time: i64,
+    pub time_ns: i64,
 }
+
+const NS: i64 = 1_000_000_000;
 
 /// The kept snapshots of `history` (any order) with why each is kept.
 pub fn apply(
@@ -47,7 +50,7 @@ pub fn apply(
     tagged: &HashSet<Id>,
 ) -> BTreeMap<Id, Vec<&'static str>> {
     let mut snaps: Vec<Dated> = history.to_vec();
-    snaps.sort_by(|a, b| b.time.cmp(&a.time).then(a.id.cmp(&b.id)));
+    snaps.sort_by(|a, b| b.time_ns.cmp(&a.time_ns).then(a.id.cmp(&b.id)));
     let mut kept: BTreeMap<Id, Vec<&'static str>> = BTreeMap::new();
     let mut keep = |id: Id, why: &'static str| kept.entry(id).or_default().push(why);
     if !policy.limits() {
@@ -66,7 +69,7 @@ pub fn apply(
     }
     if let (Some(w), Some(newest)) = (policy.keep_within_secs, snaps.first()) {
         for s in &snaps {
-            if newest.time.saturating_sub(s.time) <= w as i64 {
+            if newest.time_ns.saturating_sub(s.time_ns) <= (w as i64).saturating_mul(NS) {
                 keep(s.id, "within");
             }
         }
@@ -84,7 +87,7 @@ pub fn apply(
             if taken >= n {
                 break;
             }
-            let b = bucket(s.time);
+            let b = bucket(s.time_ns.div_euclid(NS));
             if last != Some(b) {
                 last = Some(b);
                 taken += 1;
@@ -167,7 +170,7 @@ mod tests {
         (1..=n)
             .map(|i| Dated {
                 id: id(i),
-                time: T0 - (i as i64 - 1) * step,
+                time_ns: (T0 - (i as i64 - 1) * step) * NS,
             })
             .collect()
     }

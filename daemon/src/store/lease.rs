@@ -15,18 +15,18 @@ use crate::error::Result;
 use crate::id::Id;
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
-/// Seconds since the Unix epoch, now.
-pub fn now_unix() -> u64 {
+/// Milliseconds since the Unix epoch, now (a lease's clock).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
 impl Shared {
     /// Records that `ids` were just written or said present.
     pub(crate) fn lease<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) -> Result<()> {
-        let now = now_unix();
+        let now = now_ms();
         let mut b = self.index.batch();
         let mut any = false;
         for id in ids {

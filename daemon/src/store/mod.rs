@@ -31,7 +31,7 @@ mod recover;
 mod sweep;
 mod write;
 
-pub use lease::now_unix;
+pub use lease::now_ms;
 pub use sweep::{Doomed, SweepPlan, SweepReport, PHASES};
 
 pub use read::FrameCache;

@@ -33,7 +33,7 @@ pub struct SweepPlan {
     pub live_chunks: HashSet<Id>,
     pub live_files: HashSet<Id>,
     pub live_objects: HashSet<Id>,
-    /// Leases at or after this (unix seconds) keep what they name.
+    /// Leases at or after this (unix milliseconds) keep what they name.
     pub cutoff: u64,
     /// Unused bytes allowed to stay in partly used packs, as a share of
     /// the bytes stored after the prune.

@@ -302,7 +302,7 @@ impl Shared {
             }
             segs.write(false)?;
             let mut b = self.index.batch();
-            let now = super::now_unix();
+            let now = super::now_ms();
             for (id, mut loc) in contents.chunks.iter().copied() {
                 loc.pack = pack;
                 b.put_chunk(&id, &loc);
