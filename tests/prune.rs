@@ -119,3 +119,174 @@ fn prune_keeps_the_last_three_versions_byte_exact_and_reclaims_the_rest() {
     reads_back(&env, &id10, 10);
     verify_clean(&env);
 }
+
+/// A dataset `ds` of versions 0..n in `env`; returns the snapshot ids.
+fn history(env: &Env, n: u64) -> Vec<String> {
+    let src = env.path("ds");
+    version(&src, 0);
+    env.ok(&["dataset", "add", "ds", src.to_str().unwrap()]);
+    (0..n)
+        .map(|v| {
+            version(&src, v);
+            snap(env, "ds", &format!("v{v}"))
+        })
+        .collect()
+}
+
+/// Runs `hoard ARGS` with extra environment (reaching a daemon it starts).
+fn run_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut c = env.hoard();
+    c.args(args)
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    common::wait_output(
+        c.spawn().expect("spawn hoard"),
+        std::time::Duration::from_secs(300),
+        &format!("hoard {args:?}"),
+    )
+}
+
+#[test]
+fn a_kill_at_every_phase_boundary_leaves_a_store_that_verifies_and_keeps_every_kept_version() {
+    for (i, phase) in ["marked", "written", "indexed", "deleting"].iter().enumerate() {
+        let env = Env::new();
+        let ids = history(&env, 6);
+        env.kill_daemon();
+        let o = run_with(
+            &env,
+            &[("HOARD_TEST_PRUNE_ABORT", phase)],
+            &["prune", "--keep-last", "2", "--grace", "0s"],
+        );
+        assert!(!o.status.success(), "the prune was not killed at {phase}");
+        if i == 2 {
+            // A rebuild of the index after a crash mid-prune also verifies.
+            env.ok(&["reindex"]);
+        }
+        verify_clean(&env);
+        for v in 4..6 {
+            reads_back(&env, &ids[v], v as u64);
+        }
+        // The interrupted prune finishes on a second run.
+        let rep = prune(&env, &["--keep-last", "2", "--grace", "0s"]);
+        verify_clean(&env);
+        for v in 4..6 {
+            reads_back(&env, &ids[v], v as u64);
+        }
+        let o = env.run(&["checkout", &ids[0], "--to", env.path("gone").to_str().unwrap()]);
+        assert!(!o.status.success(), "after {phase}: {rep}");
+        let packs_on_disk = env.packs().len() as u64;
+        assert_eq!(
+            stats(&env)["packs"].as_u64(),
+            Some(packs_on_disk),
+            "after {phase}: a pack on disk is not in the index, or the reverse"
+        );
+    }
+}
+
+/// A file with the content of version `v`'s big file, written at `path`.
+fn old_content(path: &Path, v: u64) -> Vec<u8> {
+    let c = data(3 << 20, 100 + v, false);
+    std::fs::write(path, &c).unwrap();
+    c
+}
+
+#[test]
+fn an_add_and_a_push_during_a_prune_lose_nothing_they_were_told_is_stored() {
+    // The hub holds ten versions; its prune keeps one. While the prune has
+    // decided (paused after writing its new packs), a client adds the big
+    // file of version 2 (every chunk already on the hub: HaveChunks says
+    // so) and pushes it, and the hub itself adds version 3's big file.
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let ids = history(&hub, 10);
+    let admin = hub
+        .json(&["token", "create", "--admin"])
+        .pop()
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let writer = hub.token(true);
+    hub.kill_daemon();
+    let port = url.rsplit(':').next().unwrap().parse().unwrap();
+    hub.start_hub_with(port, &[("HOARD_TEST_PRUNE_PAUSE", "written:4000")]);
+    let client = Env::new();
+    client.ok(&["remote", "add", "origin", &url, "--token", &writer]);
+    client.ok(&["remote", "add", "hubadmin", &url, "--token", &admin]);
+    let pruner = {
+        let mut c = client.hoard();
+        c.args(["prune", "--remote", "hubadmin", "--keep-last", "1", "--grace", "0s", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let c2 = old_content(&client.path("v2.bin"), 2);
+    let added = client.json(&["add", client.path("v2.bin").to_str().unwrap()]);
+    let oid2 = added[0]["oid"].as_str().unwrap().to_string();
+    let pushed = client.json(&["push", &oid2]).pop().unwrap();
+    assert_eq!(pushed["chunks_sent"], 0, "the hub should have had every chunk: {pushed}");
+    let c3 = old_content(&hub.path("v3.bin"), 3);
+    let oid3 = hub.json(&["add", hub.path("v3.bin").to_str().unwrap()])[0]["oid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = common::wait_output(pruner, std::time::Duration::from_secs(120), "prune");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got2 = hub.run(&["cat", &oid2]).stdout;
+    assert!(got2 == c2, "the pushed file does not read back from the hub: {rep}");
+    let got3 = hub.run(&["cat", &oid3]).stdout;
+    assert!(got3 == c3, "the added file does not read back: {rep}");
+    verify_clean(&hub);
+    assert!(rep["sweep"]["spared"].as_u64().unwrap() > 0, "{rep}");
+    assert!(rep["sweep"]["chunks_removed"].as_u64().unwrap() > 0, "{rep}");
+    reads_back(&hub, &ids[9], 9);
+}
+
+#[test]
+fn a_hub_prune_needs_an_admin_token_and_dataset_removal_frees_its_content() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let admin = hub.json(&["token", "create", "--admin"]).pop().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let writer = hub.token(true);
+    let a = Env::new();
+    a.ok(&["remote", "add", "origin", &url, "--token", &writer]);
+    a.ok(&["remote", "add", "admin", &url, "--token", &admin]);
+    let ids = history(&a, 4);
+    a.ok(&["dataset", "push", "ds"]);
+    // Loose content (as git's pre-push sends it) is never pruned on a hub.
+    let loose = old_content(&a.path("loose.bin"), 77);
+    let oid = a.json(&["add", a.path("loose.bin").to_str().unwrap()])[0]["oid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.ok(&["push", &oid]);
+    let o = a.run(&["prune", "--remote", "origin", "--keep-last", "1", "--grace", "0s"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("admin"), "{err}");
+    assert_eq!(hub.json(&["log", "ds"]).pop().unwrap().as_array().unwrap().len(), 4);
+    let before = stats(&hub)["stored_bytes"].as_u64().unwrap();
+    let rep = prune(&a, &["--remote", "admin", "--keep-last", "1", "--grace", "0s"]);
+    let after = stats(&hub)["stored_bytes"].as_u64().unwrap();
+    assert!(after < before, "{rep}");
+    assert_eq!(hub.json(&["log", "ds"]).pop().unwrap().as_array().unwrap().len(), 1);
+    verify_clean(&hub);
+    reads_back(&hub, &ids[3], 3);
+    assert!(hub.run(&["cat", &oid]).stdout == loose);
+    // Removing the dataset on the hub needs admin too, then frees it.
+    let o = a.run(&["dataset", "remove", "ds", "--remote", "origin"]);
+    assert!(!o.status.success());
+    a.ok(&["dataset", "remove", "ds", "--remote", "admin", "--grace", "0s"]);
+    assert!(hub.json(&["dataset", "list"]).pop().map_or(true, |v| !v.to_string().contains("\"ds\"")));
+    let o = hub.run(&["log", "ds"]);
+    assert!(!o.status.success());
+    verify_clean(&hub);
+    assert!(stats(&hub)["stored_bytes"].as_u64().unwrap() < after);
+    assert!(hub.run(&["cat", &oid]).stdout == loose);
+}

@@ -406,8 +406,16 @@ pub enum DatasetAction {
         #[arg(long)]
         json: bool,
     },
-    /// Forget a dataset (its snapshots stay).
-    Remove { name: String },
+    /// Forget a dataset (its snapshots stay); with --remote, delete it on
+    /// that hub (refs, tags, then a prune of what only it held; admin token).
+    Remove {
+        name: String,
+        #[arg(long)]
+        remote: Option<String>,
+        /// With --remote: the prune's grace period (default 24h).
+        #[arg(long, requires = "remote")]
+        grace: Option<String>,
+    },
     /// Datasets: path, watched, latest snapshot, pending changes, sync state.
     List {
         #[arg(long)]

@@ -280,7 +280,12 @@ async fn dataset(c: connect::Client, action: DatasetAction, paths: &Paths) -> an
             };
             cmd::dataset::add(c, a).await
         }
-        DatasetAction::Remove { name } => cmd::dataset::remove(c, name).await,
+        DatasetAction::Remove {
+            name,
+            remote: Some(remote),
+            grace,
+        } => cmd::prune::remove_dataset(c, paths, name, remote, grace).await,
+        DatasetAction::Remove { name, .. } => cmd::dataset::remove(c, name).await,
         DatasetAction::List { json } => cmd::dataset::list(c, json).await,
         DatasetAction::Push {
             name,

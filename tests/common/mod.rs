@@ -269,12 +269,18 @@ impl Env {
 
     /// Starts this env's daemon serving the Peer API on `port`.
     pub fn start_hub_at(&self, port: u16) {
+        self.start_hub_with(port, &[]);
+    }
+
+    /// Like [`Env::start_hub_at`], with extra environment for the daemon.
+    pub fn start_hub_with(&self, port: u16, vars: &[(&str, &str)]) {
         let addr = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(&self.home).expect("hub home");
         let log = std::fs::File::create(self.home.join("hoardd.log")).expect("hub log");
         let mut child = self
             .hoardd()
             .args(["run", "--listen", &addr])
+            .envs(vars.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

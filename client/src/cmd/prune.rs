@@ -160,6 +160,39 @@ fn print_report(rep: &Value, remote: Option<&str>) {
     );
 }
 
+/// `hoard dataset remove NAME --remote R`: the hub deletes the dataset's
+/// refs and tags, then prunes what only they kept.
+pub async fn remove_dataset(
+    mut client: Client,
+    paths: &Paths,
+    name: String,
+    remote: String,
+    grace: Option<String>,
+) -> anyhow::Result<()> {
+    let grace = grace.as_deref().map(duration).transpose()?;
+    let req = PruneRequest {
+        remove_datasets: vec![name.clone()],
+        grace: grace.unwrap_or(0),
+        has_grace: grace.is_some(),
+        ..PruneRequest::default()
+    };
+    let msg = PruneInput {
+        request: Some(req),
+        remote: Some(remote_target(paths, &remote)?),
+        ..PruneInput::default()
+    };
+    let reply = client
+        .prune(tokio_stream::iter([msg]))
+        .await
+        .map_err(ui::status_error)?
+        .into_inner();
+    let rep: Value = serde_json::from_str(&reply.report_json)
+        .context("the hub sent a malformed prune report")?;
+    println!("removed dataset {name} on {remote}");
+    print_report(&rep, Some(&remote));
+    Ok(())
+}
+
 pub async fn pin(mut client: Client, target: Option<String>, remove: bool) -> anyhow::Result<()> {
     let list = target.is_none();
     let r = client

@@ -67,14 +67,23 @@ pub struct SweepReport {
     pub spared: u64,
 }
 
-/// Where a sweep stopped last: a test kills the daemon at each boundary
-/// (`HOARD_TEST_PRUNE_ABORT=<name>` aborts the process there).
+/// A sweep's phase boundaries. For the tests, `HOARD_TEST_PRUNE_ABORT=
+/// <name>` in the daemon's environment aborts the process at one (as a
+/// kill -9 would), and `HOARD_TEST_PRUNE_PAUSE=<name>:<ms>` waits there
+/// (so a test can run writers against a prune that has decided).
 pub const PHASES: [&str; 4] = ["marked", "written", "indexed", "deleting"];
 
 pub(crate) fn phase(name: &str) {
     if std::env::var("HOARD_TEST_PRUNE_ABORT").is_ok_and(|v| v == name) {
         tracing::warn!(phase = name, "aborting at a prune phase boundary, as asked");
         std::process::abort();
+    }
+    if let Ok(v) = std::env::var("HOARD_TEST_PRUNE_PAUSE") {
+        if let Some(ms) = v.strip_prefix(name).and_then(|r| r.strip_prefix(':')) {
+            let ms = ms.parse().unwrap_or(0);
+            tracing::warn!(phase = name, ms, "pausing at a prune phase boundary, as asked");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 }
 
