@@ -290,3 +290,135 @@ fn a_hub_prune_needs_an_admin_token_and_dataset_removal_frees_its_content() {
     assert!(stats(&hub)["stored_bytes"].as_u64().unwrap() < after);
     assert!(hub.run(&["cat", &oid]).stdout == loose);
 }
+
+/// The store's id of content (as `hoard add` would name it).
+fn oid_of(env: &Env, bytes: &[u8]) -> String {
+    let p = env.path("probe.bin");
+    std::fs::write(&p, bytes).unwrap();
+    let oid = blake3::hash(bytes).to_hex().to_string();
+    std::fs::remove_file(p).unwrap();
+    format!("blake3:{oid}")
+}
+
+fn in_store(env: &Env, oid: &str) -> bool {
+    env.run(&["cat", oid, "--length", "1"]).status.success()
+}
+
+#[test]
+fn git_roots_keep_head_staged_stashed_worktree_and_unpushed_content() {
+    use common::git::{write, User};
+    let u = User::new();
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let token = hub.token(true);
+    u.hoard_in(&u.home, &["remote", "add", "origin", &url, "--token", &token]);
+    let repo = u.repo("r", &["*.bin"]);
+    let bare = u.path("r.git");
+    u.git_ok(&u.home, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    u.git_ok(&repo, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    let v: Vec<Vec<u8>> = (0..7).map(|i| data(400_000, 500 + i, false)).collect();
+    let commit = |i: usize| {
+        write(&repo, "model.bin", &v[i]);
+        u.git_ok(&repo, &["add", "model.bin", ".gitattributes"]);
+        u.git_ok(&repo, &["commit", "-q", "-m", &format!("v{i}")]);
+    };
+    commit(0);
+    commit(1);
+    u.git_ok(&repo, &["push", "-q", "origin", "main"]);
+    commit(2); // unpushed, and HEAD
+    write(&repo, "model.bin", &v[3]);
+    u.git_ok(&repo, &["stash", "-q"]); // stashed, never committed
+    let wt = u.path("wt");
+    u.git_ok(&repo, &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()]);
+    write(&wt, "model.bin", &v[4]);
+    u.git_ok(&wt, &["add", "model.bin"]); // staged in the other worktree only
+    write(&repo, "model.bin", &v[5]);
+    u.git_ok(&repo, &["add", "model.bin"]); // staged, not committed
+    let env = &u.env;
+    let oids: Vec<String> = v.iter().map(|b| oid_of(env, b)).collect();
+    for (i, o) in oids.iter().enumerate().take(6) {
+        assert!(in_store(env, o), "v{i} ({o}) was never stored");
+    }
+    u.hoard_in(&repo, &["prune", "--dry-run"]);
+    let rep = u.hoard_json(&repo, &["prune", "--grace", "0s"]).pop().unwrap();
+    verify_clean(env);
+    for (i, o) in oids.iter().enumerate().take(6) {
+        let kept = in_store(env, o);
+        // v0 and v1 were pushed and are no branch's tip: they may go.
+        assert_eq!(kept, i >= 2, "v{i}: kept={kept}; {rep}");
+    }
+    // The pruned versions come back from the hub when checked out.
+    u.git_ok(&repo, &["stash", "-q"]);
+    u.git_ok(&repo, &["checkout", "-q", "HEAD~2"]);
+    assert!(common::git::read(&repo, "model.bin") == v[0]);
+    // Without a hoard remote nothing pushed is pruned: it lives nowhere else.
+    u.git_ok(&repo, &["checkout", "-q", "main"]);
+    u.hoard_in(&u.home, &["remote", "remove", "origin"]);
+    u.hoard_json(&repo, &["prune", "--grace", "0s"]);
+    assert!(in_store(env, &oids[0]), "v0, fetched back, was pruned without a remote");
+}
+
+/// Flips one byte in the middle of `pack`.
+fn flip(pack: &Path) {
+    let mut b = std::fs::read(pack).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x5a;
+    std::fs::write(pack, b).unwrap();
+}
+
+#[test]
+fn repair_fetches_exactly_the_damaged_frames_from_the_hub() {
+    let hub = Env::new();
+    let url = hub.start_hub();
+    let token = hub.token(true);
+    let a = Env::new();
+    a.ok(&["remote", "add", "origin", &url, "--token", &token]);
+    let ids = history(&a, 8);
+    a.ok(&["dataset", "push", "ds"]);
+    a.kill_daemon();
+    let mut packs: Vec<(u64, std::path::PathBuf)> = a
+        .packs()
+        .into_iter()
+        .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+        .filter(|(len, _)| *len > 1 << 20)
+        .collect();
+    packs.sort();
+    assert!(packs.len() >= 6, "{packs:?}");
+    for (_, p) in &packs[..5] {
+        flip(p);
+    }
+    let (len, cut) = &packs[5];
+    let f = std::fs::OpenOptions::new().write(true).open(cut).unwrap();
+    f.set_len(len - 300_000).unwrap();
+    let o = a.run(&["verify", "--read-data"]);
+    assert!(!o.status.success());
+    let report = String::from_utf8_lossy(&o.stdout).into_owned();
+    for (_, p) in &packs[..6] {
+        let name = p.file_stem().unwrap().to_str().unwrap();
+        assert!(report.contains(name), "verify does not name {name}:\n{report}");
+    }
+    let rep = a.json(&["repair", "origin"]).pop().unwrap();
+    assert_eq!(rep["damaged_packs"].as_array().unwrap().len(), 6, "{rep}");
+    assert_eq!(rep["unrepaired"].as_array().unwrap().len(), 0, "{rep}");
+    let moved = rep["bytes_moved"].as_u64().unwrap() as f64;
+    let damaged = rep["damaged_frame_bytes"].as_u64().unwrap() as f64;
+    eprintln!("repair: {rep}");
+    assert!(moved <= 1.5 * damaged, "moved {moved} for {damaged} damaged");
+    verify_clean(&a);
+    for (v, id) in ids.iter().enumerate() {
+        reads_back(&a, id, v as u64);
+    }
+    // Without a remote that has them, damaged chunks are named with their files.
+    a.kill_daemon();
+    let (_, p) = a
+        .packs()
+        .into_iter()
+        .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+        .max()
+        .unwrap();
+    flip(&p);
+    a.ok(&["remote", "remove", "origin"]);
+    let rep = a.json(&["repair"]).pop().unwrap();
+    let un = rep["unrepaired"].as_array().unwrap();
+    assert!(!un.is_empty() && !un[0]["files"].as_array().unwrap().is_empty(), "{rep}");
+}

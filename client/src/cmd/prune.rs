@@ -108,12 +108,13 @@ fn remote_target(paths: &Paths, name: &str) -> anyhow::Result<hoard_proto::v1::P
 #[allow(clippy::type_complexity)]
 fn git_roots(paths: &Paths, within: Option<u64>) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
     let (mut live, mut known) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    let has_remote = Remotes::load(paths).map_err(anyhow::Error::msg)?.pick(None).is_some();
     for dir in roots::recorded(&paths.store) {
         let Ok(repo) = Repo::discover_at(&dir) else {
             eprintln!("hoard: {} is no longer a git repository; its content is kept (as any content no git history names)", dir.display());
             continue;
         };
-        let r = roots::of(&repo, within).with_context(|| format!("cannot read the history of {}", dir.display()))?;
+        let r = roots::of(&repo, within, has_remote).with_context(|| format!("cannot read the history of {}", dir.display()))?;
         live.extend(r.live);
         known.extend(r.known);
     }

@@ -7,7 +7,9 @@
 //! HEAD, the index, every local branch and tag, each stash (its work tree,
 //! index and base), every worktree's HEAD and index, every commit not on a
 //! remote-tracking branch (unpushed), and with a window every commit newer
-//! than it. Known: everything reachable from any ref or reflog.
+//! than it; with no hoard remote configured, all of the history (pushed
+//! content would live nowhere else). Known: everything reachable from any
+//! ref or reflog.
 
 use super::path::GitPath;
 use super::{tree, Repo};
@@ -55,7 +57,9 @@ pub struct GitRoots {
 }
 
 /// Roots of `repo`; `within` (seconds) keeps every commit that recent.
-pub fn of(repo: &Repo, within: Option<u64>) -> anyhow::Result<GitRoots> {
+/// Without a hoard remote, pushed commits' content lives nowhere else:
+/// then all of the history stays.
+pub fn of(repo: &Repo, within: Option<u64>, has_remote: bool) -> anyhow::Result<GitRoots> {
     let mut r = GitRoots::default();
     let has_head = repo.git(["rev-parse", "--verify", "-q", "HEAD"]).is_ok();
     let mut tips: Vec<String> = vec!["--branches".into(), "--tags".into()];
@@ -103,6 +107,9 @@ pub fn of(repo: &Repo, within: Option<u64>) -> anyhow::Result<GitRoots> {
         }
     }
     r.known.extend(r.live.iter().copied());
+    if !has_remote {
+        r.live.extend(r.known.iter().copied());
+    }
     Ok(r)
 }
 
