@@ -422,3 +422,62 @@ fn repair_fetches_exactly_the_damaged_frames_from_the_hub() {
     let un = rep["unrepaired"].as_array().unwrap();
     assert!(!un.is_empty() && !un[0]["files"].as_array().unwrap().is_empty(), "{rep}");
 }
+
+/// Kills the daemon at random points of a prune, again and again (3 times
+/// here; `HOARD_PRUNE_KILLS=30 cargo test --release --test prune random`
+/// in benches/prune-crash.sh for the full count); after each kill the store
+/// verifies, the versions the prune would keep read back, and the next
+/// prune completes.
+#[test]
+fn random_kills_during_prunes_lose_no_kept_version() {
+    let kills: u64 = std::env::var("HOARD_PRUNE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    eprintln!("seed={seed} kills={kills}");
+    let env = Env::new();
+    let src = env.path("ds");
+    version(&src, 0);
+    env.ok(&["dataset", "add", "ds", src.to_str().unwrap()]);
+    let mut ids: Vec<String> = Vec::new();
+    let mut rng = seed;
+    let mut killed_mid = 0;
+    for round in 0..kills {
+        for _ in 0..3 {
+            let v = ids.len() as u64;
+            version(&src, v);
+            ids.push(snap(&env, "ds", &format!("v{v}")));
+        }
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let delay = 20 + (rng >> 33) % 330;
+        let mut c = env.hoard();
+        c.args(["prune", "--keep-last", "2", "--grace", "0s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let finished = child.try_wait().unwrap().is_some();
+        env.kill_daemon();
+        let _ = child.wait();
+        if !finished {
+            killed_mid += 1;
+        }
+        verify_clean(&env);
+        let n = ids.len();
+        for v in n - 2..n {
+            reads_back(&env, &ids[v], v as u64);
+        }
+        prune(&env, &["--keep-last", "2", "--grace", "0s"]);
+        verify_clean(&env);
+        eprintln!("round {round}: killed after {delay} ms (prune finished first: {finished})");
+    }
+    eprintln!("kills={kills} mid-prune={killed_mid}");
+    assert_eq!(
+        stats(&env)["packs"].as_u64(),
+        Some(env.packs().len() as u64)
+    );
+}

@@ -113,9 +113,6 @@ pub fn repair(store: &Store, remotes: &[(String, PeerAddr)], dry_run: bool) -> R
         live_chunks.insert(id);
         Ok(())
     })?;
-    for id in &lacking {
-        live_chunks.remove(id);
-    }
     let plan = SweepPlan {
         live_chunks,
         live_files: store.index.file_ids()?.into_iter().collect(),
@@ -125,6 +122,7 @@ pub fn repair(store: &Store, remotes: &[(String, PeerAddr)], dry_run: bool) -> R
         max_repack: u64::MAX,
         dry_run: false,
         only: Some(damaged.difference(&keep_packs).copied().collect()),
+        reencode: HashSet::new(),
     };
     rep.sweep = store.sweep(&plan)?;
     Ok(rep)

@@ -94,7 +94,7 @@ pub fn prune(ds: &Datasets, opts: &Options) -> Result<Report> {
     let all_files: HashSet<Id> = store.index.file_ids()?.into_iter().collect();
     files.extend(leased.iter().filter(|f| all_files.contains(f)));
     files.retain(|f| all_files.contains(f));
-    let chunks = live_chunks(store, &files, &leased)?;
+    let (chunks, reencode) = live_chunks(store, &files, &leased)?;
     rep.live_files = files.len() as u64;
     rep.live_chunks = chunks.len() as u64;
     let plan = SweepPlan {
@@ -106,6 +106,7 @@ pub fn prune(ds: &Datasets, opts: &Options) -> Result<Report> {
         max_repack: opts.max_repack,
         dry_run: opts.dry_run,
         only: None,
+        reencode,
     };
     rep.sweep = store.sweep(&plan)?;
     if !opts.dry_run {
@@ -291,26 +292,43 @@ fn stat_roots(store: &Store) -> Result<(Vec<Id>, Vec<Vec<u8>>)> {
     Ok((live, stale))
 }
 
-/// The chunks of `files`, leased chunks, and the bases of every delta
-/// frame among them.
-fn live_chunks(store: &Store, files: &HashSet<Id>, leased: &HashSet<Id>) -> Result<HashSet<Id>> {
-    let mut chunks: HashSet<Id> = HashSet::new();
+/// Delta frames to re-make whole, by (pack, payload offset).
+type Reencode = HashSet<(Id, u64)>;
+
+/// The chunks of `files`, leased chunks, and the bases of the delta frames
+/// among them that stay deltas. A delta frame with a base nothing else
+/// needs (typically a version being pruned) is re-made self-contained
+/// instead, so that base can go: a pruned store then holds about what a
+/// store that only ever held the kept versions would.
+fn live_chunks(
+    store: &Store,
+    files: &HashSet<Id>,
+    leased: &HashSet<Id>,
+) -> Result<(HashSet<Id>, Reencode)> {
+    let mut direct: HashSet<Id> = HashSet::new();
     for f in files {
         if let Some(m) = store.index.manifest(f)? {
-            chunks.extend(m.chunks.iter().map(|c| c.0));
+            direct.extend(m.chunks.iter().map(|c| c.0));
         }
     }
-    chunks.extend(leased.iter().copied());
-    let ids: Vec<Id> = chunks.iter().copied().collect();
+    direct.extend(leased.iter().copied());
+    let ids: Vec<Id> = direct.iter().copied().collect();
     let mut frames_seen = HashSet::new();
     let mut bases = Vec::new();
+    let mut reencode = HashSet::new();
     for batch in ids.chunks(4096) {
         for loc in store.index.chunk_locs(batch)?.into_iter().flatten() {
-            if loc.codec == Codec::ZstdDict && frames_seen.insert((loc.pack, loc.payload_offset)) {
-                bases.extend(store.frame_bases(&loc)?);
+            let key = (loc.pack, loc.payload_offset);
+            if loc.codec == Codec::ZstdDict && frames_seen.insert(key) {
+                let b = store.frame_bases(&loc)?;
+                if b.iter().all(|c| direct.contains(c)) {
+                    bases.extend(b);
+                } else {
+                    reencode.insert(key);
+                }
             }
         }
     }
-    chunks.extend(bases);
-    Ok(chunks)
+    direct.extend(bases);
+    Ok((direct, reencode))
 }

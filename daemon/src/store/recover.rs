@@ -199,13 +199,45 @@ impl Shared {
                 }
             }
         }
-        files -= self.drop_incomplete_files(&mut stats)?;
+        self.drop_undecodable_deltas(&mut stats)?;
+        files = files.saturating_sub(self.drop_incomplete_files(&mut stats)?);
         let mut b = self.index.batch();
         b.put_stats(&stats);
         b.put_local(super::sweep::RECORDS_COMPLETE, Some(b"1"));
         b.write(true)?;
         w.stats = stats;
         Ok((packs, chunks, files, bad))
+    }
+
+    /// Forgets chunks of delta frames a base of which no pack holds (a
+    /// frame a prune left behind in a pack it kept, its base pruned): the
+    /// index names only chunks that read back.
+    fn drop_undecodable_deltas(&self, stats: &mut Stats) -> Result<()> {
+        let mut deltas: std::collections::HashMap<(Id, u64), (ChunkLoc, Vec<Id>)> =
+            std::collections::HashMap::new();
+        self.index.for_each_chunk(|id, loc| {
+            if loc.codec == Codec::ZstdDict {
+                deltas
+                    .entry((loc.pack, loc.payload_offset))
+                    .or_insert((loc, Vec::new()))
+                    .1
+                    .push(id);
+            }
+            Ok(())
+        })?;
+        let mut b = self.index.batch();
+        for (loc, ids) in deltas.into_values() {
+            let bases = self.frame_bases(&loc)?;
+            let whole = self.index.chunk_locs(&bases)?.iter().all(Option::is_some);
+            if !whole {
+                tracing::warn!(pack = %loc.pack.hex(), offset = loc.payload_offset, "a delta frame's base is in no pack; its chunks are left out of the index");
+                for id in ids {
+                    b.delete_chunk(&id);
+                    stats.chunks = stats.chunks.saturating_sub(1);
+                }
+            }
+        }
+        b.write(false)
     }
 
     /// Forgets files some of whose chunks no pack holds: a manifest a prune

@@ -43,6 +43,9 @@ pub struct SweepPlan {
     pub dry_run: bool,
     /// Rewrite exactly these packs (a repair), whatever they hold.
     pub only: Option<HashSet<Id>>,
+    /// Delta frames (pack, payload offset) to re-make self-contained: the
+    /// mark let go of bases only they needed. Their packs are rewritten.
+    pub reencode: HashSet<(Id, u64)>,
 }
 
 /// What a sweep did (or, dry, would do).
@@ -140,7 +143,8 @@ impl Shared {
                 rep.bytes_repacked += u.len;
             }
         }
-        rep.files_removed = self.index.file_ids()?.len() as u64 - plan.live_files.len() as u64;
+        rep.files_removed =
+            (self.index.file_ids()?.len() as u64).saturating_sub(plan.live_files.len() as u64);
         let objects = self.index.object_ids()?;
         rep.objects_removed = objects
             .iter()
@@ -153,7 +157,12 @@ impl Shared {
             rep.stored_after = rep.stored_before - gone + live;
             rep.packs_after = rep.packs_before - chosen.len() as u64
                 + live.div_ceil(self.params.pack_target.max(1));
-            rep.chunks_removed = self.dead_chunks(plan, &uses, &chosen).len() as u64;
+            let mut dead = 0u64;
+            self.index.for_each_chunk(|id, _| {
+                dead += !plan.live_chunks.contains(&id) as u64;
+                Ok(())
+            })?;
+            rep.chunks_removed = dead;
             return Ok(rep);
         }
         let chosen_uses: Vec<(Id, PackUse)> = chosen
@@ -162,7 +171,7 @@ impl Shared {
             .collect();
         let written = self.rewrite(plan, &chosen_uses, &mut rep)?;
         phase("written");
-        let doomed = self.switch(plan, &chosen_uses, &written, &mut rep)?;
+        let doomed = self.switch(plan, &chosen_uses, written, &mut rep)?;
         phase("indexed");
         std::thread::sleep(DRAIN);
         for (i, p) in doomed.iter().enumerate() {
@@ -271,11 +280,25 @@ impl Shared {
             Ok(())
         })?;
         for u in uses.values_mut() {
+            // A partly live frame counts in proportion to its live chunks:
+            // a rewrite keeps only those.
             let frames: u64 = u
                 .frames
                 .values()
-                .filter(|f| f.chunks.iter().any(|c| plan.live_chunks.contains(&c.0)))
-                .map(FrameAt::bytes)
+                .map(|f| {
+                    let live: u64 = f
+                        .chunks
+                        .iter()
+                        .filter(|c| plan.live_chunks.contains(&c.0))
+                        .map(|c| c.2 as u64)
+                        .sum();
+                    if live == 0 {
+                        0
+                    } else {
+                        (f.bytes() as u128 * live as u128 / f.loc.raw_len.max(1) as u128) as u64
+                    }
+                    .max(live.min(1))
+                })
                 .sum();
             let records: u64 = u
                 .records
@@ -335,24 +358,15 @@ impl Shared {
                 }
             }
         }
+        // Packs holding deltas the mark re-makes whole must be rewritten,
+        // whatever the budget: their old bases are no longer kept.
+        for (p, _) in &plan.reencode {
+            if uses.contains_key(p) && !chosen.contains(p) {
+                chosen.push(*p);
+            }
+        }
         chosen.sort();
         chosen
-    }
-
-    /// Chunks indexed in `chosen` packs that do not stay.
-    fn dead_chunks(
-        &self,
-        plan: &SweepPlan,
-        uses: &HashMap<Id, PackUse>,
-        chosen: &[Id],
-    ) -> Vec<Id> {
-        chosen
-            .iter()
-            .filter_map(|p| uses.get(p))
-            .flat_map(|u| u.frames.values())
-            .flat_map(|f| f.chunks.iter().map(|c| c.0))
-            .filter(|c| !plan.live_chunks.contains(c))
-            .collect()
     }
 
     /// Step 1: what stays in the chosen packs, copied into new packs, made
@@ -382,7 +396,9 @@ impl Shared {
                 }
                 let (w, wr) = self.next_writer(&mut cur, &mut out)?;
                 // A repair re-makes every frame from chunks it re-reads.
-                let whole = live.len() == f.chunks.len() && plan.only.is_none();
+                let whole = live.len() == f.chunks.len()
+                    && plan.only.is_none()
+                    && !plan.reencode.contains(&(*pack, f.loc.payload_offset));
                 if !(whole && copy_frame(self, pack, f, w, wr)?) {
                     rep.frames_reencoded += 1;
                     let mut chunks = Vec::new();
@@ -413,8 +429,6 @@ impl Shared {
                 out.push(wr);
             }
         }
-        rep.packs_written = out.len() as u64;
-        rep.bytes_written = out.iter().map(|w| w.len).sum();
         Ok(out)
     }
 
@@ -465,22 +479,36 @@ impl Shared {
 
     /// Step 2: one synced batch moves what was copied, drops the chosen
     /// packs and what died with them. Returns the packs to delete.
+    ///
+    /// Every dead chunk's entry goes, wherever it lies (what the index
+    /// names must always read back: a dropped base takes every delta on
+    /// it); what was leased meanwhile is spared, and if it lies in a chosen
+    /// pack it is copied into one more new pack first.
     fn switch(
         &self,
         plan: &SweepPlan,
         chosen: &[(Id, PackUse)],
-        written: &[Written],
+        written: Vec<Written>,
         rep: &mut SweepReport,
     ) -> Result<Vec<Doomed>> {
         let _gc = self.gc_exclusive();
         let mut paused = self.pause_writes();
         let w: &mut Writer = &mut paused.0;
-        let spared = self.spared(plan, chosen)?;
+        let mut dead: Vec<(Id, ChunkLoc)> = Vec::new();
+        self.index.for_each_chunk(|id, loc| {
+            if !plan.live_chunks.contains(&id) {
+                dead.push((id, loc));
+            }
+            Ok(())
+        })?;
+        let dead_ids: Vec<Id> = dead.iter().map(|d| d.0).collect();
+        let spared = self.spared(plan, &dead_ids)?;
         rep.spared = spared.count();
+        let mut written = written;
+        written.extend(self.rescue(plan, chosen, &spared)?);
         let mut b = self.index.batch();
         let mut stats = w.stats;
-        let moved: HashSet<Id> = written.iter().flat_map(|wr| wr.chunks.iter().map(|c| c.0)).collect();
-        for wr in written {
+        for wr in &written {
             for (id, loc) in &wr.chunks {
                 b.put_chunk(id, loc);
             }
@@ -497,33 +525,22 @@ impl Shared {
             stats.stored_bytes += wr.len;
             stats.packs += 1;
         }
+        for (id, loc) in &dead {
+            if !spared.chunks.contains(id) {
+                b.delete_chunk(id);
+                b.delete_lease(id);
+                rep.chunks_removed += 1;
+                stats.chunks = stats.chunks.saturating_sub(1);
+                stats.unique_bytes = stats.unique_bytes.saturating_sub(loc.len as u64);
+            }
+        }
         let mut doomed = Vec::new();
         for (pack, u) in chosen {
-            let keep = u.frames.values().flat_map(|f| &f.chunks).any(|c| spared.chunks.contains(&c.0))
-                || u.records.iter().any(|r| spared.records.contains(&r.id) && !record_live(plan, r));
-            for f in u.frames.values() {
-                let ids: Vec<Id> = f.chunks.iter().map(|c| c.0).collect();
-                let now = self.index.chunk_locs(&ids)?;
-                for ((id, _, len), now) in f.chunks.iter().zip(now) {
-                    // Only entries that still point here (a repair fetched
-                    // new copies of damaged chunks meanwhile).
-                    let here = now.is_some_and(|l| l.pack == *pack);
-                    if here && !moved.contains(id) && !spared.chunks.contains(id) {
-                        b.delete_chunk(id);
-                        b.delete_lease(id);
-                        rep.chunks_removed += 1;
-                        stats.chunks = stats.chunks.saturating_sub(1);
-                        stats.unique_bytes = stats.unique_bytes.saturating_sub(*len as u64);
-                    }
-                }
-            }
-            if !keep {
-                b.delete_pack(pack);
-                b.put_local(&format!("{DOOMED}{}", pack.hex()), Some(b"1"));
-                stats.stored_bytes = stats.stored_bytes.saturating_sub(u.len);
-                stats.packs = stats.packs.saturating_sub(1);
-                doomed.push(Doomed(*pack));
-            }
+            b.delete_pack(pack);
+            b.put_local(&format!("{DOOMED}{}", pack.hex()), Some(b"1"));
+            stats.stored_bytes = stats.stored_bytes.saturating_sub(u.len);
+            stats.packs = stats.packs.saturating_sub(1);
+            doomed.push(Doomed(*pack));
         }
         rep.files_removed = 0;
         for file in self.index.file_ids()? {
@@ -547,20 +564,71 @@ impl Shared {
         b.put_stats(&stats);
         b.write(true)?;
         w.stats = stats;
+        rep.packs_written = written.len() as u64;
+        rep.bytes_written = written.iter().map(|w| w.len).sum();
         Ok(doomed)
+    }
+
+    /// Spared chunks and records that lie in chosen packs (and were not
+    /// copied as live), copied into a new pack, made durable.
+    fn rescue(
+        &self,
+        plan: &SweepPlan,
+        chosen: &[(Id, PackUse)],
+        spared: &Spared,
+    ) -> Result<Option<Written>> {
+        let mut w: Option<PackWriter> = None;
+        let mut wr = Written::new();
+        let mut cache = super::FrameCache::default();
+        let (mut chunks, mut raw) = (Vec::new(), Vec::new());
+        for (_, u) in chosen {
+            for f in u.frames.values() {
+                for (id, off, len) in &f.chunks {
+                    if !spared.chunks.contains(id) || plan.live_chunks.contains(id) {
+                        continue;
+                    }
+                    let loc = ChunkLoc {
+                        offset_in_frame: *off,
+                        len: *len,
+                        ..f.loc
+                    };
+                    raw.extend_from_slice(&self.read_chunk(id, &loc, &mut cache)?);
+                    chunks.push((*id, *len));
+                }
+            }
+            for r in &u.records {
+                if spared.records.contains(&r.id) && !record_live(plan, r) {
+                    let w = match &mut w {
+                        Some(w) => w,
+                        None => w.insert(PackWriter::new(&*self.backend, &self.dir.join("packs"))?),
+                    };
+                    self.copy_record(r, w, &mut wr)?;
+                }
+            }
+        }
+        if !chunks.is_empty() {
+            let w = match &mut w {
+                Some(w) => w,
+                None => w.insert(PackWriter::new(&*self.backend, &self.dir.join("packs"))?),
+            };
+            let frame = Frame::build(chunks, raw, self.params.zstd_level);
+            let placed = w.append_frame(&frame)?;
+            wr.add_frame(&frame.chunks, &placed);
+        }
+        match w {
+            Some(w) => {
+                wr.finish(w)?;
+                Ok(Some(wr))
+            }
+            None => Ok(None),
+        }
     }
 
     /// What was leased since `plan.cutoff` among what the sweep would drop,
     /// with everything it needs: a file's chunks, a delta's bases, a
     /// snapshot's tree, a tree's files and subtrees.
-    fn spared(&self, plan: &SweepPlan, chosen: &[(Id, PackUse)]) -> Result<Spared> {
+    fn spared(&self, plan: &SweepPlan, doomed_chunks: &[Id]) -> Result<Spared> {
         let mut s = Spared::default();
-        let doomed_chunks: Vec<Id> = chosen
-            .iter()
-            .flat_map(|(_, u)| u.frames.values())
-            .flat_map(|f| f.chunks.iter().map(|c| c.0))
-            .filter(|c| !plan.live_chunks.contains(c))
-            .collect();
         let files: Vec<Id> = self
             .index
             .file_ids()?
@@ -585,7 +653,7 @@ impl Shared {
             }
             Ok(out)
         };
-        let mut chunks: Vec<Id> = leased(&doomed_chunks)?;
+        let mut chunks: Vec<Id> = leased(doomed_chunks)?;
         let mut work_objects = leased(&objects)?;
         let mut work_files = leased(&files)?;
         while let Some(o) = work_objects.pop() {
