@@ -562,6 +562,12 @@ mod hostile {
         ) -> Result<Response<pb::UpdateRefReply>, Status> {
             Err(Status::unimplemented("liar"))
         }
+        async fn prune(
+            &self,
+            _: Request<pb::PruneRequest>,
+        ) -> Result<Response<pb::PruneReply>, Status> {
+            Err(Status::unimplemented("liar"))
+        }
     }
 
     use tokio_stream::StreamExt;

@@ -149,7 +149,10 @@ fn run_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> std::process::Ou
 
 #[test]
 fn a_kill_at_every_phase_boundary_leaves_a_store_that_verifies_and_keeps_every_kept_version() {
-    for (i, phase) in ["marked", "written", "indexed", "deleting"].iter().enumerate() {
+    for (i, phase) in ["marked", "written", "indexed", "deleting"]
+        .iter()
+        .enumerate()
+    {
         let env = Env::new();
         let ids = history(&env, 6);
         env.kill_daemon();
@@ -164,16 +167,21 @@ fn a_kill_at_every_phase_boundary_leaves_a_store_that_verifies_and_keeps_every_k
             env.ok(&["reindex"]);
         }
         verify_clean(&env);
-        for v in 4..6 {
-            reads_back(&env, &ids[v], v as u64);
+        for (v, id) in ids.iter().enumerate().skip(4) {
+            reads_back(&env, id, v as u64);
         }
         // The interrupted prune finishes on a second run.
         let rep = prune(&env, &["--keep-last", "2", "--grace", "0s"]);
         verify_clean(&env);
-        for v in 4..6 {
-            reads_back(&env, &ids[v], v as u64);
+        for (v, id) in ids.iter().enumerate().skip(4) {
+            reads_back(&env, id, v as u64);
         }
-        let o = env.run(&["checkout", &ids[0], "--to", env.path("gone").to_str().unwrap()]);
+        let o = env.run(&[
+            "checkout",
+            &ids[0],
+            "--to",
+            env.path("gone").to_str().unwrap(),
+        ]);
         assert!(!o.status.success(), "after {phase}: {rep}");
         let packs_on_disk = env.packs().len() as u64;
         assert_eq!(
@@ -200,10 +208,7 @@ fn an_add_and_a_push_during_a_prune_lose_nothing_they_were_told_is_stored() {
     let hub = Env::new();
     let url = hub.start_hub();
     let ids = history(&hub, 10);
-    let admin = hub
-        .json(&["token", "create", "--admin"])
-        .pop()
-        .unwrap()["token"]
+    let admin = hub.json(&["token", "create", "--admin"]).pop().unwrap()["token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -216,9 +221,18 @@ fn an_add_and_a_push_during_a_prune_lose_nothing_they_were_told_is_stored() {
     client.ok(&["remote", "add", "hubadmin", &url, "--token", &admin]);
     let pruner = {
         let mut c = client.hoard();
-        c.args(["prune", "--remote", "hubadmin", "--keep-last", "1", "--grace", "0s", "--json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+        c.args([
+            "prune",
+            "--remote",
+            "hubadmin",
+            "--keep-last",
+            "1",
+            "--grace",
+            "0s",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
         c.spawn().unwrap()
     };
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -226,22 +240,35 @@ fn an_add_and_a_push_during_a_prune_lose_nothing_they_were_told_is_stored() {
     let added = client.json(&["add", client.path("v2.bin").to_str().unwrap()]);
     let oid2 = added[0]["oid"].as_str().unwrap().to_string();
     let pushed = client.json(&["push", &oid2]).pop().unwrap();
-    assert_eq!(pushed["chunks_sent"], 0, "the hub should have had every chunk: {pushed}");
+    assert_eq!(
+        pushed["chunks_sent"], 0,
+        "the hub should have had every chunk: {pushed}"
+    );
     let c3 = old_content(&hub.path("v3.bin"), 3);
     let oid3 = hub.json(&["add", hub.path("v3.bin").to_str().unwrap()])[0]["oid"]
         .as_str()
         .unwrap()
         .to_string();
     let out = common::wait_output(pruner, std::time::Duration::from_secs(120), "prune");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
     let got2 = hub.run(&["cat", &oid2]).stdout;
-    assert!(got2 == c2, "the pushed file does not read back from the hub: {rep}");
+    assert!(
+        got2 == c2,
+        "the pushed file does not read back from the hub: {rep}"
+    );
     let got3 = hub.run(&["cat", &oid3]).stdout;
     assert!(got3 == c3, "the added file does not read back: {rep}");
     verify_clean(&hub);
     assert!(rep["sweep"]["spared"].as_u64().unwrap() > 0, "{rep}");
-    assert!(rep["sweep"]["chunks_removed"].as_u64().unwrap() > 0, "{rep}");
+    assert!(
+        rep["sweep"]["chunks_removed"].as_u64().unwrap() > 0,
+        "{rep}"
+    );
     reads_back(&hub, &ids[9], 9);
 }
 
@@ -266,24 +293,56 @@ fn a_hub_prune_needs_an_admin_token_and_dataset_removal_frees_its_content() {
         .unwrap()
         .to_string();
     a.ok(&["push", &oid]);
-    let o = a.run(&["prune", "--remote", "origin", "--keep-last", "1", "--grace", "0s"]);
+    let o = a.run(&[
+        "prune",
+        "--remote",
+        "origin",
+        "--keep-last",
+        "1",
+        "--grace",
+        "0s",
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("admin"), "{err}");
-    assert_eq!(hub.json(&["log", "ds"]).pop().unwrap().as_array().unwrap().len(), 4);
+    assert_eq!(
+        hub.json(&["log", "ds"])
+            .pop()
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     let before = stats(&hub)["stored_bytes"].as_u64().unwrap();
-    let rep = prune(&a, &["--remote", "admin", "--keep-last", "1", "--grace", "0s"]);
+    let rep = prune(
+        &a,
+        &["--remote", "admin", "--keep-last", "1", "--grace", "0s"],
+    );
     let after = stats(&hub)["stored_bytes"].as_u64().unwrap();
     assert!(after < before, "{rep}");
-    assert_eq!(hub.json(&["log", "ds"]).pop().unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        hub.json(&["log", "ds"])
+            .pop()
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     verify_clean(&hub);
     reads_back(&hub, &ids[3], 3);
     assert!(hub.run(&["cat", &oid]).stdout == loose);
     // Removing the dataset on the hub needs admin too, then frees it.
     let o = a.run(&["dataset", "remove", "ds", "--remote", "origin"]);
     assert!(!o.status.success());
-    a.ok(&["dataset", "remove", "ds", "--remote", "admin", "--grace", "0s"]);
-    assert!(hub.json(&["dataset", "list"]).pop().map_or(true, |v| !v.to_string().contains("\"ds\"")));
+    a.ok(&[
+        "dataset", "remove", "ds", "--remote", "admin", "--grace", "0s",
+    ]);
+    assert!(hub
+        .json(&["dataset", "list"])
+        .pop()
+        .is_none_or(|v| !v.to_string().contains("\"ds\"")));
     let o = hub.run(&["log", "ds"]);
     assert!(!o.status.success());
     verify_clean(&hub);
@@ -311,7 +370,10 @@ fn git_roots_keep_head_staged_stashed_worktree_and_unpushed_content() {
     let hub = Env::new();
     let url = hub.start_hub();
     let token = hub.token(true);
-    u.hoard_in(&u.home, &["remote", "add", "origin", &url, "--token", &token]);
+    u.hoard_in(
+        &u.home,
+        &["remote", "add", "origin", &url, "--token", &token],
+    );
     let repo = u.repo("r", &["*.bin"]);
     let bare = u.path("r.git");
     u.git_ok(&u.home, &["init", "-q", "--bare", bare.to_str().unwrap()]);
@@ -329,7 +391,10 @@ fn git_roots_keep_head_staged_stashed_worktree_and_unpushed_content() {
     write(&repo, "model.bin", &v[3]);
     u.git_ok(&repo, &["stash", "-q"]); // stashed, never committed
     let wt = u.path("wt");
-    u.git_ok(&repo, &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()]);
+    u.git_ok(
+        &repo,
+        &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()],
+    );
     write(&wt, "model.bin", &v[4]);
     u.git_ok(&wt, &["add", "model.bin"]); // staged in the other worktree only
     write(&repo, "model.bin", &v[5]);
@@ -340,7 +405,10 @@ fn git_roots_keep_head_staged_stashed_worktree_and_unpushed_content() {
         assert!(in_store(env, o), "v{i} ({o}) was never stored");
     }
     u.hoard_in(&repo, &["prune", "--dry-run"]);
-    let rep = u.hoard_json(&repo, &["prune", "--grace", "0s"]).pop().unwrap();
+    let rep = u
+        .hoard_json(&repo, &["prune", "--grace", "0s"])
+        .pop()
+        .unwrap();
     verify_clean(env);
     for (i, o) in oids.iter().enumerate().take(6) {
         let kept = in_store(env, o);
@@ -355,7 +423,10 @@ fn git_roots_keep_head_staged_stashed_worktree_and_unpushed_content() {
     u.git_ok(&repo, &["checkout", "-q", "main"]);
     u.hoard_in(&u.home, &["remote", "remove", "origin"]);
     u.hoard_json(&repo, &["prune", "--grace", "0s"]);
-    assert!(in_store(env, &oids[0]), "v0, fetched back, was pruned without a remote");
+    assert!(
+        in_store(env, &oids[0]),
+        "v0, fetched back, was pruned without a remote"
+    );
 }
 
 /// Flips one byte in the middle of `pack`.
@@ -395,7 +466,10 @@ fn repair_fetches_exactly_the_damaged_frames_from_the_hub() {
     let report = String::from_utf8_lossy(&o.stdout).into_owned();
     for (_, p) in &packs[..6] {
         let name = p.file_stem().unwrap().to_str().unwrap();
-        assert!(report.contains(name), "verify does not name {name}:\n{report}");
+        assert!(
+            report.contains(name),
+            "verify does not name {name}:\n{report}"
+        );
     }
     let rep = a.json(&["repair", "origin"]).pop().unwrap();
     assert_eq!(rep["damaged_packs"].as_array().unwrap().len(), 6, "{rep}");
@@ -403,7 +477,10 @@ fn repair_fetches_exactly_the_damaged_frames_from_the_hub() {
     let moved = rep["bytes_moved"].as_u64().unwrap() as f64;
     let damaged = rep["damaged_frame_bytes"].as_u64().unwrap() as f64;
     eprintln!("repair: {rep}");
-    assert!(moved <= 1.5 * damaged, "moved {moved} for {damaged} damaged");
+    assert!(
+        moved <= 1.5 * damaged,
+        "moved {moved} for {damaged} damaged"
+    );
     verify_clean(&a);
     for (v, id) in ids.iter().enumerate() {
         reads_back(&a, id, v as u64);
@@ -420,7 +497,10 @@ fn repair_fetches_exactly_the_damaged_frames_from_the_hub() {
     a.ok(&["remote", "remove", "origin"]);
     let rep = a.json(&["repair"]).pop().unwrap();
     let un = rep["unrepaired"].as_array().unwrap();
-    assert!(!un.is_empty() && !un[0]["files"].as_array().unwrap().is_empty(), "{rep}");
+    assert!(
+        !un.is_empty() && !un[0]["files"].as_array().unwrap().is_empty(),
+        "{rep}"
+    );
 }
 
 /// Kills the daemon at random points of a prune, again and again (3 times
@@ -452,7 +532,9 @@ fn random_kills_during_prunes_lose_no_kept_version() {
             version(&src, v);
             ids.push(snap(&env, "ds", &format!("v{v}")));
         }
-        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         let delay = 20 + (rng >> 33) % 330;
         let mut c = env.hoard();
         c.args(["prune", "--keep-last", "2", "--grace", "0s"])
@@ -468,8 +550,8 @@ fn random_kills_during_prunes_lose_no_kept_version() {
         }
         verify_clean(&env);
         let n = ids.len();
-        for v in n - 2..n {
-            reads_back(&env, &ids[v], v as u64);
+        for (v, id) in ids.iter().enumerate().skip(n - 2) {
+            reads_back(&env, id, v as u64);
         }
         prune(&env, &["--keep-last", "2", "--grace", "0s"]);
         verify_clean(&env);

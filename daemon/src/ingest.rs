@@ -1052,6 +1052,9 @@ mod tests {
         fn list(&self) -> Result<Vec<(Id, u64)>> {
             self.inner.list()
         }
+        fn delete(&self, id: &Id) -> crate::Result<()> {
+            self.inner.delete(id)
+        }
         fn describe(&self, id: &Id) -> String {
             self.inner.describe(id)
         }

@@ -66,7 +66,14 @@ pub fn repair(store: &Store, remotes: &[(String, PeerAddr)], dry_run: bool) -> R
     };
     check::verify(store, true, &mut emit)?;
     for batch in bad_chunks_seen.chunks(4096) {
-        damaged.extend(store.index.chunk_locs(batch)?.into_iter().flatten().map(|l| l.pack));
+        damaged.extend(
+            store
+                .index
+                .chunk_locs(batch)?
+                .into_iter()
+                .flatten()
+                .map(|l| l.pack),
+        );
     }
     // Packs on disk the index does not name are `hoard reindex`'s business.
     let indexed: HashSet<Id> = store.index.packs()?.into_iter().map(|p| p.0).collect();

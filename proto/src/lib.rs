@@ -77,9 +77,7 @@ pub const CHUNK_BATCH_BYTES: usize = 1 << 20;
 /// Parses a duration such as `30d`, `12h`, `1y6m`, `2w`, `90min`, `0s`
 /// (y = 365 days, m = 30 days).
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("{s:?} is not a duration; write it like 30d, 12h, 2w, 1y6m, 90min or 0s")
-    };
+    let bad = || format!("{s:?} is not a duration; write it like 30d, 12h, 2w, 1y6m, 90min or 0s");
     let mut total: u64 = 0;
     let mut rest = s.trim();
     if rest.is_empty() {
@@ -89,7 +87,9 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let per = match &rest[..unit_len] {
             "y" => 365 * 86_400,
             "m" => 30 * 86_400,

@@ -50,7 +50,9 @@ pub fn request(a: &Args) -> anyhow::Result<PruneRequest> {
         has_grace: grace.is_some(),
         dry_run: a.dry_run,
         // 0 % must stay distinguishable from "the default".
-        max_unused_permille: a.max_unused.map_or(0, |m| ((m * 10.0).round() as u32).max(1)),
+        max_unused_permille: a
+            .max_unused
+            .map_or(0, |m| ((m * 10.0).round() as u32).max(1)),
         max_repack: a.max_repack_size.unwrap_or(0),
         remove_datasets: Vec::new(),
     })
@@ -87,7 +89,8 @@ pub async fn prune(mut client: Client, paths: &Paths, a: Args) -> anyhow::Result
         .await
         .map_err(ui::status_error)?
         .into_inner();
-    let rep: Value = serde_json::from_str(&reply.report_json).context("the daemon sent a malformed prune report")?;
+    let rep: Value = serde_json::from_str(&reply.report_json)
+        .context("the daemon sent a malformed prune report")?;
     if a.json {
         println!("{rep}");
     } else {
@@ -107,14 +110,21 @@ fn remote_target(paths: &Paths, name: &str) -> anyhow::Result<hoard_proto::v1::P
 /// The git roots of every recorded repository still on disk: (live, known).
 #[allow(clippy::type_complexity)]
 fn git_roots(paths: &Paths, within: Option<u64>) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
-    let (mut live, mut known) = (std::collections::HashSet::new(), std::collections::HashSet::new());
-    let has_remote = Remotes::load(paths).map_err(anyhow::Error::msg)?.pick(None).is_some();
+    let (mut live, mut known) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    let has_remote = Remotes::load(paths)
+        .map_err(anyhow::Error::msg)?
+        .pick(None)
+        .is_some();
     for dir in roots::recorded(&paths.store) {
         let Ok(repo) = Repo::discover_at(&dir) else {
             eprintln!("hoard: {} is no longer a git repository; its content is kept (as any content no git history names)", dir.display());
             continue;
         };
-        let r = roots::of(&repo, within, has_remote).with_context(|| format!("cannot read the history of {}", dir.display()))?;
+        let r = roots::of(&repo, within, has_remote)
+            .with_context(|| format!("cannot read the history of {}", dir.display()))?;
         live.extend(r.live);
         known.extend(r.known);
     }
@@ -157,7 +167,11 @@ fn print_report(rep: &Value, remote: Option<&str>) {
         ui::bytes(before),
         ui::bytes(after),
         ui::bytes(before.saturating_sub(after)),
-        if dry { "would be reclaimed" } else { "reclaimed" }
+        if dry {
+            "would be reclaimed"
+        } else {
+            "reclaimed"
+        }
     );
 }
 
@@ -223,7 +237,10 @@ pub async fn repair(
     let remotes = Remotes::load(paths).map_err(anyhow::Error::msg)?;
     let target = match remotes.pick(remote.as_deref()) {
         Some((_, r)) => Some(remote::target(&r)?),
-        None if remote.is_some() => bail!("no remote named {:?}; `hoard remote list` shows them", remote.unwrap_or_default()),
+        None if remote.is_some() => bail!(
+            "no remote named {:?}; `hoard remote list` shows them",
+            remote.unwrap_or_default()
+        ),
         None => None,
     };
     let reply = client
@@ -234,7 +251,8 @@ pub async fn repair(
         .await
         .map_err(ui::status_error)?
         .into_inner();
-    let rep: Value = serde_json::from_str(&reply.report_json).context("the daemon sent a malformed repair report")?;
+    let rep: Value = serde_json::from_str(&reply.report_json)
+        .context("the daemon sent a malformed repair report")?;
     if json {
         println!("{rep}");
         return Ok(());
@@ -263,7 +281,14 @@ pub async fn repair(
         println!(
             "not repaired: chunk {} (no remote has it), needed by {}",
             x["chunk"].as_str().unwrap_or("?"),
-            x["files"].as_array().map(|f| f.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+            x["files"]
+                .as_array()
+                .map(|f| f
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
         );
     }
     if !unrepaired.is_empty() {

@@ -23,7 +23,7 @@ const REPOS_FILE: &str = "git-repos";
 /// Records `repo` as using the store in `store_dir` (once).
 pub fn record(store_dir: &Path, repo: &Repo) -> anyhow::Result<()> {
     let line = repo.work_tree.to_string_lossy().into_owned();
-    if line.contains('\n') || recorded(store_dir).iter().any(|r| *r == repo.work_tree) {
+    if line.contains('\n') || recorded(store_dir).contains(&repo.work_tree) {
         return Ok(());
     }
     let path = store_dir.join(REPOS_FILE);
@@ -66,12 +66,18 @@ pub fn of(repo: &Repo, within: Option<u64>, has_remote: bool) -> anyhow::Result<
     if has_head {
         tips.push("HEAD".into());
     }
-    for stash in lines(&repo.git(["log", "-g", "--format=%H", "refs/stash", "--"]).unwrap_or_default()) {
+    for stash in lines(
+        &repo
+            .git(["log", "-g", "--format=%H", "refs/stash", "--"])
+            .unwrap_or_default(),
+    ) {
         tips.push(format!("{stash}^@"));
         tips.push(stash);
     }
     let mut worktrees = Vec::new();
-    let porcelain = repo.git(["worktree", "list", "--porcelain"]).unwrap_or_default();
+    let porcelain = repo
+        .git(["worktree", "list", "--porcelain"])
+        .unwrap_or_default();
     for l in lines(&porcelain) {
         if let Some(p) = l.strip_prefix("worktree ") {
             worktrees.push(PathBuf::from(p));
@@ -96,7 +102,10 @@ pub fn of(repo: &Repo, within: Option<u64>, has_remote: bool) -> anyhow::Result<
     add(&mut r.live, unpushed)?;
     if let Some(w) = within {
         let since = hoard_proto::now_ns() / 1_000_000_000 - w as i64;
-        add(&mut r.live, vec!["--all".into(), format!("--since={since}")])?;
+        add(
+            &mut r.live,
+            vec!["--all".into(), format!("--since={since}")],
+        )?;
     }
     add(&mut r.known, vec!["--all".into(), "--reflog".into()])?;
     for wt in std::iter::once(repo.work_tree.clone()).chain(worktrees) {

@@ -152,7 +152,11 @@ fn live_snapshots(store: &Store, opts: &Options, rep: &mut Report) -> Result<Vec
     let mut out = Vec::new();
     let mut tags: HashMap<String, HashSet<Id>> = HashMap::new();
     for (name, id) in store.refs("tags/")? {
-        let dataset = name["tags/".len()..].split('/').next().unwrap_or("").to_string();
+        let dataset = name["tags/".len()..]
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         tags.entry(dataset).or_default().insert(id);
         out.push(id);
     }
@@ -199,7 +203,7 @@ fn history(store: &Store, head: Id) -> Result<Vec<Dated>> {
             stack.extend(s.parents);
         }
     }
-    out.sort_by(|a, b| b.time_ns.cmp(&a.time_ns));
+    out.sort_by_key(|d| std::cmp::Reverse(d.time_ns));
     Ok(out)
 }
 

@@ -74,7 +74,8 @@ pub fn apply(
             }
         }
     }
-    let buckets: [(Option<u32>, &'static str, fn(i64) -> i64); 3] = [
+    type Bucket = fn(i64) -> i64;
+    let buckets: [(Option<u32>, &'static str, Bucket); 3] = [
         (policy.keep_daily, "daily", day_of),
         (policy.keep_weekly, "weekly", week_of),
         (policy.keep_monthly, "monthly", month_of),
@@ -208,19 +209,114 @@ mod tests {
             keep_last: Some(3),
             ..none.clone()
         };
-        let cases: Vec<(&str, Policy, &[Dated], &[u8], Vec<u8>)> = vec![
-            ("no rule keeps all", none.clone(), &hourly, &[], (1..=10).collect()),
+        type Case<'a> = (&'a str, Policy, &'a [Dated], &'a [u8], Vec<u8>);
+        let cases: Vec<Case> = vec![
+            (
+                "no rule keeps all",
+                none.clone(),
+                &hourly,
+                &[],
+                (1..=10).collect(),
+            ),
             ("last 3", last3.clone(), &hourly, &[], vec![1, 2, 3]),
-            ("last 0 keeps the head", Policy { keep_last: Some(0), ..none.clone() }, &hourly, &[], vec![1]),
-            ("last 3 + tagged", Policy { keep_tagged: true, ..last3.clone() }, &hourly, &[7], vec![1, 2, 3, 7]),
-            ("tags ignored when off", last3.clone(), &hourly, &[7], vec![1, 2, 3]),
-            ("within 5h", Policy { keep_within_secs: Some(5 * 3_600), ..none.clone() }, &hourly, &[], (1..=6).collect()),
-            ("daily 3 of hourly: one day", Policy { keep_daily: Some(3), ..none.clone() }, &hourly, &[], vec![1]),
-            ("daily 3 of twice a day", Policy { keep_daily: Some(3), ..none.clone() }, &twice_a_day, &[], vec![1, 3, 5]),
-            ("weekly 2 of daily", Policy { keep_weekly: Some(2), ..none.clone() }, &daily, &[], vec![1, 2]),
-            ("monthly 2 of daily", Policy { keep_monthly: Some(2), ..none.clone() }, &daily, &[], vec![1, 31]),
-            ("last 2 + weekly 3", Policy { keep_last: Some(2), keep_weekly: Some(3), ..none.clone() }, &daily, &[], vec![1, 2, 9]),
-            ("more than there are", Policy { keep_last: Some(50), ..none.clone() }, &hourly, &[], (1..=10).collect()),
+            (
+                "last 0 keeps the head",
+                Policy {
+                    keep_last: Some(0),
+                    ..none.clone()
+                },
+                &hourly,
+                &[],
+                vec![1],
+            ),
+            (
+                "last 3 + tagged",
+                Policy {
+                    keep_tagged: true,
+                    ..last3.clone()
+                },
+                &hourly,
+                &[7],
+                vec![1, 2, 3, 7],
+            ),
+            (
+                "tags ignored when off",
+                last3.clone(),
+                &hourly,
+                &[7],
+                vec![1, 2, 3],
+            ),
+            (
+                "within 5h",
+                Policy {
+                    keep_within_secs: Some(5 * 3_600),
+                    ..none.clone()
+                },
+                &hourly,
+                &[],
+                (1..=6).collect(),
+            ),
+            (
+                "daily 3 of hourly: one day",
+                Policy {
+                    keep_daily: Some(3),
+                    ..none.clone()
+                },
+                &hourly,
+                &[],
+                vec![1],
+            ),
+            (
+                "daily 3 of twice a day",
+                Policy {
+                    keep_daily: Some(3),
+                    ..none.clone()
+                },
+                &twice_a_day,
+                &[],
+                vec![1, 3, 5],
+            ),
+            (
+                "weekly 2 of daily",
+                Policy {
+                    keep_weekly: Some(2),
+                    ..none.clone()
+                },
+                &daily,
+                &[],
+                vec![1, 2],
+            ),
+            (
+                "monthly 2 of daily",
+                Policy {
+                    keep_monthly: Some(2),
+                    ..none.clone()
+                },
+                &daily,
+                &[],
+                vec![1, 31],
+            ),
+            (
+                "last 2 + weekly 3",
+                Policy {
+                    keep_last: Some(2),
+                    keep_weekly: Some(3),
+                    ..none.clone()
+                },
+                &daily,
+                &[],
+                vec![1, 2, 9],
+            ),
+            (
+                "more than there are",
+                Policy {
+                    keep_last: Some(50),
+                    ..none.clone()
+                },
+                &hourly,
+                &[],
+                (1..=10).collect(),
+            ),
         ];
         for (name, p, h, tagged, want) in cases {
             assert_eq!(kept(&p, h, tagged), want, "{name}");

@@ -11,9 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 fn ids(v: &[Vec<u8>]) -> Result<Vec<Id>, Status> {
     v.iter()
-        .map(|b| {
-            Id::from_slice(b).ok_or_else(|| Status::invalid_argument("an id is not 32 bytes"))
-        })
+        .map(|b| Id::from_slice(b).ok_or_else(|| Status::invalid_argument("an id is not 32 bytes")))
         .collect()
 }
 

@@ -325,8 +325,7 @@ pub(super) async fn has(
         .iter()
         .map(|b| parse_oid(b))
         .collect::<Result<Vec<Id>, Status>>()?;
-    let present =
-        tokio::task::block_in_place(|| api.store.files_present(&ids)).map_err(status)?;
+    let present = tokio::task::block_in_place(|| api.store.files_present(&ids)).map_err(status)?;
     Ok(Response::new(pb::HasReply { present }))
 }
 

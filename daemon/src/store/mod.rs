@@ -28,6 +28,7 @@ mod lease;
 mod objects;
 mod read;
 mod recover;
+mod spare;
 mod sweep;
 mod write;
 

@@ -78,7 +78,6 @@ impl Shared {
         Ok(Some((kind, raw)))
     }
 
-
     pub fn get_ref(&self, name: &str) -> Result<Option<Id>> {
         self.index.get_ref(name)
     }

@@ -23,8 +23,7 @@ use super::{Shared, Writer};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{ChunkLoc, PackInfo, RecordAt, RECORD_MANIFEST};
-use crate::objects::{EntryKind, Object, ObjectKind};
-use crate::pack::format::{self, Codec};
+use crate::pack::format;
 use crate::pack::{Frame, PackWriter, Placed};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -84,7 +83,11 @@ pub(crate) fn phase(name: &str) {
     if let Ok(v) = std::env::var("HOARD_TEST_PRUNE_PAUSE") {
         if let Some(ms) = v.strip_prefix(name).and_then(|r| r.strip_prefix(':')) {
             let ms = ms.parse().unwrap_or(0);
-            tracing::warn!(phase = name, ms, "pausing at a prune phase boundary, as asked");
+            tracing::warn!(
+                phase = name,
+                ms,
+                "pausing at a prune phase boundary, as asked"
+            );
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
     }
@@ -98,9 +101,9 @@ pub(super) const RECORDS_COMPLETE: &str = "prune/records-complete";
 const DRAIN: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// One frame of an old pack, as the index knows it.
-struct FrameAt {
-    loc: ChunkLoc,
-    chunks: Vec<(Id, u32, u32)>,
+pub(super) struct FrameAt {
+    pub(super) loc: ChunkLoc,
+    pub(super) chunks: Vec<(Id, u32, u32)>,
 }
 
 impl FrameAt {
@@ -111,11 +114,11 @@ impl FrameAt {
 
 /// An old pack's contents by frame offset, and its records.
 #[derive(Default)]
-struct PackUse {
-    len: u64,
-    frames: BTreeMap<u64, FrameAt>,
-    records: Vec<RecordAt>,
-    live: u64,
+pub(super) struct PackUse {
+    pub(super) len: u64,
+    pub(super) frames: BTreeMap<u64, FrameAt>,
+    pub(super) records: Vec<RecordAt>,
+    pub(super) live: u64,
 }
 
 /// A pack a prune takes out of the index.
@@ -130,9 +133,11 @@ impl Shared {
             .map_err(|_| Error::Conflict("a prune is already running on this store".into()))?;
         self.complete_records()?;
         let mut uses = self.pack_uses(plan)?;
-        let mut rep = SweepReport::default();
-        rep.packs_before = uses.len() as u64;
-        rep.stored_before = uses.values().map(|u| u.len).sum();
+        let mut rep = SweepReport {
+            packs_before: uses.len() as u64,
+            stored_before: uses.values().map(|u| u.len).sum(),
+            ..SweepReport::default()
+        };
         let chosen = self.choose(plan, &uses);
         for id in &chosen {
             let u = &uses[id];
@@ -165,10 +170,8 @@ impl Shared {
             rep.chunks_removed = dead;
             return Ok(rep);
         }
-        let chosen_uses: Vec<(Id, PackUse)> = chosen
-            .iter()
-            .filter_map(|p| uses.remove_entry(p))
-            .collect();
+        let chosen_uses: Vec<(Id, PackUse)> =
+            chosen.iter().filter_map(|p| uses.remove_entry(p)).collect();
         let written = self.rewrite(plan, &chosen_uses, &mut rep)?;
         phase("written");
         let doomed = self.switch(plan, &chosen_uses, written, &mut rep)?;
@@ -231,7 +234,9 @@ impl Shared {
                     format::Kind::Frame => continue,
                     format::Kind::Manifest => (
                         RECORD_MANIFEST,
-                        format::decode_manifest_meta(&rec.meta, rec.offset).map_err(bad)?.0,
+                        format::decode_manifest_meta(&rec.meta, rec.offset)
+                            .map_err(bad)?
+                            .0,
                     ),
                     format::Kind::Object => {
                         format::decode_object_meta(&rec.meta, rec.offset).map_err(bad)?
@@ -405,7 +410,11 @@ impl Shared {
                     let mut raw = Vec::new();
                     for (id, _, _) in live {
                         let loc = ChunkLoc {
-                            offset_in_frame: f.chunks.iter().find(|c| c.0 == *id).map_or(0, |c| c.1),
+                            offset_in_frame: f
+                                .chunks
+                                .iter()
+                                .find(|c| c.0 == *id)
+                                .map_or(0, |c| c.1),
                             len: f.chunks.iter().find(|c| c.0 == *id).map_or(0, |c| c.2),
                             ..f.loc
                         };
@@ -456,7 +465,12 @@ impl Shared {
     }
 
     /// A live manifest or object, re-appended from the index's copy.
-    fn copy_record(&self, r: &RecordAt, w: &mut PackWriter, wr: &mut Written) -> Result<()> {
+    pub(super) fn copy_record(
+        &self,
+        r: &RecordAt,
+        w: &mut PackWriter,
+        wr: &mut Written,
+    ) -> Result<()> {
         let placed = if r.kind == RECORD_MANIFEST {
             let m = self.index.manifest(&r.id)?.ok_or_else(|| {
                 Error::Corrupt(format!("manifest of {} vanished during a prune", r.id))
@@ -568,151 +582,9 @@ impl Shared {
         rep.bytes_written = written.iter().map(|w| w.len).sum();
         Ok(doomed)
     }
-
-    /// Spared chunks and records that lie in chosen packs (and were not
-    /// copied as live), copied into a new pack, made durable.
-    fn rescue(
-        &self,
-        plan: &SweepPlan,
-        chosen: &[(Id, PackUse)],
-        spared: &Spared,
-    ) -> Result<Option<Written>> {
-        let mut w: Option<PackWriter> = None;
-        let mut wr = Written::new();
-        let mut cache = super::FrameCache::default();
-        let (mut chunks, mut raw) = (Vec::new(), Vec::new());
-        for (_, u) in chosen {
-            for f in u.frames.values() {
-                for (id, off, len) in &f.chunks {
-                    if !spared.chunks.contains(id) || plan.live_chunks.contains(id) {
-                        continue;
-                    }
-                    let loc = ChunkLoc {
-                        offset_in_frame: *off,
-                        len: *len,
-                        ..f.loc
-                    };
-                    raw.extend_from_slice(&self.read_chunk(id, &loc, &mut cache)?);
-                    chunks.push((*id, *len));
-                }
-            }
-            for r in &u.records {
-                if spared.records.contains(&r.id) && !record_live(plan, r) {
-                    let w = match &mut w {
-                        Some(w) => w,
-                        None => w.insert(PackWriter::new(&*self.backend, &self.dir.join("packs"))?),
-                    };
-                    self.copy_record(r, w, &mut wr)?;
-                }
-            }
-        }
-        if !chunks.is_empty() {
-            let w = match &mut w {
-                Some(w) => w,
-                None => w.insert(PackWriter::new(&*self.backend, &self.dir.join("packs"))?),
-            };
-            let frame = Frame::build(chunks, raw, self.params.zstd_level);
-            let placed = w.append_frame(&frame)?;
-            wr.add_frame(&frame.chunks, &placed);
-        }
-        match w {
-            Some(w) => {
-                wr.finish(w)?;
-                Ok(Some(wr))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// What was leased since `plan.cutoff` among what the sweep would drop,
-    /// with everything it needs: a file's chunks, a delta's bases, a
-    /// snapshot's tree, a tree's files and subtrees.
-    fn spared(&self, plan: &SweepPlan, doomed_chunks: &[Id]) -> Result<Spared> {
-        let mut s = Spared::default();
-        let files: Vec<Id> = self
-            .index
-            .file_ids()?
-            .into_iter()
-            .filter(|f| !plan.live_files.contains(f))
-            .collect();
-        let objects: Vec<Id> = self
-            .index
-            .object_ids()?
-            .into_iter()
-            .map(|o| o.0)
-            .filter(|o| !plan.live_objects.contains(o))
-            .collect();
-        let leased = |ids: &[Id]| -> Result<Vec<Id>> {
-            let mut out = Vec::new();
-            for batch in ids.chunks(4096) {
-                for (id, t) in batch.iter().zip(self.index.leases(batch)?) {
-                    if t.is_some_and(|t| t >= plan.cutoff) {
-                        out.push(*id);
-                    }
-                }
-            }
-            Ok(out)
-        };
-        let mut chunks: Vec<Id> = leased(doomed_chunks)?;
-        let mut work_objects = leased(&objects)?;
-        let mut work_files = leased(&files)?;
-        while let Some(o) = work_objects.pop() {
-            if plan.live_objects.contains(&o) || !s.records.insert(o) {
-                continue;
-            }
-            match self.index.object(&o)? {
-                Some((k, raw)) => match ObjectKind::from_u8(k).and_then(|k| crate::objects::decode_checked(k, &o, &raw).ok()) {
-                    Some(Object::Snapshot(snap)) => work_objects.push(snap.tree),
-                    Some(Object::Tree(t)) => {
-                        for e in t.entries {
-                            match e.kind {
-                                EntryKind::Dir => work_objects.push(e.id),
-                                _ => work_files.push(e.id),
-                            }
-                        }
-                    }
-                    None => {}
-                },
-                None => {}
-            }
-        }
-        for f in work_files {
-            if plan.live_files.contains(&f) || !s.records.insert(f) {
-                continue;
-            }
-            if let Some(m) = self.index.manifest(&f)? {
-                chunks.extend(m.chunks.iter().map(|c| c.0));
-            }
-        }
-        while let Some(c) = chunks.pop() {
-            if plan.live_chunks.contains(&c) || !s.chunks.insert(c) {
-                continue;
-            }
-            if let Some(Some(loc)) = self.index.chunk_locs(&[c])?.first() {
-                if loc.codec == Codec::ZstdDict {
-                    chunks.extend(self.frame_bases(loc)?);
-                }
-            }
-        }
-        Ok(s)
-    }
 }
 
-/// Items a sweep spares because they were leased while it ran.
-#[derive(Default)]
-struct Spared {
-    chunks: HashSet<Id>,
-    /// Files and objects.
-    records: HashSet<Id>,
-}
-
-impl Spared {
-    fn count(&self) -> u64 {
-        (self.chunks.len() + self.records.len()) as u64
-    }
-}
-
-fn record_live(plan: &SweepPlan, r: &RecordAt) -> bool {
+pub(super) fn record_live(plan: &SweepPlan, r: &RecordAt) -> bool {
     if r.kind == RECORD_MANIFEST {
         plan.live_files.contains(&r.id)
     } else {
@@ -721,7 +593,7 @@ fn record_live(plan: &SweepPlan, r: &RecordAt) -> bool {
 }
 
 /// A pack a sweep wrote, and where what it holds now lies.
-struct Written {
+pub(super) struct Written {
     pack: Id,
     len: u64,
     count: u32,
@@ -730,7 +602,7 @@ struct Written {
 }
 
 impl Written {
-    fn new() -> Written {
+    pub(super) fn new() -> Written {
         Written {
             pack: Id([0; 32]),
             len: 0,
@@ -740,7 +612,7 @@ impl Written {
         }
     }
 
-    fn add_frame(&mut self, chunks: &[(Id, u32)], placed: &Placed) {
+    pub(super) fn add_frame(&mut self, chunks: &[(Id, u32)], placed: &Placed) {
         let mut off = 0u32;
         for &(id, len) in chunks {
             self.chunks.push((
@@ -761,7 +633,7 @@ impl Written {
     }
 
     /// Makes the pack durable and names it in what it holds.
-    fn finish(&mut self, w: PackWriter) -> Result<()> {
+    pub(super) fn finish(&mut self, w: PackWriter) -> Result<()> {
         let (pack, len, records) = w.finish()?;
         self.pack = pack;
         self.len = len;
@@ -788,8 +660,13 @@ fn copy_frame(
         .backend
         .read_vec(pack, at, l.meta_len as usize + l.stored_len as usize)?;
     let (meta, payload) = bytes.split_at(l.meta_len as usize);
-    let fm = format::decode_frame_meta(meta, l.raw_len, l.codec, l.payload_offset)
-        .map_err(|e| Error::damaged(format!("frame at {} in pack {}", l.payload_offset, pack.hex()), e))?;
+    let fm =
+        format::decode_frame_meta(meta, l.raw_len, l.codec, l.payload_offset).map_err(|e| {
+            Error::damaged(
+                format!("frame at {} in pack {}", l.payload_offset, pack.hex()),
+                e,
+            )
+        })?;
     if fm.chunks.len() != f.chunks.len() {
         return Ok(false);
     }

@@ -364,7 +364,12 @@ impl Shared {
             .collect();
         let ids: Vec<Id> = files.iter().map(|f| f.file).collect();
         let present = self.index.files_present(&ids)?;
-        self.lease(ids.iter().zip(&present).filter(|(_, p)| **p).map(|(i, _)| i))?;
+        self.lease(
+            ids.iter()
+                .zip(&present)
+                .filter(|(_, p)| **p)
+                .map(|(i, _)| i),
+        )?;
         for ((f, present), r) in files.iter_mut().zip(present).zip(&results) {
             if present || r.is_err() {
                 continue;
