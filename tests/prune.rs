@@ -107,6 +107,10 @@ fn prune_keeps_the_last_three_versions_byte_exact_and_reclaims_the_rest() {
         snap(&fresh, "ds", &format!("v{v}"));
     }
     let fresh_bytes = stats(&fresh)["stored_bytes"].as_u64().unwrap();
+    eprintln!(
+        "10 versions {before} B; pruned to 3: {after} B; a store of only those 3: {fresh_bytes} B ({:.3}x)",
+        after as f64 / fresh_bytes as f64
+    );
     assert!(
         after as f64 <= 1.3 * fresh_bytes as f64,
         "pruned store {after} bytes vs fresh {fresh_bytes} (before {before})"
