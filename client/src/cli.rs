@@ -80,43 +80,7 @@ pub enum StoreVerb {
     /// Delete what no root keeps (datasets' refs and tags, the snapshots
     /// the --keep rules keep, git repositories' live content, pins, the
     /// grace period) and shrink packs; --dry-run says what would go.
-    Prune {
-        #[arg(long)]
-        dry_run: bool,
-        /// Keep each dataset's N newest snapshots.
-        #[arg(long)]
-        keep_last: Option<u32>,
-        /// Keep snapshots this close to each dataset's newest (30d, 12h, 1y6m).
-        #[arg(long)]
-        keep_within: Option<String>,
-        #[arg(long)]
-        keep_daily: Option<u32>,
-        #[arg(long)]
-        keep_weekly: Option<u32>,
-        #[arg(long)]
-        keep_monthly: Option<u32>,
-        /// Keep tagged snapshots (always on: remove a tag to let its snapshot go).
-        #[arg(long)]
-        keep_tagged: bool,
-        /// Keep the content of git commits this recent (beside HEAD, the
-        /// index, branches, tags, stashes, worktrees and unpushed commits).
-        #[arg(long)]
-        keep_git_within: Option<String>,
-        /// Keep what was written or said present this recently (default 24h).
-        #[arg(long)]
-        grace: Option<String>,
-        /// Unused bytes partly used packs may keep, in % of stored bytes (default 5).
-        #[arg(long)]
-        max_unused: Option<f64>,
-        /// Rewrite at most this many bytes of packs.
-        #[arg(long)]
-        max_repack_size: Option<u64>,
-        /// Prune this hub instead (needs an admin token: `hoard token create --admin` there).
-        #[arg(long)]
-        remote: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Prune(PruneArgs),
     /// Keep a file (blake3:<id>) or snapshot (NAME@REV) through every prune;
     /// no argument lists the pins.
     Pin {
@@ -524,6 +488,46 @@ pub struct MigrateArgs {
     /// Write old,new commit ids (CSV) here, like `git lfs migrate --object-map`.
     #[arg(long)]
     pub object_map: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hoard prune`'s flags.
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep each dataset's N newest snapshots.
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    /// Keep snapshots this close to each dataset's newest (30d, 12h, 1y6m).
+    #[arg(long)]
+    pub keep_within: Option<String>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    /// Keep tagged snapshots (always on: remove a tag to let its snapshot go).
+    #[arg(long)]
+    pub keep_tagged: bool,
+    /// Keep the content of git commits this recent (beside HEAD, the
+    /// index, branches, tags, stashes, worktrees and unpushed commits).
+    #[arg(long)]
+    pub keep_git_within: Option<String>,
+    /// Keep what was written or said present this recently (default 24h).
+    #[arg(long)]
+    pub grace: Option<String>,
+    /// Unused bytes partly used packs may keep, in % of stored bytes (default 5).
+    #[arg(long)]
+    pub max_unused: Option<f64>,
+    /// Rewrite at most this many bytes of packs.
+    #[arg(long)]
+    pub max_repack_size: Option<u64>,
+    /// Prune this hub instead (needs an admin token: `hoard token create --admin` there).
+    #[arg(long)]
+    pub remote: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

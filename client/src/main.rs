@@ -92,37 +92,7 @@ async fn store(verb: StoreVerb, paths: &Paths) -> anyhow::Result<()> {
         StoreVerb::Stats { json } => cmd::store::stats(c, json).await,
         StoreVerb::Verify { read_data, json } => cmd::store::verify(c, read_data, json).await,
         StoreVerb::Reindex { json } => cmd::store::reindex(c, json).await,
-        StoreVerb::Prune {
-            dry_run,
-            keep_last,
-            keep_within,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            keep_tagged: _,
-            keep_git_within,
-            grace,
-            max_unused,
-            max_repack_size,
-            remote,
-            json,
-        } => {
-            let args = cmd::prune::Args {
-                dry_run,
-                keep_last,
-                keep_within,
-                keep_daily,
-                keep_weekly,
-                keep_monthly,
-                keep_git_within,
-                grace,
-                max_unused,
-                max_repack_size,
-                remote,
-                json,
-            };
-            cmd::prune::prune(c, paths, args).await
-        }
+        StoreVerb::Prune(args) => cmd::prune::prune(c, paths, args).await,
         StoreVerb::Pin { target, remove } => cmd::prune::pin(c, target, remove).await,
         StoreVerb::Repair {
             remote,

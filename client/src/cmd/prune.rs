@@ -9,21 +9,7 @@ use hoard_proto::paths::Paths;
 use hoard_proto::v1::{PinRequest, PruneInput, PruneRequest, RepairRequest};
 use serde_json::Value;
 
-/// `hoard prune`'s flags, as the command line gave them.
-pub struct Args {
-    pub dry_run: bool,
-    pub keep_last: Option<u32>,
-    pub keep_within: Option<String>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_git_within: Option<String>,
-    pub grace: Option<String>,
-    pub max_unused: Option<f64>,
-    pub max_repack_size: Option<u64>,
-    pub remote: Option<String>,
-    pub json: bool,
-}
+pub use crate::cli::PruneArgs as Args;
 
 /// Seconds in a duration like `30d`, `12h`, `1y6m`, `90min`, `0s`.
 pub fn duration(s: &str) -> anyhow::Result<u64> {

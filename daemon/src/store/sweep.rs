@@ -613,23 +613,8 @@ impl Written {
     }
 
     pub(super) fn add_frame(&mut self, chunks: &[(Id, u32)], placed: &Placed) {
-        let mut off = 0u32;
-        for &(id, len) in chunks {
-            self.chunks.push((
-                id,
-                ChunkLoc {
-                    pack: Id([0; 32]),
-                    payload_offset: placed.payload_offset,
-                    meta_len: placed.meta_len,
-                    stored_len: placed.stored_len,
-                    raw_len: placed.raw_len,
-                    codec: placed.codec,
-                    offset_in_frame: off,
-                    len,
-                },
-            ));
-            off += len;
-        }
+        self.chunks
+            .extend(super::write::placed_locs(chunks, placed));
     }
 
     /// Makes the pack durable and names it in what it holds.

@@ -73,6 +73,32 @@ pub(super) struct Writer {
     pub(super) stats: Stats,
 }
 
+/// Where each of a frame's chunks lies once the frame is placed in a pack
+/// (the pack id is filled in when the pack is sealed).
+pub(super) fn placed_locs(
+    chunks: &[(Id, u32)],
+    placed: &crate::pack::Placed,
+) -> Vec<(Id, ChunkLoc)> {
+    let mut off = 0u32;
+    chunks
+        .iter()
+        .map(|&(id, len)| {
+            let loc = ChunkLoc {
+                pack: Id([0; 32]),
+                payload_offset: placed.payload_offset,
+                meta_len: placed.meta_len,
+                stored_len: placed.stored_len,
+                raw_len: placed.raw_len,
+                codec: placed.codec,
+                offset_in_frame: off,
+                len,
+            };
+            off += len;
+            (id, loc)
+        })
+        .collect()
+}
+
 impl Shared {
     /// Appends the frames' chunks that are neither stored nor in flight.
     pub fn append_frames(&self, frames: Vec<Frame>, deps: &mut Deps) -> Result<Appended> {
@@ -181,23 +207,9 @@ impl Shared {
                     return Err(e);
                 }
             };
-            let mut off = 0u32;
-            for &(id, len) in &frame.chunks {
-                open.contents.chunks.push((
-                    id,
-                    ChunkLoc {
-                        pack: Id([0; 32]),
-                        payload_offset: placed.payload_offset,
-                        meta_len: placed.meta_len,
-                        stored_len: placed.stored_len,
-                        raw_len: placed.raw_len,
-                        codec: placed.codec,
-                        offset_in_frame: off,
-                        len,
-                    },
-                ));
-                off += len;
-            }
+            open.contents
+                .chunks
+                .extend(placed_locs(&frame.chunks, &placed));
             open.contents.unique_bytes += frame.raw.len() as u64;
             if frame.bases.is_empty() {
                 for (&(id, _), sk) in frame.chunks.iter().zip(&frame.sketches) {
