@@ -11,6 +11,8 @@
 //!
 //! Floor 1: may import `id` and `error`; knows nothing of what packs hold.
 
+pub mod s3;
+
 use crate::error::{Error, Result};
 use crate::id::Id;
 use std::collections::HashMap;

@@ -8,6 +8,12 @@
 //! zstd_level = 1
 //! frame_target = 1048576 # new chunks compressed together; 0 = one by one
 //! pack_target = 67108864
+//! backend = "local"      # or "s3": packs in an S3-compatible bucket
+//! s3_endpoints = ["http://127.0.0.1:3900", "http://127.0.0.1:3910"] # tried in order
+//! s3_bucket = "hoard"
+//! s3_region = "garage"
+//! s3_prefix = "lab1/"    # optional
+//! # credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment
 //!
 //! [daemon]
 //! log = "info"           # tracing filter, e.g. "hoard_daemon=debug"
@@ -142,6 +148,11 @@ pub struct StoreSection {
     pub zstd_level: Option<i32>,
     pub frame_target: Option<u32>,
     pub pack_target: Option<u64>,
+    pub backend: Option<String>,
+    pub s3_endpoints: Option<Vec<String>>,
+    pub s3_bucket: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -162,6 +173,40 @@ impl Config {
     }
 
     /// Parameters for a new store.
+    /// Where packs live: `None` for the store directory, or the bucket.
+    pub fn s3(&self, store_dir: &Path) -> Result<Option<crate::backend::s3::S3Config>> {
+        let s = &self.store;
+        match s.backend.as_deref() {
+            None | Some("local") => Ok(None),
+            Some("s3") => {
+                let need = |v: &Option<String>, k: &str| {
+                    v.clone().ok_or_else(|| {
+                        Error::Invalid(format!("[store] backend = \"s3\" needs {k} in config.toml"))
+                    })
+                };
+                let env = |k: &str| {
+                    std::env::var(k).map_err(|_| {
+                        Error::Invalid(format!(
+                            "[store] backend = \"s3\": set {k} in hoardd's environment"
+                        ))
+                    })
+                };
+                Ok(Some(crate::backend::s3::S3Config {
+                    endpoints: s.s3_endpoints.clone().unwrap_or_default(),
+                    bucket: need(&s.s3_bucket, "s3_bucket")?,
+                    region: s.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                    prefix: s.s3_prefix.clone().unwrap_or_default(),
+                    access_key: env("AWS_ACCESS_KEY_ID")?,
+                    secret_key: env("AWS_SECRET_ACCESS_KEY")?,
+                    spool: store_dir.join("packs").join("spool"),
+                }))
+            }
+            Some(other) => Err(Error::Invalid(format!(
+                "[store] backend = {other:?} is not known; use \"local\" or \"s3\""
+            ))),
+        }
+    }
+
     pub fn new_store_params(&self) -> StoreParams {
         let d = StoreParams::default();
         StoreParams {

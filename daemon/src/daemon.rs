@@ -173,9 +173,16 @@ pub fn run(
     };
     let gateway = crate::gateway::Options::from_config(&config.http, http, &paths.store)?;
     let _lock = lock_store(&paths)?;
+    let store = match config.s3(&paths.store)? {
+        None => Store::open(&paths.store, config.new_store_params()),
+        Some(s3) => {
+            let backend = crate::backend::s3::S3Packs::open(s3)?;
+            tracing::info!(endpoint = backend.endpoint(), "packs are in an S3 bucket");
+            Store::open_with(&paths.store, config.new_store_params(), Box::new(backend))
+        }
+    };
     let store = Arc::new(
-        Store::open(&paths.store, config.new_store_params())
-            .with_context(|| format!("cannot open the store at {}", paths.store.display()))?,
+        store.with_context(|| format!("cannot open the store at {}", paths.store.display()))?,
     );
     tracing::info!(store = %paths.store.display(), socket = %paths.socket.display(), pid = std::process::id(), "hoardd starting");
     let rt = tokio::runtime::Builder::new_multi_thread()
