@@ -42,6 +42,17 @@ pub trait PackBackend: Send + Sync {
     fn describe(&self, id: &Id) -> String;
     /// Removes pack `id` durably.
     fn delete(&self, id: &Id) -> Result<()>;
+    /// Keeps a copy of ref `name` (`None`: deleted) beside the packs, where
+    /// that is somewhere else than the store's own disk (an object store):
+    /// a hub that lost its index gets its refs back from there. The index
+    /// stays the authority (compare-and-swap lives there).
+    fn mirror_ref(&self, _name: &str, _id: Option<&Id>) -> Result<()> {
+        Ok(())
+    }
+    /// The refs mirrored by [`PackBackend::mirror_ref`].
+    fn mirrored_refs(&self) -> Result<Vec<(String, Id)>> {
+        Ok(Vec::new())
+    }
 }
 
 pub trait PackSink: Write + Send {

@@ -384,6 +384,48 @@ impl PackBackend for S3Packs {
         )
     }
 
+    fn mirror_ref(&self, name: &str, id: Option<&Id>) -> Result<()> {
+        let key = Key::from(format!("{}refs/{name}", self.inner.prefix));
+        let body = id.map(|i| i.hex());
+        self.inner.call(&format!("mirroring ref {name}"), move |s| {
+            let (k, body) = (key.clone(), body.clone());
+            async move {
+                match body {
+                    Some(b) => s.put(&k, b.into_bytes().into()).await.map(|_| ()),
+                    None => match s.delete(&k).await {
+                        Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        r => r,
+                    },
+                }
+            }
+        })
+    }
+
+    fn mirrored_refs(&self) -> Result<Vec<(String, Id)>> {
+        use futures_util::TryStreamExt;
+        let root = format!("{}refs/", self.inner.prefix);
+        let prefix = Key::from(root.trim_end_matches('/'));
+        let root2 = root.clone();
+        self.inner.call("reading mirrored refs", move |s| {
+            let (p, root) = (prefix.clone(), root2.clone());
+            async move {
+                let metas: Vec<object_store::ObjectMeta> = s.list(Some(&p)).try_collect().await?;
+                let mut out = Vec::new();
+                for m in metas {
+                    let body = s.get(&m.location).await?.bytes().await?;
+                    let name = m.location.as_ref().strip_prefix(&root).map(str::to_string);
+                    let id = std::str::from_utf8(&body)
+                        .ok()
+                        .and_then(|h| Id::parse(h.trim()).ok());
+                    if let (Some(name), Some(id)) = (name, id) {
+                        out.push((name, id));
+                    }
+                }
+                Ok(out)
+            }
+        })
+    }
+
     fn delete(&self, id: &Id) -> Result<()> {
         let key = self.inner.key(id);
         self.inner

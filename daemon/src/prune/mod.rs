@@ -132,10 +132,15 @@ fn remove_dataset(store: &Store, name: &str) -> Result<()> {
     }
     let mut b = store.index.batch();
     b.put_ref(&format!("datasets/{name}"), None);
-    for (t, _) in tags {
-        b.put_ref(&t, None);
+    for (t, _) in &tags {
+        b.put_ref(t, None);
     }
-    b.write(true)
+    b.write(true)?;
+    store.mirror_ref(&format!("datasets/{name}"), None);
+    for (t, _) in &tags {
+        store.mirror_ref(t, None);
+    }
+    Ok(())
 }
 
 /// Pinned ids and what each is (`file` or `snapshot`).

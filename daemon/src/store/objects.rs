@@ -102,7 +102,35 @@ impl Shared {
         let mut b = self.index.batch();
         b.put_ref(name, new.as_ref());
         b.write(true)?;
+        self.mirror_ref(name, new.as_ref());
         Ok(Ok(()))
+    }
+
+    /// Copies a ref's new value to the backend's mirror; a failure is
+    /// logged (the index holds the ref; the mirror only helps a hub that
+    /// lost its disk).
+    pub(crate) fn mirror_ref(&self, name: &str, id: Option<&Id>) {
+        if let Err(e) = self.backend.mirror_ref(name, id) {
+            tracing::warn!(r#ref = name, error = %e, "cannot mirror a ref to the pack store");
+        }
+    }
+
+    /// Puts back the refs the backend mirrored, for a store whose index has
+    /// none (a hub rebuilt from its bucket); only refs to snapshots it holds.
+    pub(crate) fn restore_mirrored_refs(&self) -> Result<u64> {
+        if !self.index.refs("")?.is_empty() {
+            return Ok(0);
+        }
+        let mut b = self.index.batch();
+        let mut n = 0;
+        for (name, id) in self.backend.mirrored_refs()? {
+            if self.index.object(&id)?.is_some() {
+                b.put_ref(&name, Some(&id));
+                n += 1;
+            }
+        }
+        b.write(true)?;
+        Ok(n)
     }
 
     pub fn get_local(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -201,6 +201,10 @@ impl Shared {
         }
         self.drop_undecodable_deltas(&mut stats)?;
         files = files.saturating_sub(self.drop_incomplete_files(&mut stats)?);
+        let refs = self.restore_mirrored_refs()?;
+        if refs > 0 {
+            tracing::info!(refs, "restored refs mirrored beside the packs");
+        }
         let mut b = self.index.batch();
         b.put_stats(&stats);
         b.put_local(super::sweep::RECORDS_COMPLETE, Some(b"1"));
