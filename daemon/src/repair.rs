@@ -115,6 +115,9 @@ pub fn repair(store: &Store, remotes: &[(String, PeerAddr)], dry_run: bool) -> R
     }
     b.write(true)?;
     rep.unrepaired = unrepaired(store, &lacking)?;
+    // Writes go on during a repair: what is indexed from here on was
+    // leased when it was sealed, and the sweep spares it.
+    let cutoff = crate::store::now_ms();
     let mut live_chunks = HashSet::new();
     store.index.for_each_chunk(|id, _| {
         live_chunks.insert(id);
@@ -124,7 +127,7 @@ pub fn repair(store: &Store, remotes: &[(String, PeerAddr)], dry_run: bool) -> R
         live_chunks,
         live_files: store.index.file_ids()?.into_iter().collect(),
         live_objects: store.index.object_ids()?.into_iter().map(|o| o.0).collect(),
-        cutoff: u64::MAX,
+        cutoff,
         max_unused: 0.0,
         max_repack: u64::MAX,
         dry_run: false,

@@ -14,17 +14,19 @@ use std::collections::HashSet;
 
 impl Shared {
     /// Spared chunks and records that lie in chosen packs (and were not
-    /// copied as live), copied into a new pack, made durable.
+    /// copied as live), copied into new packs (frames of the store's frame
+    /// size, packs of its pack size), made durable.
     pub(super) fn rescue(
         &self,
         plan: &SweepPlan,
         chosen: &[(Id, PackUse)],
         spared: &Spared,
-    ) -> Result<Option<Written>> {
-        let mut w: Option<PackWriter> = None;
-        let mut wr = Written::new();
+    ) -> Result<Vec<Written>> {
+        let mut out = Vec::new();
+        let mut cur: Option<(PackWriter, Written)> = None;
         let mut cache = super::FrameCache::default();
         let (mut chunks, mut raw) = (Vec::new(), Vec::new());
+        let frame_target = (self.params.frame_target as usize).max(1 << 20);
         for (_, u) in chosen {
             for f in u.frames.values() {
                 for (id, off, len) in &f.chunks {
@@ -38,34 +40,38 @@ impl Shared {
                     };
                     raw.extend_from_slice(&self.read_chunk(id, &loc, &mut cache)?);
                     chunks.push((*id, *len));
+                    if raw.len() >= frame_target {
+                        let (w, wr) = self.next_writer(&mut cur, &mut out)?;
+                        let frame = Frame::build(
+                            std::mem::take(&mut chunks),
+                            std::mem::take(&mut raw),
+                            self.params.zstd_level,
+                        );
+                        let placed = w.append_frame(&frame)?;
+                        wr.add_frame(&frame.chunks, &placed);
+                    }
                 }
             }
             for r in &u.records {
                 if spared.records.contains(&r.id) && !record_live(plan, r) {
-                    let w = match &mut w {
-                        Some(w) => w,
-                        None => w.insert(PackWriter::new(&*self.backend, &self.dir.join("packs"))?),
-                    };
-                    self.copy_record(r, w, &mut wr)?;
+                    let (w, wr) = self.next_writer(&mut cur, &mut out)?;
+                    self.copy_record(r, w, wr)?;
                 }
             }
         }
         if !chunks.is_empty() {
-            let w = match &mut w {
-                Some(w) => w,
-                None => w.insert(PackWriter::new(&*self.backend, &self.dir.join("packs"))?),
-            };
+            let (w, wr) = self.next_writer(&mut cur, &mut out)?;
             let frame = Frame::build(chunks, raw, self.params.zstd_level);
             let placed = w.append_frame(&frame)?;
             wr.add_frame(&frame.chunks, &placed);
         }
-        match w {
-            Some(w) => {
+        if let Some((w, mut wr)) = cur.take() {
+            if !w.is_empty() {
                 wr.finish(w)?;
-                Ok(Some(wr))
+                out.push(wr);
             }
-            None => Ok(None),
         }
+        Ok(out)
     }
 
     /// What was leased since `plan.cutoff` among what the sweep would drop,

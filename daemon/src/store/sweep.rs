@@ -442,7 +442,7 @@ impl Shared {
     }
 
     /// The pack being written, sealing it first when it is full.
-    fn next_writer<'c>(
+    pub(super) fn next_writer<'c>(
         &self,
         cur: &'c mut Option<(PackWriter, Written)>,
         out: &mut Vec<Written>,
@@ -549,7 +549,15 @@ impl Shared {
             }
         }
         let mut doomed = Vec::new();
+        // A pack is named by its content: a rewrite may reproduce an old
+        // pack exactly, and that one stays.
+        let rewritten: HashSet<Id> = written.iter().map(|w| w.pack).collect();
         for (pack, u) in chosen {
+            if rewritten.contains(pack) {
+                stats.stored_bytes = stats.stored_bytes.saturating_sub(u.len);
+                stats.packs = stats.packs.saturating_sub(1);
+                continue;
+            }
             b.delete_pack(pack);
             b.put_local(&format!("{DOOMED}{}", pack.hex()), Some(b"1"));
             stats.stored_bytes = stats.stored_bytes.saturating_sub(u.len);
