@@ -229,6 +229,7 @@ impl PackBackend for LocalDir {
     }
 }
 
+/// A new temporary pack file in `dir` (also the S3 backend's spool).
 fn tempfile_in(dir: &Path) -> Result<(File, PathBuf)> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);

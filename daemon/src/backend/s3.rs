@@ -296,14 +296,7 @@ fn is_answer(e: &object_store::Error) -> bool {
 
 impl PackBackend for S3Packs {
     fn create(&self) -> Result<Box<dyn PackSink>> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .inner
-            .spool
-            .join(format!("{}-{n}.spool", std::process::id()));
-        let file =
-            File::create(&path).map_err(|e| Error::io("cannot create a spooled pack", &path, e))?;
+        let (file, path) = super::tempfile_in(&self.inner.spool)?;
         Ok(Box::new(S3Sink {
             file: Some(file),
             path,
