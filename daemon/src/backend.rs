@@ -11,6 +11,7 @@
 //!
 //! Floor 1: may import `id` and `error`; knows nothing of what packs hold.
 
+pub mod cache;
 pub mod s3;
 
 use crate::error::{Error, Result};
@@ -53,11 +54,48 @@ pub trait PackBackend: Send + Sync {
     fn mirrored_refs(&self) -> Result<Vec<(String, Id)>> {
         Ok(Vec::new())
     }
+    /// Whether this backend keeps an idx object beside each pack (one
+    /// small read rebuilds a pack's index entries; `pack::idx`): worth it
+    /// where reading a whole pack is costly.
+    fn wants_idx(&self) -> bool {
+        false
+    }
+    /// Pack `id`'s idx object, `None` when it has none.
+    fn read_idx(&self, _id: &Id) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// What the backend is and what it has done, for `hoard daemon status`.
+    fn status(&self) -> BackendStatus {
+        BackendStatus::default()
+    }
+}
+
+/// A backend's state and counters since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// "local" or "s3".
+    pub kind: String,
+    /// Where packs are: a directory, or `s3://bucket/prefix`.
+    pub location: String,
+    /// The endpoint requests go to now (object stores).
+    pub endpoint: String,
+    pub requests: u64,
+    pub lists: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    pub failovers: u64,
 }
 
 pub trait PackSink: Write + Send {
-    /// Makes the pack durable under `id`. Only after this returns `Ok` may
-    /// anything that refers to the pack be recorded.
+    /// The pack's idx object (when [`PackBackend::wants_idx`]), given
+    /// before [`PackSink::commit`]; kept durable with the pack.
+    fn set_idx(&mut self, _idx: Vec<u8>) {}
+    /// Makes the pack durable under `id` (and its idx, when given). Only
+    /// after this returns `Ok` may anything that refers to the pack be
+    /// recorded.
     fn commit(self: Box<Self>, id: &Id) -> Result<()>;
 }
 
@@ -86,6 +124,11 @@ impl LocalDir {
             root: root.to_path_buf(),
             open_files: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The directory packs are in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn path_of(&self, id: &Id) -> PathBuf {
@@ -213,6 +256,14 @@ impl PackBackend for LocalDir {
 
     fn describe(&self, id: &Id) -> String {
         self.path_of(id).display().to_string()
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus {
+            kind: "local".into(),
+            location: self.root.display().to_string(),
+            ..BackendStatus::default()
+        }
     }
 
     fn delete(&self, id: &Id) -> Result<()> {

@@ -13,7 +13,10 @@
 //! s3_bucket = "hoard"
 //! s3_region = "garage"
 //! s3_prefix = "lab1/"    # optional
-//! # credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment
+//! s3_cache_bytes = 268435456 # read cache of recently read frames (default 256 MiB)
+//! # credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in hoardd's
+//! # environment, or s3_key_file = "/etc/hoard/s3.env" holding those two as
+//! # KEY=value lines (the file wins)
 //!
 //! [daemon]
 //! log = "info"           # tracing filter, e.g. "hoard_daemon=debug"
@@ -153,6 +156,8 @@ pub struct StoreSection {
     pub s3_bucket: Option<String>,
     pub s3_region: Option<String>,
     pub s3_prefix: Option<String>,
+    pub s3_cache_bytes: Option<u64>,
+    pub s3_key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -175,36 +180,37 @@ impl Config {
     /// Parameters for a new store.
     /// Where packs live: `None` for the store directory, or the bucket.
     pub fn s3(&self, store_dir: &Path) -> Result<Option<crate::backend::s3::S3Config>> {
-        let s = &self.store;
-        match s.backend.as_deref() {
+        match self.store.backend.as_deref() {
             None | Some("local") => Ok(None),
-            Some("s3") => {
-                let need = |v: &Option<String>, k: &str| {
-                    v.clone().ok_or_else(|| {
-                        Error::Invalid(format!("[store] backend = \"s3\" needs {k} in config.toml"))
-                    })
-                };
-                let env = |k: &str| {
-                    std::env::var(k).map_err(|_| {
-                        Error::Invalid(format!(
-                            "[store] backend = \"s3\": set {k} in hoardd's environment"
-                        ))
-                    })
-                };
-                Ok(Some(crate::backend::s3::S3Config {
-                    endpoints: s.s3_endpoints.clone().unwrap_or_default(),
-                    bucket: need(&s.s3_bucket, "s3_bucket")?,
-                    region: s.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
-                    prefix: s.s3_prefix.clone().unwrap_or_default(),
-                    access_key: env("AWS_ACCESS_KEY_ID")?,
-                    secret_key: env("AWS_SECRET_ACCESS_KEY")?,
-                    spool: store_dir.join("packs").join("spool"),
-                }))
-            }
+            Some("s3") => self.s3_settings(store_dir).map(Some),
             Some(other) => Err(Error::Invalid(format!(
                 "[store] backend = {other:?} is not known; use \"local\" or \"s3\""
             ))),
         }
+    }
+
+    /// The bucket the `s3_*` keys name, whichever backend is in use (a
+    /// migration reads them before switching).
+    pub fn s3_settings(&self, store_dir: &Path) -> Result<crate::backend::s3::S3Config> {
+        let s = &self.store;
+        let need = |v: &Option<String>, k: &str| {
+            v.clone().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "packs in S3 need {k} in the [store] section of config.toml"
+                ))
+            })
+        };
+        let (access_key, secret_key) = credentials(s.s3_key_file.as_deref())?;
+        Ok(crate::backend::s3::S3Config {
+            endpoints: s.s3_endpoints.clone().unwrap_or_default(),
+            bucket: need(&s.s3_bucket, "s3_bucket")?,
+            region: s.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            prefix: s.s3_prefix.clone().unwrap_or_default(),
+            access_key,
+            secret_key,
+            spool: store_dir.join("packs").join("spool"),
+            cache_bytes: s.s3_cache_bytes.unwrap_or(256 << 20),
+        })
     }
 
     pub fn new_store_params(&self) -> StoreParams {
@@ -221,6 +227,38 @@ impl Config {
             ..d
         }
     }
+}
+
+/// The S3 key id and secret: from `key_file` (`KEY=value` lines) when set,
+/// else from hoardd's environment.
+fn credentials(key_file: Option<&Path>) -> Result<(String, String)> {
+    const ID: &str = "AWS_ACCESS_KEY_ID";
+    const SECRET: &str = "AWS_SECRET_ACCESS_KEY";
+    let Some(path) = key_file else {
+        let env = |k: &str| {
+            std::env::var(k).map_err(|_| {
+                Error::Invalid(format!(
+                    "packs in S3 need {k} in hoardd's environment (or s3_key_file in [store])"
+                ))
+            })
+        };
+        return Ok((env(ID)?, env(SECRET)?));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io("cannot read the S3 key file (s3_key_file)", path, e))?;
+    let get = |k: &str| {
+        text.lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .find(|(key, _)| key.trim() == k)
+            .map(|(_, v)| v.trim().trim_matches('"').to_string())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} has no {k}=… line (s3_key_file holds {ID}=… and {SECRET}=…)",
+                    path.display()
+                ))
+            })
+    };
+    Ok((get(ID)?, get(SECRET)?))
 }
 
 #[cfg(test)]

@@ -92,7 +92,12 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
                 "uptime_secs": s.uptime_secs, "chunk_min": s.chunk_min, "chunk_avg": s.chunk_avg,
                 "chunk_max": s.chunk_max, "zstd_level": s.zstd_level, "frame_target": s.frame_target,
                 "peer_listen": s.peer_listen, "peer_fingerprint": s.peer_fingerprint,
-                "peer_refused": s.peer_refused, "clean_known": s.clean_known})
+                "peer_refused": s.peer_refused, "clean_known": s.clean_known,
+                "backend": s.backend.as_ref().map(|b| serde_json::json!({"kind": b.kind,
+                    "location": b.location, "endpoint": b.endpoint, "requests": b.requests,
+                    "lists": b.lists, "bytes_read": b.bytes_read, "bytes_written": b.bytes_written,
+                    "cache_hits": b.cache_hits, "cache_misses": b.cache_misses,
+                    "cache_bytes": b.cache_bytes, "failovers": b.failovers}))})
         );
     } else {
         println!(
@@ -100,6 +105,19 @@ pub async fn status(paths: &Paths, json: bool) -> anyhow::Result<()> {
             s.version, s.pid, s.uptime_secs
         );
         println!("store   {}", s.store);
+        if let Some(b) = s.backend.as_ref().filter(|b| b.kind == "s3") {
+            println!("packs   {} via {}", b.location, b.endpoint);
+            println!(
+                "bucket  {} requests, {} read, {} written; cache {} hits / {} misses ({} held); {} failovers",
+                b.requests,
+                ui::bytes(b.bytes_read),
+                ui::bytes(b.bytes_written),
+                b.cache_hits,
+                b.cache_misses,
+                ui::bytes(b.cache_bytes),
+                b.failovers
+            );
+        }
         println!("socket  {}", paths.socket.display());
         println!(
             "chunks  FastCDC min {} / avg {} / max {} bytes; zstd level {}, frames of {}",

@@ -1,5 +1,7 @@
 //! Packs in an S3-compatible object store (Garage, MinIO, Ceph RGW, AWS),
-//! through the `object_store` crate: `<prefix>packs/<2 hex>/<64 hex>.pack`.
+//! through the `object_store` crate: `<prefix>packs/<2 hex>/<64 hex>.pack`,
+//! each with its idx object `<64 hex>.idx` beside it (`crate::pack::idx`),
+//! and the refs mirrored under `<prefix>refs/<name>`.
 //!
 //! The contract of [`PackBackend`] holds with "durable" meaning "the object
 //! store confirmed it": a sink spools the pack to a local file; `commit`
@@ -10,18 +12,20 @@
 //! (Garage answers a multi-range request with the whole object, so none is
 //! ever sent). Endpoints are tried in order: an endpoint that cannot be
 //! reached hands the request to the next one, and the one that answered is
-//! tried first from then on.
+//! tried first from then on. Ranges read are kept in a bounded cache
+//! (`super::cache`), shared by every reader.
 //!
 //! The engine calls backends from blocking threads (some inside a tokio
 //! runtime's `block_in_place`), so requests run on this backend's own
 //! runtime and the caller waits on a channel, never entering a runtime.
 
-use super::{PackBackend, PackSink};
+use super::cache::ReadCache;
+use super::{BackendStatus, PackBackend, PackSink};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -47,12 +51,17 @@ pub struct S3Config {
     pub secret_key: String,
     /// Local directory for packs being written (spooled before upload).
     pub spool: PathBuf,
+    /// Bound of the read cache (0: none).
+    pub cache_bytes: u64,
 }
 
 /// Requests and bytes to and from the bucket since the daemon started.
 #[derive(Debug, Default)]
 pub struct S3Counters {
+    /// HTTP requests sent (a multipart upload counts each of its parts).
     pub requests: AtomicU64,
+    /// LIST requests among them (a pull never sends one).
+    pub lists: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub failovers: AtomicU64,
@@ -72,6 +81,7 @@ struct Inner {
     /// Taken at drop, so the runtime never shuts down inside another.
     rt: Option<tokio::runtime::Runtime>,
     counters: Arc<S3Counters>,
+    cache: ReadCache,
 }
 
 impl Drop for Inner {
@@ -106,20 +116,27 @@ impl S3Packs {
         for ep in &cfg.endpoints {
             // Few quick retries per endpoint: an endpoint that is down hands
             // over to the next one instead of being retried for minutes.
+            // 5xx answers and timeouts are retried with backoff; a first
+            // write after a cluster node died can take several seconds
+            // (FIELD-NOTES), so requests get a minute.
             let retry = RetryConfig {
                 max_retries: 3,
-                retry_timeout: Duration::from_secs(30),
+                retry_timeout: Duration::from_secs(60),
                 ..RetryConfig::default()
             };
+            let options = ClientOptions::new()
+                .with_allow_http(ep.starts_with("http://"))
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_secs(60));
             let s = AmazonS3Builder::new()
                 .with_endpoint(ep)
-                .with_allow_http(ep.starts_with("http://"))
                 .with_bucket_name(&cfg.bucket)
                 .with_region(&cfg.region)
                 .with_access_key_id(&cfg.access_key)
                 .with_secret_access_key(&cfg.secret_key)
                 .with_virtual_hosted_style_request(false)
                 .with_retry(retry)
+                .with_client_options(options)
                 .build()
                 .map_err(|e| Error::Invalid(format!("S3 endpoint {ep}: {e}")))?;
             stores.push((ep.clone(), Arc::new(s)));
@@ -146,6 +163,7 @@ impl S3Packs {
                 spool: cfg.spool,
                 rt: Some(rt),
                 counters: Arc::new(S3Counters::default()),
+                cache: ReadCache::new(cfg.cache_bytes),
             }),
         })
     }
@@ -155,6 +173,16 @@ impl Inner {
     fn key(&self, id: &Id) -> Key {
         let h = id.hex();
         Key::from(format!("{}packs/{}/{h}.pack", self.prefix, &h[..2]))
+    }
+
+    fn idx_key(&self, id: &Id) -> Key {
+        let h = id.hex();
+        Key::from(format!("{}packs/{}/{h}.idx", self.prefix, &h[..2]))
+    }
+
+    /// Counts `n` requests (a multipart upload is several).
+    fn count(&self, n: u64) {
+        self.counters.requests.fetch_add(n, Ordering::Relaxed);
     }
 
     fn endpoint(&self) -> &str {
@@ -219,7 +247,32 @@ impl Inner {
         })
     }
 
-    fn upload(&self, id: &Id, file: &std::path::Path, len: u64) -> Result<()> {
+    /// Uploads a spooled pack, then its idx: both are durable when this
+    /// returns `Ok`.
+    fn upload(
+        &self,
+        id: &Id,
+        file: &std::path::Path,
+        len: u64,
+        idx: Option<Vec<u8>>,
+    ) -> Result<()> {
+        self.upload_pack(id, file, len)?;
+        let Some(idx) = idx else { return Ok(()) };
+        let key = self.idx_key(id);
+        let body = bytes::Bytes::from(idx);
+        let n = body.len() as u64;
+        self.call(
+            &format!("uploading the idx of pack {}", id.hex()),
+            move |s| {
+                let (k, b) = (key.clone(), body.clone());
+                async move { s.put(&k, b.into()).await.map(|_| ()) }
+            },
+        )?;
+        self.counters.bytes_written.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn upload_pack(&self, id: &Id, file: &std::path::Path, len: u64) -> Result<()> {
         let key = self.key(id);
         let k = key.clone();
         let there = self.call(&format!("checking pack {}", id.hex()), move |s| {
@@ -237,6 +290,8 @@ impl Inner {
         }
         let path = file.to_path_buf();
         let counters = self.counters.clone();
+        // Create and complete, besides the parts counted as they go.
+        self.count(1);
         self.call(&format!("uploading pack {}", id.hex()), move |s| {
             let (k, path, counters) = (key.clone(), path.clone(), counters.clone());
             async move {
@@ -258,6 +313,7 @@ impl Inner {
                     }
                     w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
                     w.write(&buf[..n]);
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
                     counters
                         .bytes_written
                         .fetch_add(n as u64, Ordering::Relaxed);
@@ -301,6 +357,7 @@ impl PackBackend for S3Packs {
             file: Some(file),
             path,
             len: 0,
+            idx: None,
             backend: self.inner.clone(),
         }))
     }
@@ -312,24 +369,26 @@ impl PackBackend for S3Packs {
     }
 
     fn read_vec(&self, id: &Id, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let key = self.inner.key(id);
-        let range = offset..offset + len as u64;
-        let got = self
-            .inner
-            .call(&format!("reading pack {}", id.hex()), move |s| {
+        let inner = &self.inner;
+        let got = inner.cache.get_or_fetch((*id, offset, len), || {
+            let key = inner.key(id);
+            let range = offset..offset + len as u64;
+            let got = inner.call(&format!("reading pack {}", id.hex()), move |s| {
                 let (k, r) = (key.clone(), range.clone());
                 async move { s.get_range(&k, r).await }
             })?;
-        if got.len() != len {
-            return Err(Error::Corrupt(format!(
-                "pack {} is shorter than the index says (reading {len} bytes at {offset})",
-                id.hex()
-            )));
-        }
-        self.inner
-            .counters
-            .bytes_read
-            .fetch_add(len as u64, Ordering::Relaxed);
+            if got.len() != len {
+                return Err(Error::Corrupt(format!(
+                    "pack {} is shorter than the index says (reading {len} bytes at {offset})",
+                    id.hex()
+                )));
+            }
+            inner
+                .counters
+                .bytes_read
+                .fetch_add(len as u64, Ordering::Relaxed);
+            Ok(got)
+        })?;
         Ok(got.to_vec())
     }
 
@@ -352,6 +411,7 @@ impl PackBackend for S3Packs {
     fn list(&self) -> Result<Vec<(Id, u64)>> {
         use futures_util::TryStreamExt;
         let prefix = Key::from(format!("{}packs", self.inner.prefix));
+        self.inner.counters.lists.fetch_add(1, Ordering::Relaxed);
         let metas: Vec<object_store::ObjectMeta> = self.inner.call("listing packs", move |s| {
             let p = prefix.clone();
             async move { s.list(Some(&p)).try_collect().await }
@@ -399,6 +459,7 @@ impl PackBackend for S3Packs {
         let root = format!("{}refs/", self.inner.prefix);
         let prefix = Key::from(root.trim_end_matches('/'));
         let root2 = root.clone();
+        self.inner.counters.lists.fetch_add(1, Ordering::Relaxed);
         self.inner.call("reading mirrored refs", move |s| {
             let (p, root) = (prefix.clone(), root2.clone());
             async move {
@@ -420,17 +481,66 @@ impl PackBackend for S3Packs {
     }
 
     fn delete(&self, id: &Id) -> Result<()> {
-        let key = self.inner.key(id);
-        self.inner
-            .call(&format!("deleting pack {}", id.hex()), move |s| {
+        // The pack first: an idx left by a crash between the two names a
+        // pack no listing shows, and is never read.
+        for key in [self.inner.key(id), self.inner.idx_key(id)] {
+            self.inner
+                .call(&format!("deleting pack {}", id.hex()), move |s| {
+                    let k = key.clone();
+                    async move {
+                        match s.delete(&k).await {
+                            Err(object_store::Error::NotFound { .. }) => Ok(()),
+                            r => r,
+                        }
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
+    fn wants_idx(&self) -> bool {
+        true
+    }
+
+    fn read_idx(&self, id: &Id) -> Result<Option<Vec<u8>>> {
+        let key = self.inner.idx_key(id);
+        let got = self
+            .inner
+            .call(&format!("reading the idx of pack {}", id.hex()), move |s| {
                 let k = key.clone();
                 async move {
-                    match s.delete(&k).await {
-                        Err(object_store::Error::NotFound { .. }) => Ok(()),
-                        r => r,
+                    match s.get(&k).await {
+                        Ok(r) => r.bytes().await.map(Some),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
                     }
                 }
-            })
+            })?;
+        if let Some(b) = &got {
+            self.inner
+                .counters
+                .bytes_read
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        Ok(got.map(|b| b.to_vec()))
+    }
+
+    fn status(&self) -> BackendStatus {
+        let c = &self.inner.counters;
+        let cache = self.inner.cache.stats();
+        BackendStatus {
+            kind: "s3".into(),
+            location: format!("s3://{}/{}", self.inner.bucket, self.inner.prefix),
+            endpoint: self.inner.endpoint().to_string(),
+            requests: c.requests.load(Ordering::Relaxed),
+            lists: c.lists.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_bytes: cache.bytes,
+            failovers: c.failovers.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -439,6 +549,7 @@ struct S3Sink {
     file: Option<File>,
     path: PathBuf,
     len: u64,
+    idx: Option<Vec<u8>>,
     backend: Arc<Inner>,
 }
 
@@ -458,13 +569,19 @@ impl Write for S3Sink {
 }
 
 impl PackSink for S3Sink {
+    fn set_idx(&mut self, idx: Vec<u8>) {
+        self.idx = Some(idx);
+    }
+
     fn commit(mut self: Box<Self>, id: &Id) -> Result<()> {
         let file = self
             .file
             .take()
             .ok_or_else(|| Error::Corrupt("pack committed twice".into()))?;
         drop(file);
-        let r = self.backend.upload(id, &self.path, self.len);
+        let r = self
+            .backend
+            .upload(id, &self.path, self.len, self.idx.take());
         let _ = std::fs::remove_file(&self.path);
         r
     }

@@ -482,6 +482,8 @@ pub struct Scanner<R: Read> {
     done: bool,
     /// Offset of the first record whose payload is damaged.
     damaged: Option<u64>,
+    /// Reading a skeleton (`super::idx`): frame payloads are left out.
+    skeleton: bool,
 }
 
 /// What the trailer says once a scan completed.
@@ -512,7 +514,20 @@ impl<R: Read> Scanner<R> {
             records: 0,
             done: false,
             damaged: None,
+            skeleton: false,
         })
+    }
+
+    /// Reads a pack's skeleton (see `super::idx`): the pack of `len` bytes
+    /// with its frames' payloads left out, checked the same way. Version 2
+    /// only (a version 1 pack id covers the payloads).
+    pub fn skeleton(r: R, len: u64) -> Result<Self, FormatError> {
+        let mut s = Scanner::new(r, len, true)?;
+        if s.version != Version::V2 {
+            return Err(FormatError::BadMagic);
+        }
+        s.skeleton = true;
+        Ok(s)
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
@@ -540,6 +555,10 @@ impl<R: Read> Scanner<R> {
         h: &Header,
         offset: u64,
     ) -> Result<(Option<Vec<u8>>, Option<bool>), FormatError> {
+        if self.skeleton && h.kind == Kind::Frame {
+            self.pos += h.stored_len as u64;
+            return Ok((None, None));
+        }
         let mut sum = PayloadSummer::new();
         let mut left = h.stored_len as usize;
         let mut buf = vec![

@@ -9,6 +9,7 @@
 //! `error`; never the index or the store.
 
 pub mod format;
+pub mod idx;
 
 use crate::backend::{PackBackend, PackSink};
 use crate::error::{Error, Result};
@@ -144,6 +145,12 @@ pub struct PackWriter {
     records: u32,
     /// For messages (e.g. the directory that filled up).
     place: std::path::PathBuf,
+    /// The pack's skeleton, for a backend that keeps an idx object beside
+    /// each pack (`idx`); `None` otherwise.
+    skeleton: Option<idx::SkeletonBuilder>,
+    /// Whether the record being written is a frame (its payload is left out
+    /// of the skeleton).
+    in_frame: bool,
 }
 
 impl PackWriter {
@@ -154,9 +161,24 @@ impl PackWriter {
             len: 0,
             records: 0,
             place: place.to_path_buf(),
+            skeleton: None,
+            in_frame: false,
         };
+        if backend.wants_idx() {
+            w.keep_skeleton();
+        }
         w.put(format::MAGIC)?;
         Ok(w)
+    }
+
+    /// Builds the pack's idx object (see `idx`) as it is written; called
+    /// before anything is appended.
+    pub fn keep_skeleton(&mut self) {
+        let mut s = idx::SkeletonBuilder::default();
+        if self.len > 0 {
+            s.keep(format::MAGIC);
+        }
+        self.skeleton = Some(s);
     }
 
     /// Writes bytes the pack id covers.
@@ -168,6 +190,9 @@ impl PackWriter {
 
     /// Writes payload bytes: their header's `payload_sum` covers them.
     fn put_payload(&mut self, b: &[u8]) -> Result<()> {
+        if let Some(s) = self.skeleton.as_mut().filter(|_| !self.in_frame) {
+            s.keep(b);
+        }
         self.sink
             .write_all(b)
             .map_err(|e| Error::io("cannot write pack in", &self.place, e))?;
@@ -202,7 +227,10 @@ impl PackWriter {
         self.put(&format::encode_header(&header, meta))?;
         self.put(meta)?;
         let payload_offset = self.len;
-        self.put_payload(payload)?;
+        self.in_frame = kind == Kind::Frame;
+        let put = self.put_payload(payload);
+        self.in_frame = false;
+        put?;
         self.records += 1;
         Ok(Placed {
             payload_offset,
@@ -291,15 +319,26 @@ impl PackWriter {
     }
 
     /// Writes the trailer and makes the pack durable; returns its id and length.
-    pub fn finish(mut self) -> Result<(Id, u64, u32)> {
+    pub fn finish(self) -> Result<(Id, u64, u32)> {
+        self.finish_with(&[])
+            .map(|(id, len, records, _)| (id, len, records))
+    }
+
+    /// [`PackWriter::finish`], with the sketch features of the pack's
+    /// chunks for its idx object; returns the idx too when one was built.
+    pub fn finish_with(
+        mut self,
+        features: &[([u8; 9], Id)],
+    ) -> Result<(Id, u64, u32, Option<Vec<u8>>)> {
         let prefix = format::encode_trailer_prefix(self.records);
         self.put(&prefix)?;
         let id: Id = self.hasher.finalize().into();
-        self.sink
-            .write_all(&id.0)
-            .map_err(|e| Error::io("cannot write pack in", &self.place, e))?;
-        self.len += 32;
+        self.put_payload(&id.0)?;
+        let idx = self.skeleton.take().map(|s| s.encode(self.len, features));
+        if let Some(i) = &idx {
+            self.sink.set_idx(i.clone());
+        }
         self.sink.commit(&id)?;
-        Ok((id, self.len, self.records))
+        Ok((id, self.len, self.records, idx))
     }
 }

@@ -242,6 +242,7 @@ pub(super) async fn daemon_status(
     _req: Request<pb::StatusRequest>,
 ) -> Result<Response<pb::DaemonStatus>, Status> {
     let p = api.store.params();
+    let b = api.store.backend_status();
     Ok(Response::new(pb::DaemonStatus {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -256,6 +257,19 @@ pub(super) async fn daemon_status(
         peer_fingerprint: api.peer.1.clone(),
         peer_refused: crate::sync::refused(&api.store).unwrap_or(0),
         clean_known: put::KNOWN.load(std::sync::atomic::Ordering::Relaxed),
+        backend: Some(pb::PackBackendStatus {
+            kind: b.kind,
+            location: b.location,
+            endpoint: b.endpoint,
+            requests: b.requests,
+            lists: b.lists,
+            bytes_read: b.bytes_read,
+            bytes_written: b.bytes_written,
+            cache_hits: b.cache_hits,
+            cache_misses: b.cache_misses,
+            cache_bytes: b.cache_bytes,
+            failovers: b.failovers,
+        }),
     }))
 }
 

@@ -234,6 +234,11 @@ impl Shared {
         &self.dir
     }
 
+    /// Where packs live and what the backend has done (`daemon status`).
+    pub fn backend_status(&self) -> crate::backend::BackendStatus {
+        self.backend().status()
+    }
+
     pub(crate) fn backend(&self) -> &dyn PackBackend {
         &*self.backend
     }

@@ -9,6 +9,7 @@ use crate::index::{ChunkLoc, PackInfo, RecordAt, Stats, RECORD_MANIFEST};
 use crate::manifest::Manifest;
 use crate::objects::ObjectKind;
 use crate::pack::format::{self, Codec, Kind, Scanner};
+use crate::pack::idx::Idx;
 use std::collections::HashSet;
 
 impl Shared {
@@ -53,14 +54,44 @@ impl Shared {
 
     /// Every record of a pack, checked: frames' chunk lists (and the sketch
     /// features of self-contained frames), manifests' locations, objects.
+    /// From the pack's idx object when the backend keeps one (one small
+    /// read), else from the whole pack.
     fn scan_pack(&self, pack: &Id) -> Result<Scanned> {
-        let (r, len) = self.backend.open(pack)?;
         let bad = |e| self.bad_pack(pack, e);
+        if self.backend.wants_idx() {
+            if let Some(b) = self.backend.read_idx(pack)? {
+                let scanned = Idx::decode(&b)
+                    .and_then(|x| Ok((x.scanner()?, x.pack_len, x.features)))
+                    .map_err(bad)
+                    .and_then(|(scan, len, features)| self.scan_records(pack, scan, len, features));
+                match scanned {
+                    Ok(s) => return Ok(s),
+                    Err(e) => {
+                        tracing::warn!(pack = %pack.hex(), error = %e, "the pack's idx object is unusable; reading the whole pack")
+                    }
+                }
+            }
+        }
+        let (r, len) = self.backend.open(pack)?;
         // Payloads are read so self-contained frames can be re-sketched:
         // the feature index is part of what the packs alone rebuild.
-        let mut scan = Scanner::new(r, len, true).map_err(bad)?;
+        let scan = Scanner::new(r, len, true).map_err(bad)?;
+        self.scan_records(pack, scan, len, Vec::new())
+    }
+
+    /// The records `scan` finds (frames without payloads in a skeleton),
+    /// with `features` known beforehand.
+    fn scan_records<R: std::io::Read>(
+        &self,
+        pack: &Id,
+        mut scan: Scanner<R>,
+        len: u64,
+        features: Vec<([u8; 9], Id)>,
+    ) -> Result<Scanned> {
+        let bad = |e| self.bad_pack(pack, e);
         let mut out = Scanned {
             len,
+            features,
             ..Scanned::default()
         };
         while let Some(rec) = scan.next_record().map_err(bad)? {
@@ -77,6 +108,7 @@ impl Shared {
                         codec: rec.header.codec,
                         raw_len: rec.header.raw_len,
                         hash: mhash,
+                        payload: rec.payload,
                     });
                 }
                 Kind::Object => {
@@ -151,8 +183,12 @@ impl Shared {
 
     /// A manifest record's payload, checked against the hash in its metadata.
     fn read_manifest_at(&self, pack: &Id, at: &ManifestAt) -> Result<Manifest> {
-        let mut p = vec![0u8; at.stored_len as usize];
-        self.backend.read_at(pack, at.payload_offset, &mut p)?;
+        let p = match &at.payload {
+            Some(p) => p.clone(),
+            None => self
+                .backend
+                .read_vec(pack, at.payload_offset, at.stored_len as usize)?,
+        };
         let enc = format::decompress(at.codec, &p, at.raw_len, &[], at.payload_offset)
             .map_err(|e| self.bad_pack(pack, e))?;
         if Id::of(&enc) != at.hash {
@@ -301,6 +337,8 @@ struct ManifestAt {
     codec: Codec,
     raw_len: u32,
     hash: Id,
+    /// The payload, when the scan read it.
+    payload: Option<Vec<u8>>,
 }
 
 enum Scan {
@@ -318,8 +356,9 @@ fn scanned_frame(
     let po = rec.payload_offset();
     let fm =
         format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.header.codec, rec.offset)?;
-    if rec.header.codec == Codec::Zstd {
-        let payload = rec.payload.as_deref().unwrap_or(&[]);
+    // A skeleton's frames come without payloads: their features come
+    // from the idx object.
+    if let (Codec::Zstd, Some(payload)) = (rec.header.codec, rec.payload.as_deref()) {
         let raw = format::decompress(Codec::Zstd, payload, rec.header.raw_len, &[], po)?;
         let mut at = 0usize;
         for (id, l) in &fm.chunks {

@@ -269,7 +269,11 @@ impl Shared {
 
     /// Makes a taken pack durable (without the lock), then indexes it.
     pub(super) fn finish_seal(&self, s: Sealing) -> Result<()> {
-        let finished = s.open.writer.finish();
+        let finished = s
+            .open
+            .writer
+            .finish_with(&s.open.contents.features)
+            .map(|(id, len, records, _)| (id, len, records));
         let mut w = self.lock();
         let r = self.index_sealed(&mut w, s.gen, &s.open.contents, finished);
         w.sealing.remove(&s.gen);
@@ -283,7 +287,11 @@ impl Shared {
         let Some(s) = self.take_for_seal(w) else {
             return Ok(());
         };
-        let finished = s.open.writer.finish();
+        let finished = s
+            .open
+            .writer
+            .finish_with(&s.open.contents.features)
+            .map(|(id, len, records, _)| (id, len, records));
         let r = self.index_sealed(w, s.gen, &s.open.contents, finished);
         w.sealing.remove(&s.gen);
         r
