@@ -1,125 +1,29 @@
-//! A hub whose packs live in S3-compatible storage: a real single-node
-//! Garage on loopback (built by scripts/garage.sh), a real hub and real
-//! clients. Push, clone, verify, prune, and a hub that lost its local disk
-//! rebuilt from the bucket alone.
+//! A hub whose packs live in S3-compatible storage: real Garage servers on
+//! loopback (built by scripts/garage.sh), a real hub and real clients. Push,
+//! clone, verify, prune, a hub that lost its local disk rebuilt from the
+//! bucket alone, a bucket that goes away, and a 3-node cluster losing a node
+//! in the middle of pushes and pulls.
 
 mod common;
 
+use common::garage::{Garage, KEY_ID, SECRET};
 use common::{data, free_port, Env};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const KEY_ID: &str = "GK0123456789abcdef01234567";
-const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn garage_bin() -> PathBuf {
-    let p = std::env::var_os("HOARD_GARAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/hoard-ci/garage/bin/garage"));
-    assert!(
-        p.exists(),
-        "no Garage binary at {}: run scripts/garage.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-/// One Garage node serving one bucket, stopped when dropped.
-struct Garage {
-    child: Child,
-    pub s3: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Garage {
-    fn single() -> Garage {
-        let dir = tempfile::tempdir().unwrap();
-        let (rpc, s3, admin) = (free_port(), free_port(), free_port());
-        let cfg = dir.path().join("garage.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"metadata_dir = "{m}"
-data_dir = "{d}"
-db_engine = "lmdb"
-replication_factor = 1
-compression_level = "none"
-rpc_bind_addr = "127.0.0.1:{rpc}"
-rpc_public_addr = "127.0.0.1:{rpc}"
-rpc_secret = "{SECRET}"
-
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:{s3}"
-root_domain = ".s3.garage.localhost"
-
-[admin]
-api_bind_addr = "127.0.0.1:{admin}"
-admin_token = "{SECRET}"
-"#,
-                m = dir.path().join("meta").display(),
-                d = dir.path().join("data").display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("garage.log")).unwrap();
-        let child = Command::new(garage_bin())
-            .args([
-                "-c",
-                cfg.to_str().unwrap(),
-                "server",
-                "--single-node",
-                "--default-access-key",
-                "--default-bucket",
-            ])
-            .env("GARAGE_DEFAULT_ACCESS_KEY", KEY_ID)
-            .env("GARAGE_DEFAULT_SECRET_KEY", SECRET)
-            .env("GARAGE_DEFAULT_BUCKET", "hoard")
-            .env("RUST_LOG", "garage=warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start garage");
-        let g = Garage {
-            child,
-            s3: format!("http://127.0.0.1:{s3}"),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", s3)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "garage did not start: {}",
-                g.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        g
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("garage.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A hub whose packs are in `g`'s bucket.
-fn s3_hub(g: &Garage) -> (Env, u16) {
+/// A hub whose packs are in the bucket behind `endpoints`; `extra` goes
+/// into its [store] section.
+fn s3_hub(endpoints: &[String], extra: &str) -> (Env, u16) {
     let hub = Env::new();
     std::fs::create_dir_all(&hub.home).unwrap();
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
     std::fs::write(
         hub.home.join("config.toml"),
         format!(
-            "[store]\nbackend = \"s3\"\ns3_endpoints = [\"{}\"]\ns3_bucket = \"hoard\"\ns3_region = \"garage\"\ns3_prefix = \"lab1/\"\n",
-            g.s3
+            "[store]\nbackend = \"s3\"\ns3_endpoints = [{}]\ns3_bucket = \"hoard\"\ns3_region = \"garage\"\ns3_prefix = \"lab1/\"\n{extra}",
+            eps.join(", ")
         ),
     )
     .unwrap();
@@ -136,6 +40,22 @@ fn start(hub: &Env, port: u16) {
             ("AWS_SECRET_ACCESS_KEY", SECRET),
         ],
     );
+}
+
+/// The hub's pack backend as `hoard daemon status --json` shows it.
+fn backend(hub: &Env) -> Value {
+    hub.json(&["daemon", "status"]).pop().unwrap()["backend"].clone()
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+/// A client with remote `origin` on the hub at `url`, and dataset `ds`.
+fn client(url: &str, token: &str) -> Env {
+    let a = Env::new();
+    a.ok(&["remote", "add", "origin", url, "--token", token]);
+    a
 }
 
 fn files_under(dir: &Path, ext: &str) -> usize {
@@ -163,15 +83,14 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_hub_on_garage_serves_pushes_and_clones_verifies_prunes_and_rebuilds_from_the_bucket() {
     let g = Garage::single();
-    let (hub, port) = s3_hub(&g);
+    let (hub, port) = s3_hub(&g.endpoints(), "");
     let url = format!("http://127.0.0.1:{port}");
     let token = hub.token(true);
     let admin = hub.json(&["token", "create", "--admin"]).pop().unwrap()["token"]
         .as_str()
         .unwrap()
         .to_string();
-    let a = Env::new();
-    a.ok(&["remote", "add", "origin", &url, "--token", &token]);
+    let a = client(&url, &token);
     a.ok(&["remote", "add", "admin", &url, "--token", &admin]);
     let src = a.path("ds");
     std::fs::create_dir_all(&src).unwrap();
@@ -205,10 +124,39 @@ fn a_hub_on_garage_serves_pushes_and_clones_verifies_prunes_and_rebuilds_from_th
         };
         who.ok(&["clone", &spec, dir.to_str().unwrap()]);
     };
-    let b = Env::new();
-    b.ok(&["remote", "add", "origin", &url, "--token", &token]);
+    // A pull reads ranges of packs, never lists the bucket; a second pull
+    // of the same version is served from the hub's read cache.
+    let before = backend(&hub);
+    assert_eq!(before["kind"], "s3", "{before}");
+    assert!(n(&before, "bytes_written") > 12 << 20, "{before}");
+    let b = client(&url, &token);
     clone(&b, &ids[1], &b.path("v1"));
     assert!(std::fs::read(b.path("v1/big.bin")).unwrap() == versions[1]);
+    let first = backend(&hub);
+    assert_eq!(
+        n(&first, "lists"),
+        n(&before, "lists"),
+        "a pull listed the bucket: {first}"
+    );
+    let read1 = n(&first, "bytes_read") - n(&before, "bytes_read");
+    assert!(
+        read1 >= 3 << 20,
+        "the first pull read {read1} bytes from the bucket"
+    );
+    let b2 = client(&url, &token);
+    clone(&b2, &ids[1], &b2.path("v1"));
+    assert!(std::fs::read(b2.path("v1/big.bin")).unwrap() == versions[1]);
+    let second = backend(&hub);
+    let read2 = n(&second, "bytes_read") - n(&first, "bytes_read");
+    assert!(
+        read2 * 20 < read1,
+        "the second pull of the same version read {read2} bytes from the bucket, the first {read1}"
+    );
+    assert!(
+        n(&second, "cache_hits") > n(&first, "cache_hits"),
+        "{second}"
+    );
+    assert_eq!(n(&second, "lists"), n(&before, "lists"), "{second}");
     // A prune on the hub deletes pack objects only once the index no
     // longer names them; what it keeps still verifies and serves.
     a.ok(&[
@@ -230,8 +178,17 @@ fn a_hub_on_garage_serves_pushes_and_clones_verifies_prunes_and_rebuilds_from_th
     }
     start(&hub, port);
     hub.ok(&["reindex"]);
-    let c = Env::new();
-    c.ok(&["remote", "add", "origin", &url, "--token", &token]);
+    // From the idx objects: one small read per pack, no frame read.
+    let rebuilt = backend(&hub);
+    let stored = hub.json(&["stats"]).pop().unwrap()["stored_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        n(&rebuilt, "bytes_read") * 10 < stored,
+        "reindex read {} bytes of {stored} stored: {rebuilt}",
+        n(&rebuilt, "bytes_read")
+    );
+    let c = client(&url, &token);
     // The refs come back from their mirror in the bucket: a clone of the
     // dataset's head gets the newest version.
     clone(&c, "", &c.path("head"));
@@ -245,4 +202,232 @@ fn a_hub_on_garage_serves_pushes_and_clones_verifies_prunes_and_rebuilds_from_th
         "the newest version does not read back from the bucket"
     );
     drop(g);
+}
+
+/// Writes `bytes` as `ds/big.bin`, snapshots it; the snapshot's short id.
+fn version(a: &Env, bytes: &[u8], msg: &str) -> String {
+    let src = a.path("ds");
+    if !src.exists() {
+        std::fs::create_dir_all(&src).unwrap();
+        a.ok(&["dataset", "add", "ds", src.to_str().unwrap()]);
+    }
+    std::fs::write(src.join("big.bin"), bytes).unwrap();
+    let snap = a
+        .json(&["snapshot", "ds", "-m", msg, "--rescan"])
+        .pop()
+        .unwrap();
+    snap["id"].as_str().unwrap().trim_start_matches("blake3:")[..12].to_string()
+}
+
+fn spawn(e: &Env, args: &[&str]) -> Child {
+    e.hoard()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(c: Child, what: &str) -> std::process::Output {
+    common::wait_output(c, Duration::from_secs(300), what)
+}
+
+#[test]
+fn a_push_while_the_bucket_is_down_fails_naming_the_endpoint_and_acknowledges_nothing() {
+    let mut g = Garage::single();
+    let (hub, port) = s3_hub(&g.endpoints(), "");
+    let url = format!("http://127.0.0.1:{port}");
+    let token = hub.token(true);
+    let a = client(&url, &token);
+    let v0 = data(2 << 20, 40, false);
+    version(&a, &v0, "v0");
+    a.ok(&["dataset", "push", "ds"]);
+    g.nodes[0].kill();
+    let v1 = data(3 << 20, 41, false);
+    version(&a, &v1, "v1");
+    let t = Instant::now();
+    let out = a.run(&["dataset", "push", "ds"]);
+    let msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a push to a hub whose bucket is down succeeded"
+    );
+    assert!(
+        msg.contains(&g.nodes[0].s3()),
+        "the error does not name the endpoint: {msg}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(240),
+        "the push took {:?} to fail",
+        t.elapsed()
+    );
+    // Nothing was acknowledged: the hub's head is still v0.
+    g.nodes[0].start();
+    let b = client(&url, &token);
+    b.ok(&["clone", "origin/ds", b.path("head").to_str().unwrap()]);
+    assert!(std::fs::read(b.path("head/big.bin")).unwrap() == v0);
+    let v = hub.run(&["verify", "--read-data"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // With the bucket back, the same push goes through.
+    a.ok(&["dataset", "push", "ds"]);
+    let c = client(&url, &token);
+    c.ok(&["clone", "origin/ds", c.path("head").to_str().unwrap()]);
+    assert!(std::fs::read(c.path("head/big.bin")).unwrap() == v1);
+}
+
+/// Waits until the hub's backend counter `key` has grown by `by` bytes
+/// since `from` while `child` runs, then runs `kill`; fails the test if the
+/// transfer ended first (it would prove nothing).
+fn kill_mid_transfer(
+    hub: &Env,
+    child: &mut Child,
+    key: &str,
+    from: u64,
+    by: u64,
+    kill: impl FnOnce(),
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the transfer finished before a node could be killed in its middle"
+        );
+        if n(&backend(hub), key) >= from + by {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the transfer never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the transfer finished while the node was being killed"
+    );
+}
+
+#[test]
+fn a_three_node_cluster_losing_a_node_mid_push_and_mid_pull_loses_nothing() {
+    let mut g = Garage::cluster(3);
+    // Small packs: a push uploads one after another while it runs; a small
+    // cache: pulls read from the bucket.
+    let (hub, port) = s3_hub(
+        &g.endpoints(),
+        "pack_target = 8388608\ns3_cache_bytes = 4194304\n",
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let token = hub.token(true);
+    let a = client(&url, &token);
+    version(&a, &data(1 << 20, 50, false), "v0");
+    a.ok(&["dataset", "push", "ds"]);
+    let size = 96 << 20;
+    let in_use = |hub: &Env| backend(hub)["endpoint"].as_str().unwrap().to_string();
+    let mut checked = Vec::new();
+    let t0 = Instant::now();
+    let lap = |what: &str| eprintln!("{:>6.1}s {what}", t0.elapsed().as_secs_f64());
+
+    // 1. push; the node the hub talks to dies.
+    let v1 = data(size, 51, false);
+    let id1 = version(&a, &v1, "v1");
+    let node = g.node_at(&in_use(&hub));
+    let from = n(&backend(&hub), "bytes_written");
+    let mut push = spawn(&a, &["dataset", "push", "ds"]);
+    kill_mid_transfer(&hub, &mut push, "bytes_written", from, 1, || {
+        g.nodes[node].kill()
+    });
+    let out = finish(push, "push while the node in use died");
+    assert!(
+        out.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = backend(&hub);
+    assert_ne!(
+        g.node_at(after["endpoint"].as_str().unwrap()),
+        node,
+        "{after}"
+    );
+    assert!(n(&after, "failovers") >= 1, "{after}");
+    lap("push 1 done");
+    g.restart(node);
+
+    lap("2. pull of v1");
+    // 2. pull of v1; a node the hub is not talking to dies.
+    let b = client(&url, &token);
+    let using = g.node_at(&in_use(&hub));
+    let other = (using + 1) % 3;
+    let from = n(&backend(&hub), "bytes_read");
+    let dir = b.path("v1");
+    let mut pull = spawn(
+        &b,
+        &["clone", &format!("origin/ds@{id1}"), dir.to_str().unwrap()],
+    );
+    kill_mid_transfer(&hub, &mut pull, "bytes_read", from, 1 << 20, || {
+        g.nodes[other].kill()
+    });
+    let out = finish(pull, "pull while another node died");
+    assert!(
+        out.status.success(),
+        "pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(dir.join("big.bin")).unwrap() == v1,
+        "v1 pulled wrong"
+    );
+    checked.push(1);
+    g.restart(other);
+
+    lap("3. push;");
+    // 3. push; a node the hub is not talking to dies.
+    let v2 = data(size, 52, false);
+    let id2 = version(&a, &v2, "v2");
+    let using = g.node_at(&in_use(&hub));
+    let other = (using + 2) % 3;
+    let from = n(&backend(&hub), "bytes_written");
+    let mut push = spawn(&a, &["dataset", "push", "ds"]);
+    kill_mid_transfer(&hub, &mut push, "bytes_written", from, 1, || {
+        g.nodes[other].kill()
+    });
+    let out = finish(push, "push while another node died");
+    assert!(
+        out.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    g.restart(other);
+
+    lap("4. pull of v2");
+    // 4. pull of v2 (never read by the hub: nothing cached); the node in
+    // use dies.
+    let c = client(&url, &token);
+    let using = g.node_at(&in_use(&hub));
+    let failovers = n(&backend(&hub), "failovers");
+    let from = n(&backend(&hub), "bytes_read");
+    let dir = c.path("v2");
+    let mut pull = spawn(
+        &c,
+        &["clone", &format!("origin/ds@{id2}"), dir.to_str().unwrap()],
+    );
+    kill_mid_transfer(&hub, &mut pull, "bytes_read", from, 1 << 20, || {
+        g.nodes[using].kill()
+    });
+    let out = finish(pull, "pull while the node in use died");
+    assert!(
+        out.status.success(),
+        "pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(dir.join("big.bin")).unwrap() == v2,
+        "v2 pulled wrong"
+    );
+    checked.push(2);
+    assert!(n(&backend(&hub), "failovers") > failovers);
+
+    lap("With one node still down");
+    // With one node still down, every pack reads back and verifies.
+    let v = hub.run(&["verify", "--read-data"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    assert_eq!(checked, [1, 2]);
 }

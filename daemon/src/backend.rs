@@ -54,10 +54,12 @@ pub trait PackBackend: Send + Sync {
     fn mirrored_refs(&self) -> Result<Vec<(String, Id)>> {
         Ok(Vec::new())
     }
-    /// Whether this backend keeps an idx object beside each pack (one
-    /// small read rebuilds a pack's index entries; `pack::idx`): worth it
-    /// where reading a whole pack is costly.
-    fn wants_idx(&self) -> bool {
+    /// Whether each read is a request to a server far away (an object
+    /// store): then the store reads whole frames (one request each, kept in
+    /// the backend's cache) rather than single chunks, and a pack is
+    /// written with its idx object (`pack::idx`: one small read rebuilds
+    /// the pack's index entries).
+    fn is_remote(&self) -> bool {
         false
     }
     /// Pack `id`'s idx object, `None` when it has none.
@@ -90,7 +92,7 @@ pub struct BackendStatus {
 }
 
 pub trait PackSink: Write + Send {
-    /// The pack's idx object (when [`PackBackend::wants_idx`]), given
+    /// The pack's idx object (when [`PackBackend::is_remote`]), given
     /// before [`PackSink::commit`]; kept durable with the pack.
     fn set_idx(&mut self, _idx: Vec<u8>) {}
     /// Makes the pack durable under `id` (and its idx, when given). Only

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod double;
+pub mod garage;
 pub mod git;
 
 use std::path::{Path, PathBuf};

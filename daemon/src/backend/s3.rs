@@ -35,6 +35,8 @@ use std::time::Duration;
 
 /// Multipart part size.
 pub const PART: usize = 8 << 20;
+/// A request slower than this is logged.
+const SLOW: Duration = Duration::from_secs(2);
 /// Parts uploaded at once per pack.
 pub const PARTS_IN_FLIGHT: usize = 4;
 
@@ -198,6 +200,7 @@ impl Inner {
         Fut: std::future::Future<Output = object_store::Result<T>> + Send + 'static,
     {
         let stores = self.stores.clone();
+        let op_name = what.to_string();
         let current = self.current.clone();
         let counters = self.counters.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -211,7 +214,12 @@ impl Inner {
             for k in 0..n {
                 let i = (first + k) % n;
                 counters.requests.fetch_add(1, Ordering::Relaxed);
-                match op(stores[i].1.clone()).await {
+                let t = std::time::Instant::now();
+                let r = op(stores[i].1.clone()).await;
+                if t.elapsed() > SLOW {
+                    tracing::info!(endpoint = %stores[i].0, what = %op_name, secs = t.elapsed().as_secs_f64(), ok = r.is_ok(), "slow S3 request");
+                }
+                match r {
                     Ok(v) => {
                         if i != first {
                             current.store(i, Ordering::Relaxed);
@@ -498,7 +506,7 @@ impl PackBackend for S3Packs {
         Ok(())
     }
 
-    fn wants_idx(&self) -> bool {
+    fn is_remote(&self) -> bool {
         true
     }
 

@@ -164,7 +164,7 @@ impl PackWriter {
             skeleton: None,
             in_frame: false,
         };
-        if backend.wants_idx() {
+        if backend.is_remote() {
             w.keep_skeleton();
         }
         w.put(format::MAGIC)?;

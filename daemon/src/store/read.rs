@@ -183,8 +183,8 @@ impl Shared {
         if loc.offset_in_frame as u64 + loc.len as u64 > loc.raw_len as u64 {
             return Err(corrupt("index entry points outside its frame".into()));
         }
-        let data = if loc.codec == Codec::Raw {
-            // Raw frames: read just this chunk.
+        let data = if loc.codec == Codec::Raw && !self.backend.is_remote() {
+            // Raw frames on a local disk: read just this chunk.
             let mut b = vec![0u8; loc.len as usize];
             self.backend.read_at(
                 &loc.pack,

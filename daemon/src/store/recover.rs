@@ -58,7 +58,7 @@ impl Shared {
     /// read), else from the whole pack.
     fn scan_pack(&self, pack: &Id) -> Result<Scanned> {
         let bad = |e| self.bad_pack(pack, e);
-        if self.backend.wants_idx() {
+        if self.backend.is_remote() {
             if let Some(b) = self.backend.read_idx(pack)? {
                 let scanned = Idx::decode(&b)
                     .and_then(|x| Ok((x.scanner()?, x.pack_len, x.features)))

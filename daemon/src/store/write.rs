@@ -60,6 +60,9 @@ pub(super) struct Sealing {
     pub(super) open: OpenPack,
 }
 
+/// How many packs back a failure counts as recent.
+const RECENT_PACKS: u64 = 64;
+
 pub(super) struct Writer {
     pub(super) open: Option<OpenPack>,
     pub(super) generation: u64,
@@ -361,6 +364,14 @@ impl Shared {
         w.pending.retain(|_, g| *g != gen);
         w.pending_manifests.retain(|_, g| *g != gen);
         result
+    }
+
+    /// Why the newest of the last few packs that failed to be stored
+    /// failed (for a message about data that is missing because of it).
+    pub fn recent_write_failure(&self) -> Option<String> {
+        let w = self.lock();
+        let (gen, why) = w.aborted.iter().max_by_key(|(g, _)| **g)?;
+        (gen + RECENT_PACKS >= w.generation).then(|| why.clone())
     }
 
     /// Makes files durable and acknowledgeable, in the order that keeps a

@@ -125,11 +125,16 @@ fn read_back(
         let ids: Vec<Id> = piece.iter().map(|c| c.0).collect();
         let locs = store.index.chunk_locs(&ids)?;
         for ((id, len), loc) in piece.iter().zip(locs) {
-            let loc = loc.ok_or_else(|| {
-                Error::NotFound(format!(
+            let loc = loc.ok_or_else(|| match store.recent_write_failure() {
+                // The chunk came, but the pack holding it was not stored.
+                Some(why) => Error::Transient(format!(
+                    "chunk {} of {file} was not stored: a pack of this hub could not be written ({why}); retry once that is fixed",
+                    id.hex()
+                )),
+                None => Error::NotFound(format!(
                     "chunk {} of {file} is not here; the chunks must arrive before the manifest",
                     id.hex()
-                ))
+                )),
             })?;
             // The whole-file hash covers every chunk read back, so chunks
             // are not hashed one by one here.
