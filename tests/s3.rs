@@ -431,3 +431,96 @@ fn a_three_node_cluster_losing_a_node_mid_push_and_mid_pull_loses_nothing() {
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     assert_eq!(checked, [1, 2]);
 }
+
+#[test]
+fn a_local_hub_migrates_its_packs_into_garage_resumably_and_then_serves_from_there() {
+    let mut g = Garage::single();
+    let hub = Env::new();
+    std::fs::create_dir_all(&hub.home).unwrap();
+    std::fs::write(
+        hub.home.join("config.toml"),
+        format!(
+            "# the lab hub\n[store]\npack_target = 1048576\nbackend = \"local\"\ns3_endpoints = [\"{}\"]\ns3_bucket = \"hoard\"\ns3_region = \"garage\"\ns3_prefix = \"lab2/\"\n",
+            g.nodes[0].s3()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    start(&hub, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let token = hub.token(true);
+    let a = client(&url, &token);
+    let mut versions = Vec::new();
+    for v in 0..2u64 {
+        let bytes = data(24 << 20, 60 + v, false);
+        let id = version(&a, &bytes, &format!("v{v}"));
+        a.ok(&["dataset", "push", "ds"]);
+        versions.push((id, bytes));
+    }
+    let packs = files_under(&hub.home.join("packs"), "pack");
+    assert!(packs > 20, "{packs} packs");
+
+    // The bucket goes away in the middle: the migration fails, names the
+    // endpoint, and the config still says local.
+    let progress = hub.home.join("migrate-s3.done");
+    let mut m = spawn(&hub, &["backend", "migrate", "--to", "s3", "--json"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&progress).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(
+            m.try_wait().unwrap().is_none(),
+            "the migration ended before the bucket could go away"
+        );
+        assert!(Instant::now() < deadline, "the migration never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    g.nodes[0].kill();
+    let out = finish(m, "migration with the bucket gone");
+    assert!(
+        !out.status.success(),
+        "the migration succeeded without its bucket"
+    );
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains(&g.nodes[0].s3()), "{msg}");
+    let cfg = std::fs::read_to_string(hub.home.join("config.toml")).unwrap();
+    assert!(cfg.contains("backend = \"local\""), "{cfg}");
+
+    // Again with the bucket back: it resumes, verifies, switches.
+    g.nodes[0].start();
+    let r = hub
+        .json(&["backend", "migrate", "--to", "s3"])
+        .pop()
+        .unwrap();
+    let (copied, already) = (n(&r, "copied"), n(&r, "already"));
+    assert!(already >= 3, "{r}");
+    assert_eq!(copied + already, n(&r, "packs"), "{r}");
+    let cfg = std::fs::read_to_string(hub.home.join("config.toml")).unwrap();
+    assert!(
+        cfg.starts_with("# the lab hub\n") && cfg.contains("backend = \"s3\""),
+        "{cfg}"
+    );
+
+    // Written after the migration, before the restart: uploaded at start.
+    let late = data(3 << 20, 70, false);
+    let late_id = version(&a, &late, "late");
+    a.ok(&["dataset", "push", "ds"]);
+    versions.push((late_id, late));
+    hub.kill_daemon();
+    start(&hub, port);
+    assert_eq!(
+        files_under(&hub.home.join("packs"), "pack"),
+        0,
+        "local packs left after the move"
+    );
+    assert_eq!(backend(&hub)["kind"], "s3");
+    let v = hub.run(&["verify", "--read-data"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let b = client(&url, &token);
+    for (id, bytes) in &versions {
+        let dir = b.path(id);
+        b.ok(&["clone", &format!("origin/ds@{id}"), dir.to_str().unwrap()]);
+        assert!(
+            std::fs::read(dir.join("big.bin")).unwrap() == *bytes,
+            "{id} reads back wrong"
+        );
+    }
+}

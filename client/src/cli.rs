@@ -98,6 +98,25 @@ pub enum StoreVerb {
         #[arg(long)]
         json: bool,
     },
+    /// Where packs live: `hoard backend migrate --to s3` copies every pack
+    /// into the bucket config.toml's s3_* keys name (verified, resumable),
+    /// then switches config.toml to it; restart hoardd to serve from there.
+    Backend {
+        #[command(subcommand)]
+        action: BackendAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackendAction {
+    /// Copy the packs into another backend and switch to it.
+    Migrate {
+        /// The backend to move to ("s3").
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 // hoard inside git: setup, tracking, the work tree, the filter.

@@ -99,6 +99,9 @@ async fn store(verb: StoreVerb, paths: &Paths) -> anyhow::Result<()> {
             dry_run,
             json,
         } => cmd::prune::repair(c, paths, remote, dry_run, json).await,
+        StoreVerb::Backend {
+            action: cli::BackendAction::Migrate { to, json },
+        } => cmd::store::migrate_backend(c, &to, json).await,
     }
 }
 

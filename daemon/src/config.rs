@@ -229,6 +229,49 @@ impl Config {
     }
 }
 
+/// Sets `backend = "<to>"` in the [store] section of the config file at
+/// `path`, keeping everything else as written (comments too); the file is
+/// replaced atomically and must still parse.
+pub fn set_store_backend(path: &Path, to: &str) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io("cannot read configuration", path, e)),
+    };
+    let line = format!("backend = {to:?}");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    match lines.iter().position(|l| l.trim() == "[store]") {
+        Some(h) => {
+            let end = lines[h + 1..]
+                .iter()
+                .position(|l| is_header(l))
+                .map_or(lines.len(), |k| h + 1 + k);
+            let key = |l: &str| l.split('=').next().map(str::trim) == Some("backend");
+            match lines[h + 1..end].iter().position(|l| key(l)) {
+                Some(k) => lines[h + 1 + k] = line,
+                None => lines.insert(h + 1, line),
+            }
+        }
+        None => {
+            lines.push(String::new());
+            lines.push("[store]".into());
+            lines.push(line);
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    toml::from_str::<Config>(&out).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot switch {} to backend = {to:?}: the result would not parse ({e}); set it by hand",
+            path.display()
+        ))
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777);
+    crate::durable::replace(path, out.as_bytes(), mode)
+}
+
 /// The S3 key id and secret: from `key_file` (`KEY=value` lines) when set,
 /// else from hoardd's environment.
 fn credentials(key_file: Option<&Path>) -> Result<(String, String)> {
@@ -263,6 +306,26 @@ fn credentials(key_file: Option<&Path>) -> Result<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn switching_the_backend_keeps_the_rest_of_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.toml");
+        let text = "# my hub\n[store]\nzstd_level = 3 # keep\nbackend = \"local\"\ns3_bucket = \"b\"\n\n[peer]\nlisten = \"127.0.0.1:1\"\n";
+        std::fs::write(&p, text).unwrap();
+        super::set_store_backend(&p, "s3").unwrap();
+        let got = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(got, text.replace("backend = \"local\"", "backend = \"s3\""));
+        std::fs::write(
+            &p,
+            "[peer]\nlisten = \"127.0.0.1:1\"\n[store]\nzstd_level = 3\n",
+        )
+        .unwrap();
+        super::set_store_backend(&p, "s3").unwrap();
+        let c = super::Config::load(&p).unwrap();
+        assert_eq!(c.store.backend.as_deref(), Some("s3"));
+        assert_eq!(c.store.zstd_level, Some(3));
+    }
+
     use super::*;
 
     #[test]

@@ -178,7 +178,14 @@ pub fn run(
         Some(s3) => {
             let backend = crate::backend::s3::S3Packs::open(s3)?;
             tracing::info!(endpoint = backend.endpoint(), "packs are in an S3 bucket");
-            Store::open_with(&paths.store, config.new_store_params(), Box::new(backend))
+            let uploaded = upload_local_packs(&paths.store, &backend)?;
+            Store::open_with(&paths.store, config.new_store_params(), Box::new(backend)).inspect(
+                |s| {
+                    if uploaded > 0 {
+                        mirror_all_refs(s);
+                    }
+                },
+            )
         }
     };
     let store = Arc::new(
@@ -264,7 +271,8 @@ async fn serve(
         })
         .unwrap_or_default();
     let store = ctx.ds.store.clone();
-    let api = LocalApi::new(ctx.clone(), tokens.clone(), peer_info, shutdown.clone());
+    let api = LocalApi::new(ctx.clone(), tokens.clone(), peer_info, shutdown.clone())
+        .with_config(&paths.config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http = match gateway {
         Some(opts) => Some(
@@ -419,6 +427,56 @@ async fn serve_peers(
                 },
             ),
     ))
+}
+
+/// Packs still on the local disk of a daemon whose packs are now in S3 (a
+/// migration, and whatever was written before the restart): each is
+/// uploaded and verified (`pack::copy`), then its local copy deleted.
+fn upload_local_packs(store: &Path, s3: &crate::backend::s3::S3Packs) -> anyhow::Result<usize> {
+    use crate::backend::PackBackend;
+    let dir = store.join("packs");
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let local = crate::backend::LocalDir::open(&dir)?;
+    let packs = local.list()?;
+    if packs.is_empty() {
+        return Ok(0);
+    }
+    tracing::info!(
+        packs = packs.len(),
+        "uploading the packs still on local disk to the bucket before serving"
+    );
+    let progress = store.join(crate::service::S3_PROGRESS);
+    let c = crate::pack::copy::copy_all(&local, s3, &progress, |_| {}).with_context(|| {
+        format!(
+            "cannot move the local packs in {} to the bucket; fix the cause and start hoardd again (it resumes)",
+            dir.display()
+        )
+    })?;
+    for (id, _) in &packs {
+        local.delete(id)?;
+    }
+    let _ = std::fs::remove_file(&progress);
+    tracing::info!(
+        copied = c.copied,
+        already = c.already,
+        bytes = c.bytes,
+        "the local packs are in the bucket"
+    );
+    Ok(packs.len())
+}
+
+/// Mirrors every ref into the backend (after local packs moved there).
+fn mirror_all_refs(store: &Store) {
+    match store.refs("") {
+        Ok(refs) => {
+            for (name, id) in refs {
+                store.mirror_ref(&name, Some(&id));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list the refs to mirror them"),
+    }
 }
 
 /// Logs to stderr; `HOARD_LOG` (or `RUST_LOG`), else the config, else info.

@@ -635,13 +635,7 @@ impl Index {
     }
 }
 
-/// The `features` key of one sketch lane.
-pub fn feature_key(lane: usize, feature: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = lane as u8;
-    k[1..].copy_from_slice(&feature.to_be_bytes());
-    k
-}
+pub use crate::sketch::feature_key;
 
 fn seg_key(file: &Id, seg: usize) -> [u8; 36] {
     let mut k = [0u8; 36];

@@ -60,6 +60,14 @@ pub fn sketch(data: &[u8]) -> Option<Sketch> {
     Some(out)
 }
 
+/// The index's `features` key of one sketch lane's feature.
+pub fn feature_key(lane: usize, feature: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = lane as u8;
+    k[1..].copy_from_slice(&feature.to_be_bytes());
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,3 +146,44 @@ pub async fn reindex(mut client: Client, as_json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `hoard backend migrate --to s3`.
+pub async fn migrate_backend(mut client: Client, to: &str, as_json: bool) -> anyhow::Result<()> {
+    let mut stream = client
+        .migrate_backend(hoard_proto::v1::MigrateBackendRequest { to: to.into() })
+        .await
+        .map_err(ui::status_error)?
+        .into_inner();
+    let bar = ui::bytes_spinner("copying packs", as_json);
+    let mut last = None;
+    while let Some(ev) = stream.message().await.map_err(ui::status_error)? {
+        bar.set_position(ev.bytes);
+        bar.set_message(format!("{} of {} packs", ev.copied + ev.already, ev.packs));
+        last = Some(ev);
+    }
+    bar.finish_and_clear();
+    let Some(s) = last.filter(|e| e.done) else {
+        bail!("the daemon stopped before the migration finished; run it again (packs already copied are kept)");
+    };
+    if as_json {
+        println!(
+            "{}",
+            json!({"packs": s.packs, "copied": s.copied, "already": s.already, "bytes": s.bytes,
+                "refs": s.refs, "location": s.location, "config": s.config})
+        );
+    } else {
+        println!(
+            "copied {} packs ({}) to {}, each read back and verified; {} were there from an earlier run; {} refs mirrored",
+            s.copied,
+            ui::bytes(s.bytes),
+            s.location,
+            s.already,
+            s.refs
+        );
+        println!(
+            "{} now says backend = \"{to}\": restart hoardd to serve from there (it uploads anything written in between first, then deletes the local packs)",
+            s.config
+        );
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@
 //! features, which the pack id does not. Frame offsets stay those of the pack:
 //! a scan of the skeleton advances over each left-out payload.
 
-use super::format::{FormatError, Scanner};
+use super::format::{self, Codec, FormatError, Kind, Scanner};
 use crate::id::Id;
 use std::io::Cursor;
 
@@ -109,10 +109,60 @@ impl<'a> Idx<'a> {
     }
 }
 
+/// The idx object of a whole pack held in memory (a pack written before
+/// its backend kept idx objects), checking the pack on the way: its id,
+/// or `None` for a version 1 pack (its id covers the payloads, so it has
+/// no skeleton).
+pub fn of_pack(pack: &[u8]) -> Result<Option<(Id, Vec<u8>)>, FormatError> {
+    if pack.starts_with(format::MAGIC_V1) {
+        return Ok(None);
+    }
+    let mut scan = Scanner::new(Cursor::new(pack), pack.len() as u64, true)?;
+    let mut skel = SkeletonBuilder::default();
+    skel.keep(format::MAGIC);
+    let mut features = Vec::new();
+    while let Some(rec) = scan.next_record()? {
+        skel.keep(&format::encode_header(&rec.header, &rec.meta));
+        skel.keep(&rec.meta);
+        let payload = rec.payload.as_deref().unwrap_or(&[]);
+        if rec.header.kind != Kind::Frame {
+            skel.keep(payload);
+            continue;
+        }
+        if rec.header.codec != Codec::Zstd {
+            continue;
+        }
+        let fm =
+            format::decode_frame_meta(&rec.meta, rec.header.raw_len, rec.header.codec, rec.offset)?;
+        let raw = format::decompress(
+            Codec::Zstd,
+            payload,
+            rec.header.raw_len,
+            &[],
+            rec.payload_offset(),
+        )?;
+        let mut at = 0usize;
+        for (id, l) in &fm.chunks {
+            let bytes = &raw[at..at + *l as usize];
+            at += *l as usize;
+            for (lane, f) in crate::sketch::sketch(bytes).iter().flatten().enumerate() {
+                features.push((crate::sketch::feature_key(lane, *f), *id));
+            }
+        }
+    }
+    let end = scan.finish()?;
+    let trailer_at = pack.len() - format::TRAILER_LEN;
+    skel.keep(&pack[trailer_at..]);
+    Ok(Some((
+        end.pack_id,
+        skel.encode(pack.len() as u64, &features),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{LocalDir, PackBackend};
+    use crate::backend::LocalDir;
     use crate::pack::format::Kind;
     use crate::pack::{Frame, PackWriter};
 
@@ -122,21 +172,13 @@ mod tests {
         let mut w = PackWriter::new(&b, dir).unwrap();
         w.keep_skeleton();
         let a = b"compressible ".repeat(500);
-        w.append_frame(&Frame::build(
-            vec![(Id::of(&a), a.len() as u32)],
-            a.into(),
-            3,
-        ))
-        .unwrap();
+        w.append_frame(&Frame::build(vec![(Id::of(&a), a.len() as u32)], a, 3))
+            .unwrap();
         let r: Vec<u8> = (0..5000u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
-        w.append_frame(&Frame::build(
-            vec![(Id::of(&r), r.len() as u32)],
-            r.into(),
-            3,
-        ))
-        .unwrap();
+        w.append_frame(&Frame::build(vec![(Id::of(&r), r.len() as u32)], r, 3))
+            .unwrap();
         w.append_object(1, &Id::of(b"tree"), b"tree bytes", 3)
             .unwrap();
         let (id, _, _, idx) = w.finish_with(&[([7u8; 9], Id::of(b"c"))]).unwrap();
@@ -161,6 +203,21 @@ mod tests {
         }
         assert!(skel.next_record().unwrap().is_none());
         assert_eq!(skel.finish().unwrap().pack_id, id);
+    }
+
+    #[test]
+    fn a_pack_read_whole_gives_the_idx_its_writer_made() {
+        let d = tempfile::tempdir().unwrap();
+        let (id, pack, idx) = pack_and_idx(d.path());
+        let (got_id, got) = of_pack(&pack).unwrap().unwrap();
+        assert_eq!(got_id, id);
+        let (a, b) = (Idx::decode(&got).unwrap(), Idx::decode(&idx).unwrap());
+        assert_eq!((a.pack_len, a.skeleton), (b.pack_len, b.skeleton));
+        // The writer was given one made-up feature; the whole-pack scan
+        // sketches the compressible frame itself.
+        assert!(!a.features.is_empty());
+        let (_, v1) = crate::pack::format::v1_pack(&[b"old"]);
+        assert!(of_pack(&v1).unwrap().is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Floor 2 (formats): may import `backend`, `manifest`, `sketch`, `id`,
 //! `error`; never the index or the store.
 
+pub mod copy;
 pub mod format;
 pub mod idx;
 

@@ -9,12 +9,14 @@
 //! May import everything below it: the engine, `sync`, `watch`,
 //! `autosync`, `tokens`, `status`. Only `daemon` imports it.
 
+mod backend;
 mod clean;
 mod datasets;
 mod peers;
 mod prune;
 mod store;
 
+pub use backend::S3_PROGRESS;
 pub use datasets::Ctx;
 
 use crate::id::Id;
@@ -35,6 +37,8 @@ pub struct LocalApi {
     tokens: Arc<crate::tokens::Tokens>,
     started: Instant,
     shutdown: Arc<Notify>,
+    /// The daemon's config.toml (a backend migration switches it).
+    config: std::path::PathBuf,
 }
 
 impl LocalApi {
@@ -51,7 +55,14 @@ impl LocalApi {
             tokens,
             started: Instant::now(),
             shutdown,
+            config: std::path::PathBuf::new(),
         }
+    }
+
+    /// Where the daemon's config.toml is.
+    pub fn with_config(mut self, path: &std::path::Path) -> Self {
+        self.config = path.to_path_buf();
+        self
     }
 }
 
@@ -165,6 +176,15 @@ impl Local for LocalApi {
         req: Request<pb::ReindexRequest>,
     ) -> Result<Response<Self::ReindexStream>, Status> {
         store::reindex(self, req).await
+    }
+
+    type MigrateBackendStream = Events<pb::MigrateBackendEvent>;
+
+    async fn migrate_backend(
+        &self,
+        req: Request<pb::MigrateBackendRequest>,
+    ) -> Result<Response<Self::MigrateBackendStream>, Status> {
+        backend::migrate(self, req).await
     }
 
     async fn status(
