@@ -100,6 +100,14 @@ impl ReadCache {
         got
     }
 
+    /// The cached bytes of `key`, if held (counted as a hit), never fetching.
+    pub fn peek(&self, key: &RangeKey) -> Option<Bytes> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        self.get(key)
+    }
+
     fn get(&self, key: &RangeKey) -> Option<Bytes> {
         let mut s = self.lock();
         let tick = s.tick + 1;

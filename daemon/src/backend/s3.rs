@@ -13,7 +13,11 @@
 //! ever sent). Endpoints are tried in order: an endpoint that cannot be
 //! reached hands the request to the next one, and the one that answered is
 //! tried first from then on. Ranges read are kept in a bounded cache
-//! (`super::cache`), shared by every reader.
+//! (`super::cache`), shared by every reader. A pack read through (a pull:
+//! reads each within [`NEAR`] of the one before) is read in aligned blocks
+//! of [`BLOCK`] bytes, [`READ_AHEAD`] blocks ahead of the reader: one
+//! request per 4 MiB instead of one per frame, and the bucket's latency
+//! overlaps the hub's work.
 //!
 //! The engine calls backends from blocking threads (some inside a tokio
 //! runtime's `block_in_place`), so requests run on this backend's own
@@ -35,6 +39,16 @@ use std::time::Duration;
 
 /// Multipart part size.
 pub const PART: usize = 8 << 20;
+/// Sequential reads fetch whole aligned blocks of this size.
+pub const BLOCK: u64 = 4 << 20;
+/// A read this close to the one before it in the same pack counts as
+/// running through the pack (a pull reads a version's frames and their
+/// delta bases, mostly forward, not strictly in order).
+const NEAR: u64 = 4 * BLOCK;
+/// Blocks fetched ahead of a sequential reader.
+const READ_AHEAD: u64 = 2;
+/// Packs whose reads and lengths are remembered.
+const TRACKED: usize = 256;
 /// A request slower than this is logged.
 const SLOW: Duration = Duration::from_secs(2);
 /// Parts uploaded at once per pack.
@@ -84,6 +98,11 @@ struct Inner {
     rt: Option<tokio::runtime::Runtime>,
     counters: Arc<S3Counters>,
     cache: ReadCache,
+    /// Per pack: where its last read ended, and how many reads in a row
+    /// were near the one before.
+    seq: std::sync::Mutex<std::collections::HashMap<Id, (u64, u32)>>,
+    /// Pack lengths learnt from HEADs.
+    sizes: std::sync::Mutex<std::collections::HashMap<Id, u64>>,
 }
 
 impl Drop for Inner {
@@ -166,6 +185,8 @@ impl S3Packs {
                 rt: Some(rt),
                 counters: Arc::new(S3Counters::default()),
                 cache: ReadCache::new(cfg.cache_bytes),
+                seq: Default::default(),
+                sizes: Default::default(),
             }),
         })
     }
@@ -180,6 +201,93 @@ impl Inner {
     fn idx_key(&self, id: &Id) -> Key {
         let h = id.hex();
         Key::from(format!("{}packs/{}/{h}.idx", self.prefix, &h[..2]))
+    }
+
+    /// Exactly `len` bytes at `offset` of pack `id`, one range GET.
+    fn exact(&self, id: &Id, offset: u64, len: usize) -> Result<bytes::Bytes> {
+        let key = self.key(id);
+        let range = offset..offset + len as u64;
+        let got = self.call(&format!("reading pack {}", id.hex()), move |s| {
+            let (k, r) = (key.clone(), range.clone());
+            async move { s.get_range(&k, r).await }
+        })?;
+        if got.len() != len {
+            return Err(Error::Corrupt(format!(
+                "pack {} is shorter than the index says (reading {len} bytes at {offset})",
+                id.hex()
+            )));
+        }
+        self.counters
+            .bytes_read
+            .fetch_add(len as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    /// Block `k` of pack `id` (of `size` bytes), through the cache.
+    fn block(&self, id: &Id, k: u64, size: u64) -> Result<bytes::Bytes> {
+        let start = k * BLOCK;
+        let len = BLOCK.min(size - start) as usize;
+        self.cache
+            .get_or_fetch((*id, start, len), || self.exact(id, start, len))
+    }
+
+    /// The bytes asked for, when cached blocks hold them all (read earlier
+    /// by a reader running through the pack).
+    fn cached_in_blocks(&self, id: &Id, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let size = *self
+            .sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)?;
+        let end = offset + len as u64;
+        if end > size {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        for k in offset / BLOCK..=(end.max(1) - 1) / BLOCK {
+            let start = k * BLOCK;
+            let b = self
+                .cache
+                .peek(&(*id, start, BLOCK.min(size - start) as usize))?;
+            let from = offset.saturating_sub(start) as usize;
+            out.extend_from_slice(&b[from..((end - start) as usize).min(b.len())]);
+        }
+        Some(out)
+    }
+
+    /// Pack `id`'s length (one HEAD, then remembered).
+    fn size(&self, id: &Id) -> Result<u64> {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = sizes.get(id) {
+            return Ok(*n);
+        }
+        drop(sizes);
+        let key = self.key(id);
+        let n = self.call(&format!("checking pack {}", id.hex()), move |s| {
+            let k = key.clone();
+            async move { s.head(&k).await.map(|m| m.size) }
+        })?;
+        sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        if sizes.len() >= TRACKED {
+            sizes.clear();
+        }
+        sizes.insert(*id, n);
+        Ok(n)
+    }
+
+    /// Whether reads of pack `id` are running through it (each within
+    /// [`NEAR`] of where the last one ended, twice or more): then whole blocks are worth
+    /// reading, and reading ahead.
+    fn sequential(&self, id: &Id, offset: u64, len: usize) -> bool {
+        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        if seq.len() >= TRACKED && !seq.contains_key(id) {
+            seq.clear();
+        }
+        let e = seq.entry(*id).or_insert((u64::MAX, 0));
+        let near = e.0 != u64::MAX && offset.abs_diff(e.0) <= NEAR;
+        e.1 = if near { e.1.saturating_add(1) } else { 0 };
+        e.0 = offset + len as u64;
+        e.1 >= 2
     }
 
     /// Counts `n` requests (a multipart upload is several).
@@ -378,26 +486,45 @@ impl PackBackend for S3Packs {
 
     fn read_vec(&self, id: &Id, offset: u64, len: usize) -> Result<Vec<u8>> {
         let inner = &self.inner;
-        let got = inner.cache.get_or_fetch((*id, offset, len), || {
-            let key = inner.key(id);
-            let range = offset..offset + len as u64;
-            let got = inner.call(&format!("reading pack {}", id.hex()), move |s| {
-                let (k, r) = (key.clone(), range.clone());
-                async move { s.get_range(&k, r).await }
-            })?;
-            if got.len() != len {
-                return Err(Error::Corrupt(format!(
-                    "pack {} is shorter than the index says (reading {len} bytes at {offset})",
-                    id.hex()
-                )));
+        let seq = inner.sequential(id, offset, len);
+        if !seq {
+            if let Some(b) = inner.cached_in_blocks(id, offset, len) {
+                return Ok(b);
             }
-            inner
-                .counters
-                .bytes_read
-                .fetch_add(len as u64, Ordering::Relaxed);
-            Ok(got)
-        })?;
-        Ok(got.to_vec())
+            let key = (*id, offset, len);
+            return Ok(inner
+                .cache
+                .get_or_fetch(key, || inner.exact(id, offset, len))?
+                .to_vec());
+        }
+        // Sequential: whole blocks through the cache, the next ones fetched
+        // ahead while the caller works on this one.
+        let size = inner.size(id)?;
+        let end = offset + len as u64;
+        if end > size {
+            return Err(Error::Corrupt(format!(
+                "pack {} is shorter than the index says (reading {len} bytes at {offset})",
+                id.hex()
+            )));
+        }
+        let mut out = Vec::with_capacity(len);
+        let (first, last) = (offset / BLOCK, (end.max(1) - 1) / BLOCK);
+        for k in first..=last {
+            let b = inner.block(id, k, size)?;
+            let start = k * BLOCK;
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(b.len());
+            out.extend_from_slice(&b[from..to]);
+        }
+        for k in last + 1..=last + READ_AHEAD {
+            if k * BLOCK < size {
+                let (inner, id) = (self.inner.clone(), *id);
+                if let Some(rt) = &self.inner.rt {
+                    rt.spawn_blocking(move || inner.block(&id, k, size));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn open(&self, id: &Id) -> Result<(Box<dyn Read + Send>, u64)> {
