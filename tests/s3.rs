@@ -326,7 +326,6 @@ fn a_three_node_cluster_losing_a_node_mid_push_and_mid_pull_loses_nothing() {
     a.ok(&["dataset", "push", "ds"]);
     let size = 96 << 20;
     let in_use = |hub: &Env| backend(hub)["endpoint"].as_str().unwrap().to_string();
-    let mut checked = Vec::new();
     let t0 = Instant::now();
     let lap = |what: &str| eprintln!("{:>6.1}s {what}", t0.elapsed().as_secs_f64());
 
@@ -379,7 +378,6 @@ fn a_three_node_cluster_losing_a_node_mid_push_and_mid_pull_loses_nothing() {
         std::fs::read(dir.join("big.bin")).unwrap() == v1,
         "v1 pulled wrong"
     );
-    checked.push(1);
     g.restart(other);
 
     lap("3. push;");
@@ -426,14 +424,12 @@ fn a_three_node_cluster_losing_a_node_mid_push_and_mid_pull_loses_nothing() {
         std::fs::read(dir.join("big.bin")).unwrap() == v2,
         "v2 pulled wrong"
     );
-    checked.push(2);
     assert!(n(&backend(&hub), "failovers") > failovers);
 
     lap("With one node still down");
     // With one node still down, every pack reads back and verifies.
     let v = hub.run(&["verify", "--read-data"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
-    assert_eq!(checked, [1, 2]);
 }
 
 #[test]

@@ -183,13 +183,17 @@ impl Shared {
 
     /// A manifest record's payload, checked against the hash in its metadata.
     fn read_manifest_at(&self, pack: &Id, at: &ManifestAt) -> Result<Manifest> {
-        let p = match &at.payload {
-            Some(p) => p.clone(),
-            None => self
-                .backend
-                .read_vec(pack, at.payload_offset, at.stored_len as usize)?,
+        let fetched;
+        let p: &[u8] = match &at.payload {
+            Some(p) => p,
+            None => {
+                fetched = self
+                    .backend
+                    .read_vec(pack, at.payload_offset, at.stored_len as usize)?;
+                &fetched
+            }
         };
-        let enc = format::decompress(at.codec, &p, at.raw_len, &[], at.payload_offset)
+        let enc = format::decompress(at.codec, p, at.raw_len, &[], at.payload_offset)
             .map_err(|e| self.bad_pack(pack, e))?;
         if Id::of(&enc) != at.hash {
             return Err(Error::Corrupt(format!(
