@@ -27,7 +27,7 @@ DAEMON_FLOORS = {
     # ids and errors
     "id": 0, "error": 0,
     # byte formats, chunking, the pack backend; the wire's error mapping
-    "chunker": 1, "sketch": 1, "manifest": 1, "objects": 1, "backend": 1,
+    "chunker": 1, "sketch": 1, "manifest": 1, "history": 2, "objects": 1, "backend": 1,
     "status": 1, "durable": 1, "tokens": 2, "tls": 2,
     "pack": 2,
     "index": 3,

@@ -12,6 +12,7 @@
 //! Floor 1: may import `id` and `error`; knows nothing of what packs hold.
 
 pub mod cache;
+mod runs;
 pub mod s3;
 
 use crate::error::{Error, Result};
@@ -34,6 +35,11 @@ pub trait PackBackend: Send + Sync {
         let mut buf = vec![0u8; len];
         self.read_at(id, offset, &mut buf)?;
         Ok(buf)
+    }
+    /// Like [`PackBackend::read_vec`], as shared bytes: a backend holding
+    /// the range in a cached block hands out a slice of it, never a copy.
+    fn read_bytes(&self, id: &Id, offset: u64, len: usize) -> Result<bytes::Bytes> {
+        self.read_vec(id, offset, len).map(bytes::Bytes::from)
     }
     /// The whole pack, front to back, and its length.
     fn open(&self, id: &Id) -> Result<(Box<dyn Read + Send>, u64)>;

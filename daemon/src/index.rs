@@ -73,10 +73,13 @@ pub struct ChunkLoc {
     pub codec: Codec,
     pub offset_in_frame: u32,
     pub len: u32,
+    /// The frame's delta depth (`pack::format`: 0 unless a delta).
+    pub depth: u8,
 }
 
 impl ChunkLoc {
-    const LEN: usize = 61;
+    /// Encoded length (entries written before depths were: 61 bytes).
+    const LEN: usize = 62;
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[..32].copy_from_slice(&self.pack.0);
@@ -87,22 +90,28 @@ impl ChunkLoc {
         b[49..53].copy_from_slice(&self.offset_in_frame.to_le_bytes());
         b[53..57].copy_from_slice(&self.len.to_le_bytes());
         b[57..61].copy_from_slice(&self.meta_len.to_le_bytes());
+        b[61] = self.depth;
         b
     }
     pub fn decode(b: &[u8]) -> Option<ChunkLoc> {
-        if b.len() != Self::LEN {
+        if b.len() != Self::LEN && b.len() != Self::LEN - 1 {
             return None;
         }
+        let codec = Codec::from_u8(b[48])?;
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         Some(ChunkLoc {
             pack: Id::from_slice(&b[..32])?,
             payload_offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
             stored_len: u32_at(40),
             raw_len: u32_at(44),
-            codec: Codec::from_u8(b[48])?,
+            codec,
             offset_in_frame: u32_at(49),
             len: u32_at(53),
             meta_len: u32_at(57),
+            depth: b
+                .get(61)
+                .copied()
+                .unwrap_or((codec == Codec::ZstdDict).into()),
         })
     }
 }
@@ -797,8 +806,12 @@ mod tests {
         #[test]
         fn chunk_loc_round_trips(p in any::<[u8; 32]>(), off in any::<u64>(), s in any::<u32>(), r in any::<u32>(), z in any::<bool>(), o in any::<u32>(), l in any::<u32>()) {
             let loc = ChunkLoc { pack: Id(p), payload_offset: off, stored_len: s, raw_len: r,
-                codec: if z { Codec::Zstd } else { Codec::Raw }, offset_in_frame: o, len: l, meta_len: o ^ l };
+                codec: if z { Codec::ZstdDict } else { Codec::Raw }, offset_in_frame: o, len: l, meta_len: o ^ l,
+                depth: if z { (o % 16) as u8 + 1 } else { 0 } };
             prop_assert_eq!(ChunkLoc::decode(&loc.encode()), Some(loc));
+            // An entry written before depths were recorded.
+            let old = ChunkLoc::decode(&loc.encode()[..61]).map(|l| l.depth);
+            prop_assert_eq!(old, Some(u8::from(z)));
         }
     }
 

@@ -12,6 +12,7 @@
 
 use crate::chunker::{chunk_stream, Block};
 use crate::error::{Error, Result};
+use crate::history::{Aligner, History};
 use crate::id::Id;
 use crate::index::StatEntry;
 use crate::manifest::Manifest;
@@ -77,6 +78,9 @@ struct Entry {
     size: u64,
     /// As seen by the walk; the stat cache is checked against it.
     meta: Metadata,
+    /// The version the stat cache last recorded for this path (changed
+    /// since): the first delta candidates for this one.
+    previous: Option<Id>,
 }
 
 enum Work {
@@ -155,9 +159,8 @@ fn answer_from_stat_cache(
         };
         let mut hits = Vec::new();
         for (entry, cached) in batch.iter().zip(cached) {
-            let hit = cached.filter(|c| same_file_state(c, &entry.meta));
-            match hit {
-                Some(c) => {
+            match cached {
+                Some(c) if same_file_state(&c, &entry.meta) => {
                     out.unchanged_bytes += c.size;
                     hits.push(FileDone {
                         file: c.file,
@@ -166,7 +169,10 @@ fn answer_from_stat_cache(
                         unchanged: true,
                     });
                 }
-                None => out.misses.push(entry.clone()),
+                other => out.misses.push(Entry {
+                    previous: other.map(|c| c.file),
+                    ..entry.clone()
+                }),
             }
         }
         if !hits.is_empty() {
@@ -330,6 +336,7 @@ fn walk(inputs: Vec<AddInput>, err: &mut dyn FnMut(String, String)) -> Vec<Entry
                 display,
                 size: m.len(),
                 meta: m.clone(),
+                previous: None,
             });
         }
     };
@@ -410,8 +417,15 @@ pub(crate) fn ctime_ns(m: &Metadata) -> i64 {
     m.ctime() * 1_000_000_000 + m.ctime_nsec()
 }
 
+/// The mtime a stat-cache entry records for a file whose mtime had not
+/// settled when it was read: the entry never proves the file unchanged (a
+/// write in the same tick would go unseen), it only names the path's last
+/// version, the first delta candidate for its next one.
+const UNSETTLED: i64 = i64::MIN;
+
 pub(crate) fn same_file_state(c: &StatEntry, m: &Metadata) -> bool {
-    m.is_file()
+    c.mtime_ns != UNSETTLED
+        && m.is_file()
         && c.size == m.len()
         && c.mtime_ns == mtime_ns(m)
         && c.ctime_ns == ctime_ns(m)
@@ -430,14 +444,12 @@ fn unchanged_during_read(a: &Metadata, b: &Metadata, read: u64) -> bool {
 fn stat_entry(path: &Path, m: &Metadata, file: Id, read_start: i64) -> CacheEntry {
     // Only mtime matters: a later write sets it to "now", which differs from
     // the cached value unless the cached value was itself "now".
-    if !hoard_proto::settled(mtime_ns(m), read_start) {
-        return None;
-    }
+    let settled = hoard_proto::settled(mtime_ns(m), read_start);
     Some((
         path.as_os_str().as_bytes().to_vec(),
         StatEntry {
             size: m.len(),
-            mtime_ns: mtime_ns(m),
+            mtime_ns: if settled { mtime_ns(m) } else { UNSETTLED },
             ctime_ns: ctime_ns(m),
             ino: m.ino(),
             dev: m.dev(),
@@ -449,8 +461,14 @@ fn stat_entry(path: &Path, m: &Metadata, file: Id, read_start: i64) -> CacheEntr
 /// How often a file that keeps changing under us is re-read before giving up.
 const READ_ATTEMPTS: usize = 3;
 
-/// A frame's chunks and their raw bytes, before compression.
-type FrameGroup = (Vec<(Id, u32)>, Vec<u8>);
+/// A frame being gathered: its chunks, their bytes, and the old chunks of
+/// their files' previous versions they resemble (first delta candidates).
+#[derive(Default)]
+struct FrameGroup {
+    chunks: Vec<(Id, u32)>,
+    raw: Vec<u8>,
+    history: Vec<Id>,
+}
 
 /// A stat-cache key (path bytes) and entry, when the file may be cached.
 type CacheEntry = Option<(Vec<u8>, StatEntry)>;
@@ -465,6 +483,8 @@ pub(crate) struct FrameBuilder {
     groups: Vec<FrameGroup>,
     /// Chunks already queued by this unit of work (repeats within a file).
     queued: HashSet<Id>,
+    /// The previous version of the file being added, aligned to it.
+    aligner: Option<Aligner>,
 }
 
 impl FrameBuilder {
@@ -474,7 +494,14 @@ impl FrameBuilder {
             level: store.params().zstd_level,
             groups: Vec::new(),
             queued: HashSet::new(),
+            aligner: None,
         }
+    }
+
+    /// A new file begins; `history` is its path's previous version, if
+    /// known (its chunks become the first delta candidates for this one's).
+    pub(crate) fn begin_file(&mut self, history: Option<History>, size: Option<u64>) {
+        self.aligner = history.map(|h| Aligner::new(h, size));
     }
 
     /// Queues the chunks of `block` that `indexed` says are not stored;
@@ -482,21 +509,35 @@ impl FrameBuilder {
     pub(crate) fn add(&mut self, block: &Block, indexed: &[bool]) -> u64 {
         let mut reused = 0;
         for (c, &have) in block.chunks.iter().zip(indexed) {
-            if have || !self.queued.insert(c.id) {
+            let new = !have && !self.queued.contains(&c.id);
+            let like = match &mut self.aligner {
+                Some(a) => a.next(&c.id, c.len as u32, new),
+                None => &[],
+            };
+            if !new {
                 reused += 1;
                 continue;
             }
+            self.queued.insert(c.id);
             let start_new = match self.groups.last() {
                 None => true,
-                Some((_, raw)) => raw.len() >= self.target.max(1),
+                Some(g) => g.raw.len() >= self.target.max(1),
             };
             if start_new {
-                self.groups
-                    .push((Vec::new(), Vec::with_capacity(self.target.max(c.len))));
+                self.groups.push(FrameGroup {
+                    raw: Vec::with_capacity(self.target.max(c.len)),
+                    ..FrameGroup::default()
+                });
             }
             let g = self.groups.last_mut().expect("pushed above");
-            g.0.push((c.id, c.len as u32));
-            g.1.extend_from_slice(&block.data[c.offset..c.offset + c.len]);
+            g.chunks.push((c.id, c.len as u32));
+            g.raw
+                .extend_from_slice(&block.data[c.offset..c.offset + c.len]);
+            for (old, _) in like {
+                if g.history.last() != Some(old) && !g.history.contains(old) {
+                    g.history.push(*old);
+                }
+            }
         }
         reused
     }
@@ -505,19 +546,31 @@ impl FrameBuilder {
     /// and appends them.
     /// Raw bytes queued and not yet flushed.
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.groups.iter().map(|(_, raw)| raw.len()).sum()
+        self.groups.iter().map(|g| g.raw.len()).sum()
     }
 
     pub(crate) fn flush(&mut self, store: &Store, deps: &mut Deps) -> Result<Appended> {
-        let mut frames: Vec<Frame> = std::mem::take(&mut self.groups)
+        let (mut frames, history): (Vec<Frame>, Vec<Vec<Id>>) = std::mem::take(&mut self.groups)
             .into_iter()
-            .map(|(chunks, raw)| Frame::uncompressed(chunks, raw))
-            .collect();
+            .map(|g| (Frame::uncompressed(g.chunks, g.raw), g.history))
+            .unzip();
         if frames.is_empty() {
             return Ok(Appended::default());
         }
-        crate::delta::compress(store, &mut frames, self.level)?;
+        crate::delta::compress(store, &mut frames, &history, self.level)?;
         store.append_frames(frames, deps)
+    }
+}
+
+/// The stored version `previous` (a path's last), as delta candidates for
+/// its next one; none if it is gone (a prune) or unreadable.
+pub(crate) fn history_of(store: &Store, previous: Option<Id>) -> Option<History> {
+    match store.index.manifest(&previous?) {
+        Ok(m) => m.map(History::of),
+        Err(e) => {
+            tracing::debug!(error = %e, "no path history for a changed file");
+            None
+        }
     }
 }
 
@@ -599,6 +652,7 @@ fn ingest_big(
         let mut deps = Deps::default();
         let mut total = Appended::default();
         let mut frames = FrameBuilder::new(store);
+        frames.begin_file(history_of(store, e.previous), Some(e.size));
         let (file, manifest, stat) = read_file(store, &e.path, &mut |block: Block| {
             let block = &block;
             check_cancel(store, cancel)?;
@@ -657,8 +711,9 @@ fn ingest_small(
         let mut frames = FrameBuilder::new(store);
         let mut reused = 0;
         let mut at = 0;
-        for (_, r) in &read {
+        for (e, r) in &read {
             if let Ok((_, _, _, blocks)) = r {
+                frames.begin_file(history_of(store, e.previous), Some(e.size));
                 for b in blocks {
                     reused += frames.add(b, &indexed[at..at + b.chunks.len()]);
                     at += b.chunks.len();
@@ -984,6 +1039,81 @@ mod tests {
             s3.new_stored_bytes
         );
         assert_eq!(read_all(&store, &done3[0].file), v3);
+    }
+
+    /// The deepest delta chain among the store's chunks.
+    fn deepest(store: &Store) -> u8 {
+        let mut d = 0;
+        store
+            .index
+            .for_each_chunk(|_, l| {
+                d = d.max(l.depth);
+                Ok(())
+            })
+            .unwrap();
+        d
+    }
+
+    #[test]
+    fn each_version_of_a_path_is_a_delta_against_the_last_and_chains_stay_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &d.path().join("store"),
+            StoreParams {
+                chunk: ChunkParams::with_avg(16384),
+                pack_target: 1 << 20,
+                frame_target: 256 << 10,
+                ..StoreParams::default()
+            },
+        )
+        .unwrap();
+        // One path, versions each a small edit of the one before, with a
+        // change every 700 bytes (no chunk shared by id) that the version
+        // before has too but the first does not: only the last version is
+        // a good base, the sketches of the first alone are not.
+        let path = d.path().join("data.txt");
+        let mut v = text(1 << 20, 5);
+        let n = crate::pack::format::MAX_DEPTH as usize + 3;
+        let (mut versions, mut stored) = (Vec::new(), Vec::new());
+        for k in 0..n {
+            for i in (k * 37..v.len()).step_by(700) {
+                v[i] = b'a' + (k % 26) as u8;
+            }
+            fs::write(&path, &v).unwrap();
+            let (done, errs, s) = add_paths(&store, &[&path]);
+            assert!(errs.is_empty(), "{errs:?}");
+            assert_eq!(s.reused_chunks, 0, "version {k} shares no chunk by id");
+            versions.push((done[0].file, v.clone()));
+            stored.push(s.new_stored_bytes);
+        }
+        // Below the bound each version is a small delta against the last;
+        // at the bound chains restart (some frames of the versions there
+        // are stored whole or against older chunks), and the last version,
+        // on a new chain, is small again.
+        let max = crate::pack::format::MAX_DEPTH as usize;
+        for (k, s) in stored.iter().enumerate().skip(1) {
+            assert!(
+                (max..n - 1).contains(&k) || s * 5 < stored[0],
+                "version {k} is not a small delta: {s} bytes, the first {}; all: {stored:?}",
+                stored[0]
+            );
+        }
+        assert_eq!(
+            deepest(&store),
+            crate::pack::format::MAX_DEPTH,
+            "chains reach the bound, never beyond"
+        );
+        for (file, bytes) in &versions {
+            assert_eq!(&read_all(&store, file), bytes);
+        }
+        let rep = crate::check::verify(&store, true, &mut |_| true).unwrap();
+        assert_eq!(rep.problems, 0);
+        // Rebuilt from the packs alone, depths and contents are the same.
+        store.reindex(|_, _| {}).unwrap();
+        assert_eq!(deepest(&store), crate::pack::format::MAX_DEPTH);
+        for (file, bytes) in &versions {
+            assert_eq!(&read_all(&store, file), bytes);
+        }
     }
 
     /// A local backend with injectable faults: the disk fills up after

@@ -36,6 +36,7 @@ pub mod delta;
 pub mod durable;
 pub mod error;
 pub mod gateway;
+pub mod history;
 pub mod id;
 pub mod index;
 pub mod ingest;

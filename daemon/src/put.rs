@@ -76,6 +76,8 @@ pub struct Session<'s> {
     /// Staged files dropped after a failure, reported by the next flush.
     lost: Vec<(String, String)>,
     last_flush: Instant,
+    /// The previous version of the next file put (see [`Session::follow`]).
+    follows: Option<crate::history::History>,
 }
 
 impl<'s> Session<'s> {
@@ -87,7 +89,21 @@ impl<'s> Session<'s> {
             staged: Vec::new(),
             lost: Vec::new(),
             last_flush: Instant::now(),
+            follows: None,
         }
+    }
+
+    /// The next file put is the new version of work-tree `path`: the
+    /// version the stat cache last recorded there (what a checkout wrote,
+    /// or the last `hoard add`) gives its first delta candidates.
+    pub fn follow(&mut self, path: &str) {
+        let previous = self
+            .store
+            .stat_entries(&[path.as_bytes()])
+            .ok()
+            .and_then(|mut c| c.pop().flatten())
+            .map(|c| c.file);
+        self.follows = crate::ingest::history_of(self.store, previous);
     }
 
     /// The content the stat cache proves `path` holds right now, if any.
@@ -101,6 +117,7 @@ impl<'s> Session<'s> {
             context: format!("cannot receive the content of {display}"),
             source: e,
         };
+        self.frames.begin_file(self.follows.take(), None);
         // Small files (most of a git repository) are cut on this thread:
         // the pipelined chunker's hand-offs cost more than their work.
         let mut head = Vec::new();
@@ -190,7 +207,8 @@ impl<'s> Session<'s> {
 
     /// Appends a verified frame as it is (a peer's frame as stored: no
     /// re-framing, no recompression). Every chunk must be new, and a
-    /// delta's bases self-contained here. Returns how many of its chunks
+    /// delta's depth (`frame.depth`) the one its bases give it here, at most
+    /// `MAX_DEPTH`. Returns how many of its chunks
     /// were left out because the store got them meanwhile (from another
     /// writer).
     pub fn put_frame(&mut self, mut frame: crate::pack::Frame) -> Result<u64> {

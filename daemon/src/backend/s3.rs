@@ -14,8 +14,8 @@
 //! reached hands the request to the next one, and the one that answered is
 //! tried first from then on. Ranges read are kept in a bounded cache
 //! (`super::cache`), shared by every reader. A pack read through (a pull:
-//! reads each within [`NEAR`] of the one before) is read in aligned blocks
-//! of [`BLOCK`] bytes, [`READ_AHEAD`] blocks ahead of the reader: one
+//! reads each near the one before: `super::runs`) is read in aligned
+//! blocks of [`BLOCK`] bytes, a few blocks ahead of the reader: one
 //! request per 4 MiB instead of one per frame, and the bucket's latency
 //! overlaps the hub's work.
 //!
@@ -24,6 +24,8 @@
 //! runtime and the caller waits on a channel, never entering a runtime.
 
 use super::cache::ReadCache;
+use super::runs::Runs;
+pub use super::runs::BLOCK;
 use super::{BackendStatus, PackBackend, PackSink};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -39,14 +41,6 @@ use std::time::Duration;
 
 /// Multipart part size.
 pub const PART: usize = 8 << 20;
-/// Sequential reads fetch whole aligned blocks of this size.
-pub const BLOCK: u64 = 4 << 20;
-/// A read this close to the one before it in the same pack counts as
-/// running through the pack (a pull reads a version's frames and their
-/// delta bases, mostly forward, not strictly in order).
-const NEAR: u64 = 4 * BLOCK;
-/// Blocks fetched ahead of a sequential reader.
-const READ_AHEAD: u64 = 2;
 /// Packs whose reads and lengths are remembered.
 const TRACKED: usize = 256;
 /// A request slower than this is logged.
@@ -98,9 +92,9 @@ struct Inner {
     rt: Option<tokio::runtime::Runtime>,
     counters: Arc<S3Counters>,
     cache: ReadCache,
-    /// Per pack: where its last read ended, and how many reads in a row
-    /// were near the one before.
-    seq: std::sync::Mutex<std::collections::HashMap<Id, (u64, u32)>>,
+    /// Per pack: the readers running through it.
+    seq: std::sync::Mutex<std::collections::HashMap<Id, Runs>>,
+    ticks: AtomicU64,
     /// Pack lengths learnt from HEADs.
     sizes: std::sync::Mutex<std::collections::HashMap<Id, u64>>,
 }
@@ -186,6 +180,7 @@ impl S3Packs {
                 counters: Arc::new(S3Counters::default()),
                 cache: ReadCache::new(cfg.cache_bytes),
                 seq: Default::default(),
+                ticks: AtomicU64::new(0),
                 sizes: Default::default(),
             }),
         })
@@ -233,7 +228,7 @@ impl Inner {
 
     /// The bytes asked for, when cached blocks hold them all (read earlier
     /// by a reader running through the pack).
-    fn cached_in_blocks(&self, id: &Id, offset: u64, len: usize) -> Option<Vec<u8>> {
+    fn cached_in_blocks(&self, id: &Id, offset: u64, len: usize) -> Option<bytes::Bytes> {
         let size = *self
             .sizes
             .lock()
@@ -243,16 +238,24 @@ impl Inner {
         if end > size {
             return None;
         }
-        let mut out = Vec::with_capacity(len);
-        for k in offset / BLOCK..=(end.max(1) - 1) / BLOCK {
+        let (first, last) = (offset / BLOCK, (end.max(1) - 1) / BLOCK);
+        let block = |k: u64| {
             let start = k * BLOCK;
-            let b = self
-                .cache
-                .peek(&(*id, start, BLOCK.min(size - start) as usize))?;
+            self.cache
+                .peek(&(*id, start, BLOCK.min(size - start) as usize))
+        };
+        if first == last {
+            let from = (offset - first * BLOCK) as usize;
+            return Some(block(first)?.slice(from..from + len));
+        }
+        let mut out = Vec::with_capacity(len);
+        for k in first..=last {
+            let b = block(k)?;
+            let start = k * BLOCK;
             let from = offset.saturating_sub(start) as usize;
             out.extend_from_slice(&b[from..((end - start) as usize).min(b.len())]);
         }
-        Some(out)
+        Some(out.into())
     }
 
     /// Pack `id`'s length (one HEAD, then remembered).
@@ -275,19 +278,15 @@ impl Inner {
         Ok(n)
     }
 
-    /// Whether reads of pack `id` are running through it (each within
-    /// [`NEAR`] of where the last one ended, twice or more): then whole blocks are worth
-    /// reading, and reading ahead.
-    fn sequential(&self, id: &Id, offset: u64, len: usize) -> bool {
+    /// Whether this read of pack `id` continues a reader's run through it;
+    /// then the blocks to fetch ahead (see [`Runs::read`]).
+    fn sequential(&self, id: &Id, offset: u64, len: usize) -> Option<std::ops::Range<u64>> {
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         if seq.len() >= TRACKED && !seq.contains_key(id) {
             seq.clear();
         }
-        let e = seq.entry(*id).or_insert((u64::MAX, 0));
-        let near = e.0 != u64::MAX && offset.abs_diff(e.0) <= NEAR;
-        e.1 = if near { e.1.saturating_add(1) } else { 0 };
-        e.0 = offset + len as u64;
-        e.1 >= 2
+        let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
+        seq.entry(*id).or_default().read(offset, len, tick)
     }
 
     /// Counts `n` requests (a multipart upload is several).
@@ -479,24 +478,26 @@ impl PackBackend for S3Packs {
     }
 
     fn read_at(&self, id: &Id, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let v = self.read_vec(id, offset, buf.len())?;
-        buf.copy_from_slice(&v);
+        let b = self.read_bytes(id, offset, buf.len())?;
+        buf.copy_from_slice(&b);
         Ok(())
     }
 
     fn read_vec(&self, id: &Id, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_bytes(id, offset, len).map(|b| b.to_vec())
+    }
+
+    fn read_bytes(&self, id: &Id, offset: u64, len: usize) -> Result<bytes::Bytes> {
         let inner = &self.inner;
-        let seq = inner.sequential(id, offset, len);
-        if !seq {
+        let Some(ahead) = inner.sequential(id, offset, len) else {
             if let Some(b) = inner.cached_in_blocks(id, offset, len) {
                 return Ok(b);
             }
             let key = (*id, offset, len);
-            return Ok(inner
+            return inner
                 .cache
-                .get_or_fetch(key, || inner.exact(id, offset, len))?
-                .to_vec());
-        }
+                .get_or_fetch(key, || inner.exact(id, offset, len));
+        };
         // Sequential: whole blocks through the cache, the next ones fetched
         // ahead while the caller works on this one.
         let size = inner.size(id)?;
@@ -507,16 +508,7 @@ impl PackBackend for S3Packs {
                 id.hex()
             )));
         }
-        let mut out = Vec::with_capacity(len);
-        let (first, last) = (offset / BLOCK, (end.max(1) - 1) / BLOCK);
-        for k in first..=last {
-            let b = inner.block(id, k, size)?;
-            let start = k * BLOCK;
-            let from = offset.saturating_sub(start) as usize;
-            let to = ((end - start) as usize).min(b.len());
-            out.extend_from_slice(&b[from..to]);
-        }
-        for k in last + 1..=last + READ_AHEAD {
+        for k in ahead {
             if k * BLOCK < size {
                 let (inner, id) = (self.inner.clone(), *id);
                 if let Some(rt) = &self.inner.rt {
@@ -524,7 +516,21 @@ impl PackBackend for S3Packs {
                 }
             }
         }
-        Ok(out)
+        let (first, last) = (offset / BLOCK, (end.max(1) - 1) / BLOCK);
+        if first == last {
+            let b = inner.block(id, first, size)?;
+            let from = (offset - first * BLOCK) as usize;
+            return Ok(b.slice(from..from + len));
+        }
+        let mut out = Vec::with_capacity(len);
+        for k in first..=last {
+            let b = inner.block(id, k, size)?;
+            let start = k * BLOCK;
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(b.len());
+            out.extend_from_slice(&b[from..to]);
+        }
+        Ok(out.into())
     }
 
     fn open(&self, id: &Id) -> Result<(Box<dyn Read + Send>, u64)> {

@@ -4,18 +4,24 @@
 //! pack    := MAGIC record* trailer
 //! MAGIC   := "HOARDPK2"                                   (8 bytes)
 //! record  := header meta payload
-//! header  := kind[4] codec u8 0u8×3 meta_len u32 raw_len u32 stored_len u32
+//! header  := kind[4] codec u8 depth u8 0u8×2 meta_len u32 raw_len u32 stored_len u32
 //!            payload_sum u64 check u32                    (32 bytes, little endian)
 //!   payload_sum := XXH3-64 of the payload
 //!   check := first 4 bytes of BLAKE3(header[0..28] ‖ meta), as u32 LE
 //!   codec := 0 raw | 1 zstd | 2 zstd with a dictionary of base chunks
+//!   depth := 0 unless codec 2; with codec 2 the frame's delta depth,
+//!     1 + the deepest of its bases' frames (1 ..= MAX_DEPTH; 0 in packs
+//!     written before December 2026, whose bases are all self-contained,
+//!     reads as 1)
 //! kind "FRM1": a frame of chunks, compressed together as one zstd frame.
 //!   meta := [codec 2: base count u32 ‖ base chunk id[32]×m] (chunk id[32] ‖ len u32)×n
 //!   raw_len = Σ len; chunk i's bytes are raw[Σ len<i .. Σ len≤i], and BLAKE3
 //!   of them is its id. With codec 2 the payload decodes only with the
 //!   concatenated bytes of the base chunks as a raw-content zstd dictionary
-//!   (a delta against similar stored chunks); base chunks are never codec 2
-//!   themselves, so a read needs at most the bases' frames and this one.
+//!   (a delta against similar stored chunks, or against the previous
+//!   version of the same file); base chunks may be deltas themselves, so a
+//!   read decodes a chain of at most MAX_DEPTH delta frames down to
+//!   self-contained ones.
 //! kind "MAN1": a file manifest (see `crate::manifest`).
 //!   meta := file id[32] ‖ BLAKE3(raw manifest encoding)[32]
 //! kind "OBJ1": a tree or snapshot (see `crate::objects`), codec 0 or 1.
@@ -87,6 +93,10 @@ pub enum Codec {
     ZstdDict = 2,
 }
 
+/// Deepest delta chain a frame may end: a read decodes at most this many
+/// delta frames, one below the other, before reaching self-contained ones.
+pub const MAX_DEPTH: u8 = 16;
+
 /// Most base chunks one frame may name.
 pub const MAX_BASES: usize = 256;
 
@@ -133,6 +143,8 @@ pub struct Header {
     pub meta_len: u32,
     pub raw_len: u32,
     pub stored_len: u32,
+    /// Delta depth (codec 2 only; see the grammar).
+    pub depth: u8,
     /// XXH3-64 of the payload (version 2; `None` in version 1 packs).
     pub payload_sum: Option<u64>,
 }
@@ -171,6 +183,11 @@ pub fn encode_header(h: &Header, meta: &[u8]) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[0..4].copy_from_slice(h.kind.tag());
     b[4] = h.codec as u8;
+    b[5] = if h.codec == Codec::ZstdDict {
+        h.depth
+    } else {
+        0
+    };
     b[8..12].copy_from_slice(&h.meta_len.to_le_bytes());
     b[12..16].copy_from_slice(&h.raw_len.to_le_bytes());
     b[16..20].copy_from_slice(&h.stored_len.to_le_bytes());
@@ -197,9 +214,14 @@ pub fn decode_header(b: &[u8], v: Version, offset: u64) -> Result<Header, Format
     let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let kind = Kind::from_tag(&b[0..4]).ok_or_else(bad)?;
     let codec = Codec::from_u8(b[4]).ok_or_else(bad)?;
-    if b[5..8] != [0, 0, 0] {
+    if b[6..8] != [0, 0] || b[5] > MAX_DEPTH || (codec != Codec::ZstdDict && b[5] != 0) {
         return Err(bad());
     }
+    let depth = if codec == Codec::ZstdDict {
+        b[5].max(1)
+    } else {
+        0
+    };
     let payload_sum = match v {
         Version::V1 => None,
         Version::V2 => Some(u64::from_le_bytes(b[20..28].try_into().map_err(|_| bad())?)),
@@ -210,6 +232,7 @@ pub fn decode_header(b: &[u8], v: Version, offset: u64) -> Result<Header, Format
         meta_len: u32_at(8),
         raw_len: u32_at(12),
         stored_len: u32_at(16),
+        depth,
         payload_sum,
     };
     if h.meta_len > MAX_META || h.raw_len > MAX_RAW || h.stored_len > MAX_RAW {
@@ -688,19 +711,56 @@ mod tests {
     fn header_strategy() -> impl Strategy<Value = Header> {
         (
             any::<bool>(),
-            any::<bool>(),
+            0u8..3,
+            1..=MAX_DEPTH,
             0u32..1000,
             0u32..1 << 20,
             0u32..1 << 20,
         )
-            .prop_map(|(f, z, meta_len, raw_len, stored)| Header {
-                kind: if f { Kind::Frame } else { Kind::Manifest },
-                codec: if z { Codec::Zstd } else { Codec::Raw },
-                meta_len,
-                raw_len,
-                stored_len: if z { stored } else { raw_len },
-                payload_sum: Some(raw_len as u64 * 0x9e37_79b9_7f4a_7c15),
+            .prop_map(|(f, c, depth, meta_len, raw_len, stored)| {
+                let codec = Codec::from_u8(c).unwrap_or(Codec::Raw);
+                Header {
+                    kind: if f { Kind::Frame } else { Kind::Manifest },
+                    codec,
+                    meta_len,
+                    raw_len,
+                    stored_len: if codec == Codec::Raw { raw_len } else { stored },
+                    depth: if codec == Codec::ZstdDict { depth } else { 0 },
+                    payload_sum: Some(raw_len as u64 * 0x9e37_79b9_7f4a_7c15),
+                }
             })
+    }
+
+    #[test]
+    fn delta_depth_is_bounded_and_only_on_deltas() {
+        let h = |codec, depth| Header {
+            kind: Kind::Frame,
+            codec,
+            meta_len: 0,
+            raw_len: 10,
+            stored_len: 10,
+            depth,
+            payload_sum: Some(1),
+        };
+        let enc = |codec, depth| encode_header(&h(codec, depth), &[]);
+        let dec = |b: &[u8]| decode_header(&b[..HEADER_LEN], Version::V2, 0);
+        // Written before depths were recorded: a delta at depth 0 reads as 1.
+        let mut legacy = enc(Codec::ZstdDict, 1);
+        legacy[5] = 0;
+        assert_eq!(dec(&legacy).map(|h| h.depth).ok(), Some(1));
+        assert_eq!(
+            dec(&enc(Codec::ZstdDict, MAX_DEPTH)).map(|h| h.depth).ok(),
+            Some(MAX_DEPTH)
+        );
+        let mut deep = enc(Codec::ZstdDict, MAX_DEPTH);
+        deep[5] = MAX_DEPTH + 1;
+        assert!(
+            dec(&deep).is_err(),
+            "a chain deeper than MAX_DEPTH is refused"
+        );
+        let mut raw = enc(Codec::Raw, 0);
+        raw[5] = 1;
+        assert!(dec(&raw).is_err(), "only a delta has a depth");
     }
 
     proptest! {

@@ -30,6 +30,8 @@ pub struct Frame {
     /// Chunks whose bytes form the dictionary `compressed` was made with
     /// (a delta); empty for a self-contained frame.
     pub bases: Vec<Id>,
+    /// Delta depth: 1 + the deepest of its bases' frames (0 without bases).
+    pub depth: u8,
     /// Resemblance sketches of the chunks (self-contained frames only, and
     /// only when computed): what makes them findable as future bases.
     pub sketches: Vec<Option<Sketch>>,
@@ -50,6 +52,7 @@ impl Frame {
             raw: raw.into(),
             compressed: None,
             bases: Vec::new(),
+            depth: 0,
             sketches: Vec::new(),
         }
     }
@@ -124,6 +127,7 @@ pub struct Placed {
     pub stored_len: u32,
     pub raw_len: u32,
     pub codec: Codec,
+    pub depth: u8,
 }
 
 impl Placed {
@@ -216,13 +220,20 @@ impl PackWriter {
         meta: &[u8],
         payload: &[u8],
         raw_len: u32,
+        depth: u8,
     ) -> Result<Placed> {
+        let depth = if codec == Codec::ZstdDict {
+            depth.max(1)
+        } else {
+            0
+        };
         let header = Header {
             kind,
             codec,
             meta_len: meta.len() as u32,
             raw_len,
             stored_len: payload.len() as u32,
+            depth,
             payload_sum: Some(format::payload_sum(payload)),
         };
         self.put(&format::encode_header(&header, meta))?;
@@ -239,6 +250,7 @@ impl PackWriter {
             stored_len: payload.len() as u32,
             raw_len,
             codec,
+            depth,
         })
     }
 
@@ -250,6 +262,7 @@ impl PackWriter {
             &meta,
             f.stored(),
             f.raw.len() as u32,
+            f.depth,
         )
     }
 
@@ -261,8 +274,9 @@ impl PackWriter {
         meta: &[u8],
         payload: &[u8],
         raw_len: u32,
+        depth: u8,
     ) -> Result<Placed> {
-        self.append(Kind::Frame, codec, meta, payload, raw_len)
+        self.append(Kind::Frame, codec, meta, payload, raw_len, depth)
     }
 
     /// Appends a file manifest (its encoding is `crate::manifest`), raw:
@@ -289,6 +303,7 @@ impl PackWriter {
             meta_len: meta.len() as u32,
             raw_len: len as u32,
             stored_len: len as u32,
+            depth: 0,
             payload_sum: Some(sum.digest()),
         };
         self.put(&format::encode_header(&header, &meta))?;
@@ -302,6 +317,7 @@ impl PackWriter {
             stored_len: len as u32,
             raw_len: len as u32,
             codec: Codec::Raw,
+            depth: 0,
         })
     }
 
@@ -314,8 +330,8 @@ impl PackWriter {
         }
         let meta = format::encode_object_meta(kind, id);
         match format::compress_if_smaller(raw, level) {
-            Some(z) => self.append(Kind::Object, Codec::Zstd, &meta, &z, raw.len() as u32),
-            None => self.append(Kind::Object, Codec::Raw, &meta, raw, raw.len() as u32),
+            Some(z) => self.append(Kind::Object, Codec::Zstd, &meta, &z, raw.len() as u32, 0),
+            None => self.append(Kind::Object, Codec::Raw, &meta, raw, raw.len() as u32, 0),
         }
     }
 

@@ -92,6 +92,7 @@ pub(super) async fn clean(
                         _ => None,
                     };
                     let mut reader = put::MsgReader::new(&mut next);
+                    session.follow(&path);
                     let r = session.put(&display, &mut reader);
                     let drained = reader.drain();
                     let reply = match r {

@@ -212,7 +212,7 @@ impl Shared {
     }
 
     /// A compressed frame's raw bytes (through the cache). A delta frame
-    /// first reads its bases, which are self-contained by construction.
+    /// first reads its bases (a chain at most `MAX_DEPTH` deep).
     pub(super) fn frame(&self, loc: &ChunkLoc, cache: &mut FrameCache) -> Result<Arc<Vec<u8>>> {
         let key = (loc.pack, loc.payload_offset);
         if let Some(f) = cache.get(&key) {
@@ -236,7 +236,20 @@ impl Shared {
             self.backend.read_at(&loc.pack, at, &mut meta)?;
             let fm = format::decode_frame_meta(&meta, loc.raw_len, loc.codec, loc.payload_offset)
                 .map_err(|e| Error::damaged(frame_at(loc), e))?;
-            self.bases_dict(&fm.bases, cache)?
+            // Bases may be deltas themselves, at most MAX_DEPTH down: a
+            // deeper chain (a damaged index or pack) is an error, never a
+            // runaway recursion.
+            if cache.nesting >= format::MAX_DEPTH {
+                return Err(Error::Corrupt(format!(
+                    "{}: its delta chain is deeper than {} frames",
+                    frame_at(loc),
+                    format::MAX_DEPTH
+                )));
+            }
+            cache.nesting += 1;
+            let dict = self.bases_dict(&fm.bases, cache);
+            cache.nesting -= 1;
+            dict?
         } else {
             Vec::new()
         };
@@ -268,9 +281,9 @@ impl Shared {
     }
 
     /// A frame's payload as it lies in its pack, to send to a peer as stored.
-    pub fn frame_payload(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+    pub fn frame_payload(&self, loc: &ChunkLoc) -> Result<bytes::Bytes> {
         self.backend
-            .read_vec(&loc.pack, loc.payload_offset, loc.stored_len as usize)
+            .read_bytes(&loc.pack, loc.payload_offset, loc.stored_len as usize)
     }
 
     /// Decodes a frame a peer sent as stored, its bases read from this
@@ -307,12 +320,6 @@ impl Shared {
                     b.hex()
                 ))
             })?;
-            if loc.codec == Codec::ZstdDict {
-                return Err(Error::Corrupt(format!(
-                    "its base chunk {} is itself a delta",
-                    b.hex()
-                )));
-            }
             dict.extend_from_slice(&self.read_chunk(b, &loc, cache)?);
         }
         Ok(dict)
@@ -329,16 +336,19 @@ fn frame_at(loc: &ChunkLoc) -> String {
 pub struct FrameCache {
     frames: Vec<(FrameKey, Arc<Vec<u8>>)>,
     slots: usize,
+    /// Delta frames being decoded, one inside the other.
+    nesting: u8,
 }
 
 impl Default for FrameCache {
     fn default() -> Self {
-        Self::with_slots(8)
+        // A chain's frames one above the other stay at hand as a read moves on.
+        Self::with_slots(24)
     }
 }
 
 /// Frames (about 1 MiB each) the store-wide cache keeps.
-pub(super) const RECENT_FRAMES: usize = 32;
+pub(super) const RECENT_FRAMES: usize = 64;
 
 /// A frame is named by its pack and payload offset.
 type FrameKey = (Id, u64);
@@ -348,6 +358,7 @@ impl FrameCache {
         FrameCache {
             frames: Vec::with_capacity(slots),
             slots,
+            nesting: 0,
         }
     }
 

@@ -255,7 +255,9 @@ impl Shared {
 
     /// Forgets chunks of delta frames a base of which no pack holds (a
     /// frame a prune left behind in a pack it kept, its base pruned): the
-    /// index names only chunks that read back.
+    /// index names only chunks that read back. Bases may be deltas, so
+    /// this repeats until a pass forgets nothing (at most one pass per
+    /// level of a chain, `MAX_DEPTH`, plus one).
     fn drop_undecodable_deltas(&self, stats: &mut Stats) -> Result<()> {
         let mut deltas: std::collections::HashMap<(Id, u64), (ChunkLoc, Vec<Id>)> =
             std::collections::HashMap::new();
@@ -269,19 +271,32 @@ impl Shared {
             }
             Ok(())
         })?;
-        let mut b = self.index.batch();
-        for (loc, ids) in deltas.into_values() {
-            let bases = self.frame_bases(&loc)?;
-            let whole = self.index.chunk_locs(&bases)?.iter().all(Option::is_some);
-            if !whole {
+        let mut deltas: Vec<(ChunkLoc, Vec<Id>, Vec<Id>)> = deltas
+            .into_values()
+            .map(|(loc, ids)| Ok((loc, ids, self.frame_bases(&loc)?)))
+            .collect::<Result<_>>()?;
+        loop {
+            let mut b = self.index.batch();
+            let mut dropped = false;
+            let mut kept = Vec::with_capacity(deltas.len());
+            for (loc, ids, bases) in deltas {
+                if self.index.chunk_locs(&bases)?.iter().all(Option::is_some) {
+                    kept.push((loc, ids, bases));
+                    continue;
+                }
                 tracing::warn!(pack = %loc.pack.hex(), offset = loc.payload_offset, "a delta frame's base is in no pack; its chunks are left out of the index");
+                dropped = true;
                 for id in ids {
                     b.delete_chunk(&id);
                     stats.chunks = stats.chunks.saturating_sub(1);
                 }
             }
+            b.write(false)?;
+            if !dropped {
+                return Ok(());
+            }
+            deltas = kept;
         }
-        b.write(false)
     }
 
     /// Forgets files some of whose chunks no pack holds: a manifest a prune
@@ -387,6 +402,7 @@ fn scanned_frame(
                 codec: rec.header.codec,
                 offset_in_frame: off,
                 len: l,
+                depth: rec.header.depth,
             },
         ));
         off += l;

@@ -674,7 +674,7 @@ fn copy_frame(
         };
         store.read_chunk(id, &loc, &mut cache)?;
     }
-    let placed = w.append_stored_frame(l.codec, meta, payload, l.raw_len)?;
+    let placed = w.append_stored_frame(l.codec, meta, payload, l.raw_len, l.depth)?;
     wr.add_frame(&fm.chunks, &placed);
     Ok(true)
 }

@@ -95,6 +95,7 @@ pub(super) fn placed_locs(
                 codec: placed.codec,
                 offset_in_frame: off,
                 len,
+                depth: placed.depth,
             };
             off += len;
             (id, loc)

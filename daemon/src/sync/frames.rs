@@ -10,7 +10,7 @@
 use super::checks::check_chunk;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::format::{Codec, MAX_BASES};
+use crate::pack::format::{Codec, MAX_BASES, MAX_DEPTH};
 use crate::pack::Frame;
 use crate::put::Session;
 use crate::store::{FrameCache, Store};
@@ -542,7 +542,7 @@ impl Keeper<'_> {
         let Checked {
             f, raw, payload, ..
         } = c;
-        if self.whole(&f)? {
+        if let Some(depth) = self.whole(&f)? {
             let n = f.chunks.len() as u64;
             self.covered.extend(f.chunks.iter().map(|c| c.0));
             self.as_stored += 1;
@@ -552,6 +552,7 @@ impl Keeper<'_> {
                 raw,
                 compressed,
                 bases: f.bases,
+                depth,
                 sketches: Vec::new(),
             })?;
             return Ok(n);
@@ -570,32 +571,34 @@ impl Keeper<'_> {
         Ok(n)
     }
 
-    /// Can the frame be stored as it came? Only when it holds exactly the
-    /// chunks asked for, contiguously, none taken before in this transfer,
-    /// and a delta's bases are self-contained here (so any chunk still
-    /// decodes from at most its bases' frames and its own).
-    fn whole(&self, f: &PlannedFrame) -> Result<bool> {
+    /// Can the frame be stored as it came, and at which delta depth here?
+    /// Only when it holds exactly the chunks asked for, contiguously, none
+    /// taken before in this transfer, and a delta's chain stays within
+    /// [`MAX_DEPTH`] in this store (its bases' depths here decide, not the
+    /// sender's).
+    fn whole(&self, f: &PlannedFrame) -> Result<Option<u8>> {
         if f.bases.is_empty() != (f.codec != Codec::ZstdDict) {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut depth = 0u8;
         if !f.bases.is_empty() {
             for loc in self.store.index.chunk_locs(&f.bases)? {
                 match loc {
-                    Some(l) if l.codec != Codec::ZstdDict => {}
-                    _ => return Ok(false),
+                    Some(l) if l.depth < MAX_DEPTH => depth = depth.max(l.depth + 1),
+                    _ => return Ok(None),
                 }
             }
         }
         let mut at = 0u32;
         for (id, off, len) in &f.chunks {
             if *off != at || self.covered.contains(id) {
-                return Ok(false);
+                return Ok(None);
             }
             at += len;
         }
         // Chunks someone else stored since the plan are left out by
         // `append_frames`, which looks them up anyway.
-        Ok(at == f.raw_len)
+        Ok((at == f.raw_len).then_some(depth))
     }
 }
 

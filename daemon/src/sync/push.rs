@@ -171,7 +171,7 @@ fn push_frames(
                     bytes += payload.len() as u64;
                     let m = pb::FramePut {
                         plan: Some(f.entry()),
-                        payload: payload.into(),
+                        payload,
                     };
                     if tx.blocking_send(m).is_err() {
                         return Ok((carried, bytes));

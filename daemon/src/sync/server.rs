@@ -255,7 +255,7 @@ impl Peer for PeerApi {
                     }
                     let msg = pb::FrameData {
                         chunk: id.0.to_vec(),
-                        payload: store.frame_payload(&loc)?.into(),
+                        payload: store.frame_payload(&loc)?,
                     };
                     if !send(msg) {
                         return Ok(());
