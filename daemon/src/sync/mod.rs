@@ -87,6 +87,22 @@ pub struct Summary {
     pub bytes: u64,
     /// Files asked for that the peer does not have.
     pub missing: Vec<Id>,
+    /// Where the bytes a pull received went.
+    pub wire: Wire,
+}
+
+/// Payload bytes a pull received, by kind (what the wire carried beyond
+/// their sum is the protocol's own: ids, plans, framing).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    /// Frames as stored that are deltas against chunks this store had.
+    pub delta_frames: u64,
+    /// Frames as stored that decode by themselves.
+    pub whole_frames: u64,
+    /// Chunks sent one by one (raw).
+    pub chunks: u64,
+    /// File manifests (chunk ids and lengths).
+    pub manifests: u64,
 }
 
 /// Progress: bytes moved so far.

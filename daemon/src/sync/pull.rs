@@ -10,6 +10,7 @@ use crate::manifest::Manifest;
 use crate::store::Store;
 use hoard_proto::v1 as pb;
 use hoard_proto::PEER_BATCH;
+use prost::Message as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -129,6 +130,10 @@ fn pull_inner(
         frames_as_stored = intake.keep.as_stored,
         frames_split = intake.keep.split,
         chunks_one_by_one = one_by_one,
+        delta_frame_bytes = p.sum.wire.delta_frames,
+        whole_frame_bytes = p.sum.wire.whole_frames,
+        chunk_bytes = p.sum.wire.chunks,
+        manifest_bytes = p.sum.wire.manifests,
         ?framed,
         ?transferred,
         total = ?started.elapsed(),
@@ -291,6 +296,7 @@ impl Pull<'_> {
                         "{url} sent a manifest that was not asked for; refused"
                     )));
                 }
+                self.sum.wire.manifests += p.encoded_len() as u64;
                 pieces.add(p, url)?;
             }
         }
@@ -394,6 +400,11 @@ impl Pull<'_> {
                         ))
                     })?;
                 sum.bytes += fd.payload.len() as u64;
+                if f.bases.is_empty() {
+                    sum.wire.whole_frames += fd.payload.len() as u64;
+                } else {
+                    sum.wire.delta_frames += fd.payload.len() as u64;
+                }
                 progress(sum.bytes);
                 take(f, fd.payload)
             })
@@ -427,6 +438,7 @@ impl Pull<'_> {
             )?;
             sum.chunks_sent += got.stored + got.had;
             sum.bytes += got.bytes;
+            sum.wire.chunks += got.bytes;
             progress(sum.bytes);
             Ok(())
         })?;
