@@ -5,7 +5,7 @@ rewritten in place (`release.tar`) and as one directory synced to each
 release (`tree/`), the way a dataset is updated.
 
     scripts/bootstrap.sh --bench && cargo build --release --workspace --bins
-    python3 benches/history.py
+    python3 benches/history.py [--only tar,tree]
 
   store   stored bytes for the 10 versions: hoard (`hoard add` of the path
           after each update) vs restic (`restic backup` of the same path)
@@ -160,7 +160,7 @@ def bench(kind, paths):
         out["hoard_wire_parts"]["protocol"] = out["hoard_wire"] - sum(out["hoard_wire_parts"].values())
 
         # rsync -az: the receiver updates the previous release in place.
-        dest = os.path.join(WORK, "rsync-dest")
+        dest = os.path.join(WORK, f"rsync-dest-{kind}")
         shutil.rmtree(dest, ignore_errors=True)
         pr = sync.Proxy(rport)
         for i, p in enumerate(paths):
@@ -191,6 +191,9 @@ def bench(kind, paths):
         shutil.rmtree(hub.home, ignore_errors=True)
         shutil.rmtree(rsroot, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)
+        if os.path.isfile(target):
+            os.remove(target)
+        shutil.rmtree(os.path.join(WORK, f"rsync-dest-{kind}"), ignore_errors=True)
     R[kind] = out
     print(kind, json.dumps(out), flush=True)
 
@@ -199,10 +202,15 @@ def main():
     for tool in ("rsync", "restic", "zstd"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: scripts/bootstrap.sh --bench")
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="tar,tree")
+    only = ap.parse_args().only.split(",")
     os.makedirs(WORK, exist_ok=True)
     trees, tars = e2e.versions()
     for kind, paths in (("tar", tars), ("tree", trees)):
-        bench(kind, paths)
+        if kind in only:
+            bench(kind, paths)
     MB = 1e6
     print("\n| 10 Django releases | hoard | restic | zstd frontier | rsync -az | hoard / other |\n|---|---|---|---|---|---|")
     for kind, v in R.items():
