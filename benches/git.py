@@ -6,11 +6,13 @@
     python3 benches/git.py [--quick] [--only small,big,checkout,versions]
 
 Scenarios:
-  small     `git add -A && git commit` of 10k small tracked files
+  small     `git add -A && git commit` of 10k small tracked files (also
+            git itself without a filter, the floor)
   big       the same for ten 1 GB files (incompressible); for hoard also with
             the files already in its store (ingested earlier by `hoard add`
             or a watched dataset), where clean only hashes what git pipes
   checkout  `git checkout` between two commits that differ in all 10k files
+            (also git itself)
   versions  ten successive Django releases (as tars, then as trees) committed
             one after another: hoard's stored bytes vs .git/lfs/objects
 
@@ -89,8 +91,9 @@ class Tool:
         if kind == "hoard":
             sh(["hoard", "install"], self.env, self.env["HOME"])
             sh(["hoard", "daemon", "start"], self.env)
-        else:
+        elif kind == "git-lfs":
             sh(["git", "lfs", "install"], self.env, self.env["HOME"])
+        # "git": git itself, no filter (the floor).
 
     def repo(self, name, pattern):
         d = os.path.join(self.root, name)
@@ -99,8 +102,11 @@ class Tool:
         sh(["git", "init", "-q"], self.env, d)
         if self.kind == "hoard":
             sh(["hoard", "track", pattern], self.env, d)
-        else:
+        elif self.kind == "git-lfs":
             sh(["git", "lfs", "track", pattern], self.env, d)
+        else:
+            with open(os.path.join(d, ".gitattributes"), "w") as f:
+                f.write(f"{pattern} -text\n")
         sh(["git", "add", ".gitattributes"], self.env, d)
         sh(["git", "commit", "-q", "-m", "attributes"], self.env, d)
         return d
@@ -169,6 +175,8 @@ def bench_small(tools, runs):
     for t in tools:
         res[t.kind] = statistics.median(res[t.kind + "_runs"])
     res["speedup"] = res["git-lfs"] / res["hoard"]
+    if "git" in res:
+        res["hoard_vs_git"] = res["hoard"] / res["git"]
     R["small_10k_add_commit"] = res
 
 
@@ -264,6 +272,8 @@ def bench_checkout(tools, runs):
             assert f1.read() == f2.read(), f"{t.kind}: checkout content differs"
         shutil.rmtree(r, ignore_errors=True)
     res["speedup"] = res["git-lfs"] / res["hoard"]
+    if "git" in res:
+        res["hoard_vs_git"] = res["hoard"] / res["git"]
     R["checkout_10k"] = res
 
 
@@ -296,6 +306,8 @@ def report():
     if "small_10k_add_commit" in R:
         s = R["small_10k_add_commit"]
         print(f"| add+commit 10k small files | {s['hoard']:.2f} s | {s['git-lfs']:.2f} s | {s['speedup']:.1f}× | ≥ 10× |")
+        if "git" in s:
+            print(f"| same, git without a filter | {s['git']:.2f} s | | hoard {s['hoard_vs_git']:.2f}× git | ≤ 2× |")
     if "big_add_commit" in R:
         s = R["big_add_commit"]
         print(f"| add+commit {s['files']} × {s['bytes_each']/1e9:.1f} GB, fresh | {s['hoard']:.1f} s ({s['hoard_MBps']:.0f} MB/s) | {s['git-lfs']:.1f} s ({s['git-lfs_MBps']:.0f} MB/s) | {s['speedup']:.1f}× | ≥ 10× |")
@@ -303,6 +315,8 @@ def report():
     if "checkout_10k" in R:
         s = R["checkout_10k"]
         print(f"| checkout, 10k files differ | {s['hoard']:.2f} s | {s['git-lfs']:.2f} s | {s['speedup']:.1f}× | ≥ 5× |")
+        if "git" in s:
+            print(f"| same, git without a filter | {s['git']:.2f} s | | hoard {s['hoard_vs_git']:.2f}× git | ≤ 1.5× |")
     if "versions" in R:
         s = R["versions"]
         for k in ("tar", "tree"):
@@ -324,18 +338,20 @@ def main():
     only = set(filter(None, a.only.split(",")))
     runs = 1 if a.quick else 3
     tools = [Tool("hoard"), Tool("git-lfs")]
+    # git itself, no filter: the floor of the per-file scenarios.
+    floor = tools + [Tool("git")]
     try:
         if not only or "small" in only:
-            bench_small(tools, runs)
+            bench_small(floor, runs)
         if not only or "checkout" in only:
-            bench_checkout(tools, runs)
+            bench_checkout(floor, runs)
         if not only or "big" in only:
             count, size = (2, 256 << 20) if a.quick else (10, 1 << 30)
             bench_big(tools, runs, count, size)
         if not only or "versions" in only:
             bench_versions(tools)
     finally:
-        for t in tools:
+        for t in floor:
             t.close()
     report()
 
