@@ -95,7 +95,7 @@ pub enum Codec {
 
 /// Deepest delta chain a frame may end: a read decodes at most this many
 /// delta frames, one below the other, before reaching self-contained ones.
-pub const MAX_DEPTH: u8 = 16;
+pub const MAX_DEPTH: u8 = 8;
 
 /// Most base chunks one frame may name.
 pub const MAX_BASES: usize = 256;
