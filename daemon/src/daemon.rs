@@ -182,7 +182,9 @@ pub fn run(
             Store::open_with(&paths.store, config.new_store_params(), Box::new(backend)).inspect(
                 |s| {
                     if uploaded > 0 {
-                        mirror_all_refs(s);
+                        if let Err(e) = s.mirror_refs_to(s.backend()) {
+                            tracing::warn!(error = %e, "cannot mirror the refs to the pack store");
+                        }
                     }
                 },
             )
@@ -465,18 +467,6 @@ fn upload_local_packs(store: &Path, s3: &crate::backend::s3::S3Packs) -> anyhow:
         "the local packs are in the bucket"
     );
     Ok(packs.len())
-}
-
-/// Mirrors every ref into the backend (after local packs moved there).
-fn mirror_all_refs(store: &Store) {
-    match store.refs("") {
-        Ok(refs) => {
-            for (name, id) in refs {
-                store.mirror_ref(&name, Some(&id));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot list the refs to mirror them"),
-    }
 }
 
 /// Logs to stderr; `HOARD_LOG` (or `RUST_LOG`), else the config, else info.

@@ -986,20 +986,22 @@ mod tests {
         out
     }
 
+    /// A store with small chunks and frames, each chunk at least
+    /// sketch::MIN_LEN so every one gets a sketch.
+    fn delta_store(dir: &Path) -> Store {
+        let params = StoreParams {
+            chunk: ChunkParams::with_avg(16384),
+            pack_target: 1 << 20,
+            frame_target: 256 << 10,
+            ..StoreParams::default()
+        };
+        Store::open(&dir.join("store"), params).unwrap()
+    }
+
     #[test]
     fn a_version_edited_everywhere_is_stored_as_a_delta_and_reads_back_exactly() {
         let d = tempfile::tempdir().unwrap();
-        // Chunks of at least sketch::MIN_LEN, so every one gets a sketch.
-        let store = Store::open(
-            &d.path().join("store"),
-            StoreParams {
-                chunk: ChunkParams::with_avg(16384),
-                pack_target: 1 << 20,
-                frame_target: 256 << 10,
-                ..StoreParams::default()
-            },
-        )
-        .unwrap();
+        let store = delta_store(d.path());
         let v1 = text(2 << 20, 77);
         // Every chunk changes (like tar headers with new mtimes).
         let mut v2 = v1.clone();
@@ -1057,16 +1059,7 @@ mod tests {
     #[test]
     fn each_version_of_a_path_is_a_delta_against_the_last_and_chains_stay_bounded() {
         let d = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &d.path().join("store"),
-            StoreParams {
-                chunk: ChunkParams::with_avg(16384),
-                pack_target: 1 << 20,
-                frame_target: 256 << 10,
-                ..StoreParams::default()
-            },
-        )
-        .unwrap();
+        let store = delta_store(d.path());
         // One path, versions each a small edit of the one before, with a
         // change every 700 bytes (no chunk shared by id) that the version
         // before has too but the first does not: only the last version is

@@ -78,6 +78,35 @@ impl Runs {
     }
 }
 
+/// Bytes `[offset, offset + len)` gathered from the aligned [`BLOCK`]s
+/// that hold them (`block(k)` gives block k, or `None`/an error to stop;
+/// a block too short to hold its part gives `None`):
+/// a slice of one block when a single block holds them all, no copy.
+pub(super) fn gather<E>(
+    offset: u64,
+    len: usize,
+    mut block: impl FnMut(u64) -> Result<Option<bytes::Bytes>, E>,
+) -> Result<Option<bytes::Bytes>, E> {
+    let end = offset + len as u64;
+    let (first, last) = (offset / BLOCK, (end.max(1) - 1) / BLOCK);
+    if first == last {
+        let from = (offset - first * BLOCK) as usize;
+        let b = block(first)?.filter(|b| b.len() >= from + len);
+        return Ok(b.map(|b| b.slice(from..from + len)));
+    }
+    let mut out = Vec::with_capacity(len);
+    for k in first..=last {
+        let Some(b) = block(k)? else { return Ok(None) };
+        let start = k * BLOCK;
+        let from = offset.saturating_sub(start) as usize;
+        let Some(piece) = b.get(from..((end - start) as usize).min(b.len())) else {
+            return Ok(None);
+        };
+        out.extend_from_slice(piece);
+    }
+    Ok(Some(out.into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +170,23 @@ mod tests {
             assert_eq!(r.read(i * 3 * NEAR, 4096, t), None);
         }
         assert!(r.0.len() <= CURSORS);
+    }
+
+    #[test]
+    fn a_range_is_gathered_from_the_blocks_holding_it() {
+        let pack: Vec<u8> = (0..3 * BLOCK as usize).map(|i| (i % 251) as u8).collect();
+        let block = |k: u64| -> Result<Option<bytes::Bytes>, ()> {
+            let s = (k * BLOCK) as usize;
+            Ok(Some(bytes::Bytes::copy_from_slice(
+                &pack[s..s + BLOCK as usize],
+            )))
+        };
+        for (off, len) in [(10, 100), (BLOCK - 5, 10), (BLOCK / 2, 2 * BLOCK as usize)] {
+            let got = gather(off, len, block).unwrap().unwrap();
+            assert_eq!(&got[..], &pack[off as usize..off as usize + len]);
+        }
+        // A block that is not there, or too short: nothing.
+        let none = gather::<()>(BLOCK - 5, 10, |k| Ok((k == 0).then(bytes::Bytes::new)));
+        assert_eq!(none, Ok(None));
     }
 }

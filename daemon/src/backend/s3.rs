@@ -24,8 +24,8 @@
 //! runtime and the caller waits on a channel, never entering a runtime.
 
 use super::cache::ReadCache;
-use super::runs::Runs;
 pub use super::runs::BLOCK;
+use super::runs::{gather, Runs};
 use super::{BackendStatus, PackBackend, PackSink};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -234,28 +234,17 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)?;
-        let end = offset + len as u64;
-        if end > size {
+        if offset + len as u64 > size {
             return None;
         }
-        let (first, last) = (offset / BLOCK, (end.max(1) - 1) / BLOCK);
-        let block = |k: u64| {
+        gather::<()>(offset, len, |k| {
             let start = k * BLOCK;
-            self.cache
-                .peek(&(*id, start, BLOCK.min(size - start) as usize))
-        };
-        if first == last {
-            let from = (offset - first * BLOCK) as usize;
-            return Some(block(first)?.slice(from..from + len));
-        }
-        let mut out = Vec::with_capacity(len);
-        for k in first..=last {
-            let b = block(k)?;
-            let start = k * BLOCK;
-            let from = offset.saturating_sub(start) as usize;
-            out.extend_from_slice(&b[from..((end - start) as usize).min(b.len())]);
-        }
-        Some(out.into())
+            Ok(self
+                .cache
+                .peek(&(*id, start, BLOCK.min(size - start) as usize)))
+        })
+        .ok()
+        .flatten()
     }
 
     /// Pack `id`'s length (one HEAD, then remembered).
@@ -516,21 +505,9 @@ impl PackBackend for S3Packs {
                 }
             }
         }
-        let (first, last) = (offset / BLOCK, (end.max(1) - 1) / BLOCK);
-        if first == last {
-            let b = inner.block(id, first, size)?;
-            let from = (offset - first * BLOCK) as usize;
-            return Ok(b.slice(from..from + len));
-        }
-        let mut out = Vec::with_capacity(len);
-        for k in first..=last {
-            let b = inner.block(id, k, size)?;
-            let start = k * BLOCK;
-            let from = offset.saturating_sub(start) as usize;
-            let to = ((end - start) as usize).min(b.len());
-            out.extend_from_slice(&b[from..to]);
-        }
-        Ok(out.into())
+        // Every block is fetched, so a range is always gathered.
+        let got = gather(offset, len, |k| inner.block(id, k, size).map(Some))?;
+        Ok(got.unwrap_or_default())
     }
 
     fn open(&self, id: &Id) -> Result<(Box<dyn Read + Send>, u64)> {

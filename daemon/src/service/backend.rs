@@ -7,7 +7,6 @@
 
 use super::{Events, LocalApi};
 use crate::backend::s3::S3Packs;
-use crate::backend::PackBackend;
 use crate::config::Config;
 use crate::error::Error;
 use crate::status::status;
@@ -60,12 +59,9 @@ pub(super) async fn migrate(
             let c = crate::pack::copy::copy_all(store.backend(), &dst, &progress, |c| {
                 let _ = tx.blocking_send(Ok(event(c)));
             })?;
-            let refs = store.refs("")?;
-            for (name, id) in &refs {
-                dst.mirror_ref(name, Some(id))?;
-            }
+            let refs = store.mirror_refs_to(&dst)?;
             crate::config::set_store_backend(&config, "s3")?;
-            Ok::<_, Error>((c, refs.len() as u64))
+            Ok::<_, Error>((c, refs))
         })();
         let _ = tx.blocking_send(match r {
             Ok((c, refs)) => Ok(pb::MigrateBackendEvent {

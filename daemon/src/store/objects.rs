@@ -115,6 +115,16 @@ impl Shared {
         }
     }
 
+    /// Mirrors every ref into `to` (this store's backend, or the one its
+    /// packs are moving to); returns how many.
+    pub fn mirror_refs_to(&self, to: &dyn crate::backend::PackBackend) -> Result<u64> {
+        let refs = self.index.refs("")?;
+        for (name, id) in &refs {
+            to.mirror_ref(name, Some(id))?;
+        }
+        Ok(refs.len() as u64)
+    }
+
     /// Puts back the refs the backend mirrored, for a store whose index has
     /// none (a hub rebuilt from its bucket); only refs to snapshots it holds.
     pub(crate) fn restore_mirrored_refs(&self) -> Result<u64> {
