@@ -68,6 +68,15 @@ def timed(cmds, env, cwd):
     return time.perf_counter() - t
 
 
+def echo_filter():
+    """benches/echo_filter.c built once per run (gcc)."""
+    exe = os.path.join(WORK, "echo-filter")
+    if not os.path.exists(exe):
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo_filter.c")
+        subprocess.run(["gcc", "-O2", "-o", exe, src], check=True)
+    return exe
+
+
 class Tool:
     """One tool's user: HOME with global git config, a store."""
 
@@ -93,7 +102,13 @@ class Tool:
             sh(["hoard", "daemon", "start"], self.env)
         elif kind == "git-lfs":
             sh(["git", "lfs", "install"], self.env, self.env["HOME"])
-        # "git": git itself, no filter (the floor).
+        elif kind in ("echo", "echo-delay"):
+            cmd = echo_filter() + (" --delay" if kind == "echo-delay" else "")
+            sh(["git", "config", "--global", "filter.echo.process", cmd], self.env)
+            sh(["git", "config", "--global", "filter.echo.required", "true"], self.env)
+        # "git": git itself, no filter (the floor); "echo": git through a
+        # filter that hands every file back (the floor of the protocol);
+        # "echo-delay": the same answering checkouts as hoard does, delayed.
 
     def repo(self, name, pattern):
         d = os.path.join(self.root, name)
@@ -104,6 +119,9 @@ class Tool:
             sh(["hoard", "track", pattern], self.env, d)
         elif self.kind == "git-lfs":
             sh(["git", "lfs", "track", pattern], self.env, d)
+        elif self.kind in ("echo", "echo-delay"):
+            with open(os.path.join(d, ".gitattributes"), "w") as f:
+                f.write(f"{pattern} filter=echo -text\n")
         else:
             with open(os.path.join(d, ".gitattributes"), "w") as f:
                 f.write(f"{pattern} -text\n")
@@ -177,6 +195,9 @@ def bench_small(tools, runs):
     res["speedup"] = res["git-lfs"] / res["hoard"]
     if "git" in res:
         res["hoard_vs_git"] = res["hoard"] / res["git"]
+    for e in ("echo", "echo-delay"):
+        if e in res:
+            res[e + "_vs_git"] = res[e] / res["git"]
     R["small_10k_add_commit"] = res
 
 
@@ -274,6 +295,9 @@ def bench_checkout(tools, runs):
     res["speedup"] = res["git-lfs"] / res["hoard"]
     if "git" in res:
         res["hoard_vs_git"] = res["hoard"] / res["git"]
+    for e in ("echo", "echo-delay"):
+        if e in res:
+            res[e + "_vs_git"] = res[e] / res["git"]
     R["checkout_10k"] = res
 
 
@@ -308,6 +332,8 @@ def report():
         print(f"| add+commit 10k small files | {s['hoard']:.2f} s | {s['git-lfs']:.2f} s | {s['speedup']:.1f}× | ≥ 10× |")
         if "git" in s:
             print(f"| same, git without a filter | {s['git']:.2f} s | | hoard {s['hoard_vs_git']:.2f}× git | ≤ 2× |")
+        if "echo" in s:
+            print(f"| same, git through an echo filter | {s['echo']:.2f} s | | echo {s['echo_vs_git']:.2f}× git | floor |")
     if "big_add_commit" in R:
         s = R["big_add_commit"]
         print(f"| add+commit {s['files']} × {s['bytes_each']/1e9:.1f} GB, fresh | {s['hoard']:.1f} s ({s['hoard_MBps']:.0f} MB/s) | {s['git-lfs']:.1f} s ({s['git-lfs_MBps']:.0f} MB/s) | {s['speedup']:.1f}× | ≥ 10× |")
@@ -317,6 +343,10 @@ def report():
         print(f"| checkout, 10k files differ | {s['hoard']:.2f} s | {s['git-lfs']:.2f} s | {s['speedup']:.1f}× | ≥ 5× |")
         if "git" in s:
             print(f"| same, git without a filter | {s['git']:.2f} s | | hoard {s['hoard_vs_git']:.2f}× git | ≤ 1.5× |")
+        if "echo" in s:
+            print(f"| same, git through an echo filter | {s['echo']:.2f} s | | echo {s['echo_vs_git']:.2f}× git | floor |")
+        if "echo-delay" in s:
+            print(f"| same, echo filter answering `delayed` | {s['echo-delay']:.2f} s | | {s['echo-delay_vs_git']:.2f}× git | floor |")
     if "versions" in R:
         s = R["versions"]
         for k in ("tar", "tree"):
@@ -339,19 +369,22 @@ def main():
     runs = 1 if a.quick else 3
     tools = [Tool("hoard"), Tool("git-lfs")]
     # git itself, no filter: the floor of the per-file scenarios.
-    floor = tools + [Tool("git")]
+    # git through a filter that only echoes: the floor of the protocol.
+    floor = tools + [Tool("git"), Tool("echo")]
+    # The same answering checkouts `delayed`, as hoard does.
+    co_floor = floor + [Tool("echo-delay")]
     try:
         if not only or "small" in only:
             bench_small(floor, runs)
         if not only or "checkout" in only:
-            bench_checkout(floor, runs)
+            bench_checkout(co_floor, runs)
         if not only or "big" in only:
             count, size = (2, 256 << 20) if a.quick else (10, 1 << 30)
             bench_big(tools, runs, count, size)
         if not only or "versions" in only:
             bench_versions(tools)
     finally:
-        for t in floor:
+        for t in co_floor:
             t.close()
     report()
 

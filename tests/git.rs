@@ -175,6 +175,59 @@ fn checkout_uses_the_delay_capability() {
 }
 
 #[test]
+fn post_checkout_writes_the_pointers_smudge_left_and_only_those() {
+    let u = User::new();
+    let repo = u.repo("r", &["data/**", "*.bin"]);
+    let v1 = dataset(21);
+    write_all(&repo, &v1);
+    commit_all(&u, &repo, "v1");
+    u.git_ok(&repo, &["checkout", "-q", "-b", "v2"]);
+    let mut v2 = v1.clone();
+    v2.insert("data/train/a.csv".into(), data(310_000, 22, true));
+    v2.insert("model.bin".into(), data(1_100_000, 23, false));
+    write_all(&repo, &v2);
+    commit_all(&u, &repo, "v2");
+
+    // A normal checkout: smudge wrote every file, the hook has nothing to do.
+    let o = u.git(&repo, &["checkout", "-q", "main"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("files whose content"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_content(&repo, &v1);
+
+    // Smudge passes pointers through (as a filter that could not fetch
+    // would leave them; clean is as installed): the post-checkout hook
+    // writes their content.
+    let installed = std::fs::read_to_string(u.home.join(".gitconfig")).expect("global config");
+    let smudge_off: String = installed
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("process") && !l.trim_start().starts_with("smudge"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace(
+            "[filter \"hoard\"]\n",
+            "[filter \"hoard\"]\n\tsmudge = cat\n",
+        );
+    assert!(smudge_off.contains("smudge = cat"), "{installed}");
+    let alt = u.home.join("smudge-off.gitconfig");
+    std::fs::write(&alt, smudge_off).expect("write config");
+    let child = u
+        .git_cmd(&repo, &["checkout", "-q", "v2"])
+        .env("GIT_CONFIG_GLOBAL", &alt)
+        .spawn()
+        .expect("spawn git");
+    let o = common::wait_output(child, std::time::Duration::from_secs(300), "git checkout");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("wrote 2 files whose content"), "{err}");
+    assert_content(&repo, &v2);
+    assert_clean(&u, &repo);
+}
+
+#[test]
 fn clone_elsewhere_then_pull_include_exclude_sparse() {
     let alice = User::new();
     let repo = alice.repo("r", &["data/**", "*.bin"]);

@@ -26,6 +26,17 @@ struct Candidate {
 
 /// Pointers in the tree of `rev` (a commit or tree-ish).
 pub fn at_rev(repo: &Repo, rev: &str) -> anyhow::Result<Vec<Tracked>> {
+    at_rev_where(repo, rev, |_, _| true)
+}
+
+/// Pointers in the tree of `rev` at the paths `keep` accepts, given each
+/// blob's size: the blobs it refuses are never read (so a caller that can
+/// rule files out by a look at the work tree costs git nothing for them).
+pub fn at_rev_where(
+    repo: &Repo,
+    rev: &str,
+    mut keep: impl FnMut(&GitPath, usize) -> bool,
+) -> anyhow::Result<Vec<Tracked>> {
     let out = repo
         .git(["ls-tree", "-r", "-z", "-l", "--full-tree", rev, "--"])
         .with_context(|| format!("cannot list the files of revision {rev:?}"))?;
@@ -41,9 +52,13 @@ pub fn at_rev(repo: &Repo, rev: &str) -> anyhow::Result<Vec<Tracked>> {
         };
         let f: Vec<&str> = meta.split_whitespace().collect();
         if let [mode, "blob", blob, size] = f[..] {
-            if is_file_mode(mode) && size.parse::<usize>().is_ok_and(|s| s <= pointer::MAX_LEN) {
+            let Ok(size) = size.parse::<usize>() else {
+                continue;
+            };
+            let path = GitPath::new(path);
+            if is_file_mode(mode) && size <= pointer::MAX_LEN && keep(&path, size) {
                 cands.push(Candidate {
-                    path: GitPath::new(path),
+                    path,
                     blob: blob.to_string(),
                 });
             }

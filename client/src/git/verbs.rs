@@ -103,8 +103,13 @@ pub struct PullReport {
     pub errors: Vec<(String, String)>,
 }
 
+/// A further choice of paths, given each pointer blob's size (the hook's:
+/// files that may still hold their pointer).
+pub type Only<'a> = &'a dyn Fn(&GitPath, usize) -> bool;
+
 /// `hoard pull` (fetch, then materialize) and `hoard checkout` (materialize
-/// what is already local): the selected pointers of `rev`.
+/// what is already local): the selected pointers of `rev`; with `only`,
+/// just those it accepts (the rest are never read).
 pub async fn pull(
     client: &mut Client,
     paths: &hoard_proto::paths::Paths,
@@ -112,14 +117,12 @@ pub async fn pull(
     rev: &str,
     filter: &PathFilter,
     fetch_first: bool,
-    only: Option<&HashSet<GitPath>>,
+    only: Option<Only<'_>>,
 ) -> anyhow::Result<PullReport> {
     let skip = tree::skip_worktree(repo)?;
-    let selected: Vec<Tracked> = tree::at_rev(repo, rev)?
-        .into_iter()
-        .filter(|t| filter.matches(&t.path) && !skip.contains(&t.path))
-        .filter(|t| only.is_none_or(|o| o.contains(&t.path)))
-        .collect();
+    let selected: Vec<Tracked> = tree::at_rev_where(repo, rev, |path, size| {
+        filter.matches(path) && !skip.contains(path) && only.is_none_or(|o| o(path, size))
+    })?;
     let mut report = PullReport {
         selected: selected.len(),
         ..PullReport::default()
@@ -468,18 +471,35 @@ pub async fn hook_after_update(
     if repo.git(["rev-parse", "--verify", "-q", "HEAD"]).is_err() {
         return Ok(());
     }
-    let only: Option<HashSet<GitPath>> = match prev {
+    let changed: Option<HashSet<GitPath>> = match prev {
         Some(p) if p != NULL_OID && !p.chars().all(|c| c == '0') => {
             let out = repo.git(["diff", "--name-only", "-z", p, "HEAD", "--"])?;
             Some(super::nul_records(&out).map(GitPath::new).collect())
         }
         _ => None,
     };
-    if only.as_ref().is_some_and(|o| o.is_empty()) {
+    if changed.as_ref().is_some_and(|o| o.is_empty()) {
         return Ok(());
     }
+    // Only a work-tree file of its pointer's size can still be that
+    // pointer: the files smudge wrote (all of them, normally) are ruled out
+    // by one lstat each, and their blobs are never read.
+    let still_pointer = |path: &GitPath, size: usize| {
+        changed.as_ref().is_none_or(|c| c.contains(path))
+            && std::fs::symlink_metadata(repo.work_tree.join(path.as_path()))
+                .is_ok_and(|m| m.is_file() && m.len() == size as u64)
+    };
     let filter = PathFilter::new(repo, &[], &[])?;
-    let report = pull(client, paths, repo, "HEAD", &filter, false, only.as_ref()).await?;
+    let report = pull(
+        client,
+        paths,
+        repo,
+        "HEAD",
+        &filter,
+        false,
+        Some(&still_pointer),
+    )
+    .await?;
     if report.materialized > 0 {
         eprintln!(
             "hoard: wrote {} files whose content is now available",
