@@ -26,24 +26,25 @@ struct Candidate {
 
 /// Pointers in the tree of `rev` (a commit or tree-ish).
 pub fn at_rev(repo: &Repo, rev: &str) -> anyhow::Result<Vec<Tracked>> {
-    at_rev_where(repo, rev, |_, _| true)
+    at_rev_where(repo, rev, |_| true)
 }
 
-/// Pointers in the tree of `rev` at the paths `keep` accepts, given each
-/// blob's size: the blobs it refuses are never read (so a caller that can
-/// rule files out by a look at the work tree costs git nothing for them).
+/// Pointers in the tree of `rev` at the paths `keep` accepts: only the
+/// tree objects are read for the rest (a caller that can rule files out by
+/// a look at the work tree costs git nothing for them), then the kept
+/// blobs' sizes, then those small enough to be pointers.
 pub fn at_rev_where(
     repo: &Repo,
     rev: &str,
-    mut keep: impl FnMut(&GitPath, usize) -> bool,
+    mut keep: impl FnMut(&GitPath) -> bool,
 ) -> anyhow::Result<Vec<Tracked>> {
     let out = repo
-        .git(["ls-tree", "-r", "-z", "-l", "--full-tree", rev, "--"])
+        .git(["ls-tree", "-r", "-z", "--full-tree", rev, "--"])
         .with_context(|| format!("cannot list the files of revision {rev:?}"))?;
-    let mut cands = Vec::new();
+    let mut objects = Vec::new();
     for rec in nul_records(&out) {
-        // "<mode> SP <type> SP <object> SP+ <size> TAB <path>"; the path
-        // is bytes, the rest ASCII.
+        // "<mode> SP <type> SP <object> TAB <path>"; the path is bytes, the
+        // rest ASCII.
         let Some(tab) = rec.iter().position(|&b| b == b'\t') else {
             continue;
         };
@@ -51,20 +52,14 @@ pub fn at_rev_where(
             continue;
         };
         let f: Vec<&str> = meta.split_whitespace().collect();
-        if let [mode, "blob", blob, size] = f[..] {
-            let Ok(size) = size.parse::<usize>() else {
-                continue;
-            };
+        if let [mode, "blob", blob] = f[..] {
             let path = GitPath::new(path);
-            if is_file_mode(mode) && size <= pointer::MAX_LEN && keep(&path, size) {
-                cands.push(Candidate {
-                    path,
-                    blob: blob.to_string(),
-                });
+            if is_file_mode(mode) && keep(&path) {
+                objects.push((blob.to_string(), path));
             }
         }
     }
-    read_pointers(repo, cands)
+    from_objects(repo, objects)
 }
 
 /// Pointers staged in the index (stage 0 only).

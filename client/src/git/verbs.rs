@@ -3,7 +3,7 @@
 use super::fetch;
 use super::materialize::{self, Pending, Skip};
 use super::path::GitPath;
-use super::pointer::Pointer;
+use super::pointer::{self, Pointer};
 use super::tree::{self, Tracked};
 use super::Repo;
 use crate::connect::Client;
@@ -103,9 +103,9 @@ pub struct PullReport {
     pub errors: Vec<(String, String)>,
 }
 
-/// A further choice of paths, given each pointer blob's size (the hook's:
-/// files that may still hold their pointer).
-pub type Only<'a> = &'a dyn Fn(&GitPath, usize) -> bool;
+/// A further choice of paths (the hook's: files that may still hold their
+/// pointer).
+pub type Only<'a> = &'a dyn Fn(&GitPath) -> bool;
 
 /// `hoard pull` (fetch, then materialize) and `hoard checkout` (materialize
 /// what is already local): the selected pointers of `rev`; with `only`,
@@ -120,8 +120,8 @@ pub async fn pull(
     only: Option<Only<'_>>,
 ) -> anyhow::Result<PullReport> {
     let skip = tree::skip_worktree(repo)?;
-    let selected: Vec<Tracked> = tree::at_rev_where(repo, rev, |path, size| {
-        filter.matches(path) && !skip.contains(path) && only.is_none_or(|o| o(path, size))
+    let selected: Vec<Tracked> = tree::at_rev_where(repo, rev, |path| {
+        filter.matches(path) && !skip.contains(path) && only.is_none_or(|o| o(path))
     })?;
     let mut report = PullReport {
         selected: selected.len(),
@@ -481,13 +481,13 @@ pub async fn hook_after_update(
     if changed.as_ref().is_some_and(|o| o.is_empty()) {
         return Ok(());
     }
-    // Only a work-tree file of its pointer's size can still be that
-    // pointer: the files smudge wrote (all of them, normally) are ruled out
-    // by one lstat each, and their blobs are never read.
-    let still_pointer = |path: &GitPath, size: usize| {
+    // Only a work-tree file no bigger than a pointer can still be one: the
+    // files smudge wrote (all of them, normally) are ruled out by one lstat
+    // each, and their blobs are never read.
+    let still_pointer = |path: &GitPath| {
         changed.as_ref().is_none_or(|c| c.contains(path))
             && std::fs::symlink_metadata(repo.work_tree.join(path.as_path()))
-                .is_ok_and(|m| m.is_file() && m.len() == size as u64)
+                .is_ok_and(|m| m.is_file() && m.len() <= pointer::MAX_LEN as u64)
     };
     let filter = PathFilter::new(repo, &[], &[])?;
     let report = pull(
@@ -528,10 +528,8 @@ pub async fn hook_post_commit(client: &mut Client, repo: &Repo) -> anyhow::Resul
     if changed.is_empty() {
         return Ok(());
     }
-    let tracked: Vec<Tracked> = tree::at_rev(repo, "HEAD")?
-        .into_iter()
-        .filter(|t| changed.contains(&t.path))
-        .collect();
+    // Only the changed paths' blobs are read.
+    let tracked = tree::at_rev_where(repo, "HEAD", |path| changed.contains(path))?;
     let missing = not_local(client, &tracked).await?;
     for t in &missing {
         eprintln!(
