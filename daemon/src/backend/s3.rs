@@ -505,9 +505,14 @@ impl PackBackend for S3Packs {
                 }
             }
         }
-        // Every block is fetched, so a range is always gathered.
-        let got = gather(offset, len, |k| inner.block(id, k, size).map(Some))?;
-        Ok(got.unwrap_or_default())
+        // A block shorter than the pack's length said (the object changed
+        // under us) leaves the range incomplete.
+        gather(offset, len, |k| inner.block(id, k, size).map(Some))?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "pack {} in the bucket is shorter than its length said (reading {len} bytes at {offset}); run `hoard verify`",
+                id.hex()
+            ))
+        })
     }
 
     fn open(&self, id: &Id) -> Result<(Box<dyn Read + Send>, u64)> {
